@@ -1,0 +1,1 @@
+"""Compiled kernels and fixed-memory structures (private; use ``edgekm``)."""
