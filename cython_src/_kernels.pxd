@@ -1,0 +1,381 @@
+# Hot kernels of edgekm, fused over float32/float64.  Header-only (every
+# function is inline), so both _ops.pyx and _engine.pyx compile them in
+# without a runtime import.  They run without the GIL, take raw C-contiguous
+# buffers that the caller allocated once, and allocate nothing.  Inputs are
+# assumed valid.  Arithmetic and draw order follow docs/internals.md; the
+# twin is edgekm/_reference/ops.py.
+#
+# Shapes: X (n_samples, n_features) in floating; sample_weight (n_samples)
+# float64; centers (n_clusters, n_features) float64.
+from cython cimport floating
+
+from _rng cimport rng_t, rng_uniform, rng_randbelow, rng_sample
+
+
+cdef inline double sqdist_pp(const floating* a,            # IN (n_features)
+                             const floating* b,            # IN (n_features)
+                             Py_ssize_t n_features) noexcept nogil:
+    """Squared distance between two points, accumulated in float64."""
+    cdef Py_ssize_t j
+    cdef double s = 0.0, t
+    for j in range(n_features):
+        t = <double>a[j] - <double>b[j]
+        s = s + t * t
+    return s
+
+
+cdef inline double sqdist_pc(const floating* a,            # IN (n_features)
+                             const double* c,              # IN (n_features)
+                             Py_ssize_t n_features) noexcept nogil:
+    """Squared distance between a point and a float64 centre."""
+    cdef Py_ssize_t j
+    cdef double s = 0.0, t
+    for j in range(n_features):
+        t = <double>a[j] - c[j]
+        s = s + t * t
+    return s
+
+
+cdef inline int nearest(const floating* x,                 # IN (n_features)
+                        const double* centers,             # IN (n_clusters, n_features)
+                        Py_ssize_t n_clusters,
+                        Py_ssize_t n_features,
+                        double* best_out) noexcept nogil:  # OUT (1)
+    """Index of the nearest centre (ties to the lowest) and its squared distance."""
+    cdef Py_ssize_t c
+    cdef int label = 0
+    cdef double best = sqdist_pc(x, centers, n_features), t
+    for c in range(1, n_clusters):
+        t = sqdist_pc(x, centers + c * n_features, n_features)
+        if t < best:
+            best = t
+            label = <int>c
+    best_out[0] = best
+    return label
+
+
+cdef inline void assign_rows(const floating* X,            # IN (n_samples, n_features)
+                             Py_ssize_t n_samples,
+                             Py_ssize_t n_features,
+                             const double* centers,        # IN (n_clusters, n_features)
+                             Py_ssize_t n_clusters,
+                             int* labels,                  # OUT (n_samples)
+                             double* sqdist) noexcept nogil:  # OUT (n_samples)
+    cdef Py_ssize_t i
+    for i in range(n_samples):
+        labels[i] = nearest(X + i * n_features, centers, n_clusters, n_features, sqdist + i)
+
+
+cdef inline double weighted_sum(const double* a, const double* b,
+                                Py_ssize_t n) noexcept nogil:
+    """Sequential sum of a[i] * b[i]."""
+    cdef Py_ssize_t i
+    cdef double s = 0.0
+    for i in range(n):
+        s = s + a[i] * b[i]
+    return s
+
+
+# ------------------------------------------------------------------ seeding
+cdef inline void kmeanspp(const floating* X,               # IN (n_samples, n_features)
+                          Py_ssize_t n_samples,
+                          Py_ssize_t n_features,
+                          const double* sample_weight,     # IN (n_samples)
+                          Py_ssize_t n_clusters,
+                          rng_t* rng,                      # INOUT
+                          Py_ssize_t* chosen,              # OUT (n_clusters)
+                          double* dist,                    # work (n_samples)
+                          double* prob,                    # work (n_samples)
+                          double* cumsum) noexcept nogil:  # work (n_samples)
+    """Exact weighted k-means++ (D² sampling); requires n_samples >= n_clusters."""
+    cdef Py_ssize_t i, c, q
+    cdef double acc, t
+    cdef bint taken
+    chosen[0] = rng_sample(rng, sample_weight, n_samples, cumsum)
+    for i in range(n_samples):
+        dist[i] = sqdist_pp(X + i * n_features, X + chosen[0] * n_features, n_features)
+    for c in range(1, n_clusters):
+        acc = 0.0
+        for i in range(n_samples):
+            prob[i] = sample_weight[i] * dist[i]
+            acc = acc + prob[i]
+        if acc > 0:
+            chosen[c] = rng_sample(rng, prob, n_samples, cumsum)
+        else:
+            for i in range(n_samples):          # the lowest index not yet chosen
+                taken = False
+                for q in range(c):
+                    if chosen[q] == i:
+                        taken = True
+                        break
+                if not taken:
+                    chosen[c] = i
+                    break
+        for i in range(n_samples):
+            t = sqdist_pp(X + i * n_features, X + chosen[c] * n_features, n_features)
+            if t < dist[i]:
+                dist[i] = t
+
+
+# ------------------------------------------------------------------ Lloyd
+cdef inline double lloyd(const floating* X,                # IN (n_samples, n_features)
+                         Py_ssize_t n_samples,
+                         Py_ssize_t n_features,
+                         const double* sample_weight,      # IN (n_samples)
+                         double* centers,                  # INOUT (n_clusters, n_features)
+                         Py_ssize_t n_clusters,
+                         Py_ssize_t max_iter,
+                         double* weight_in_clusters,       # OUT (n_clusters)
+                         double* sums,                     # work (n_clusters, n_features)
+                         int* labels,                      # work (n_samples)
+                         int* prev_labels,                 # work (n_samples)
+                         double* dist,                     # work (n_samples)
+                         double* score) noexcept nogil:    # work (n_samples)
+    """Weighted Lloyd; an empty cluster is reseeded at the point with the largest
+    w * d² (ties to the lowest index).  Returns the cost against the result."""
+    cdef Py_ssize_t it, i, j, c, best_i
+    cdef Py_ssize_t d = n_features, k = n_clusters
+    cdef bint reseeded = False, same
+    cdef int lab
+    cdef double best
+    for it in range(max_iter):
+        assign_rows(X, n_samples, d, centers, k, labels, dist)
+        if it > 0 and not reseeded:
+            same = True
+            for i in range(n_samples):
+                if labels[i] != prev_labels[i]:
+                    same = False
+                    break
+            if same:
+                break
+        for i in range(n_samples):
+            prev_labels[i] = labels[i]
+        for c in range(k):
+            weight_in_clusters[c] = 0.0
+            for j in range(d):
+                sums[c * d + j] = 0.0
+        for i in range(n_samples):
+            lab = labels[i]
+            weight_in_clusters[lab] = weight_in_clusters[lab] + sample_weight[i]
+            for j in range(d):
+                sums[lab * d + j] = sums[lab * d + j] + sample_weight[i] * <double>X[i * d + j]
+        for c in range(k):
+            if weight_in_clusters[c] > 0:
+                for j in range(d):
+                    centers[c * d + j] = sums[c * d + j] / weight_in_clusters[c]
+        reseeded = False
+        for i in range(n_samples):
+            score[i] = sample_weight[i] * dist[i]
+        for c in range(k):
+            if weight_in_clusters[c] == 0:
+                best_i = 0
+                best = score[0]
+                for i in range(1, n_samples):
+                    if score[i] > best:
+                        best = score[i]
+                        best_i = i
+                for j in range(d):
+                    centers[c * d + j] = <double>X[best_i * d + j]
+                score[best_i] = 0.0
+                reseeded = True
+    assign_rows(X, n_samples, d, centers, k, labels, dist)
+    for c in range(k):
+        weight_in_clusters[c] = 0.0
+    for i in range(n_samples):
+        weight_in_clusters[labels[i]] = weight_in_clusters[labels[i]] + sample_weight[i]
+    return weighted_sum(sample_weight, dist, n_samples)
+
+
+ctypedef struct solve_work_t:
+    # buffers the solver needs, allocated once by the caller
+    Py_ssize_t* chosen       # (n_clusters)
+    double* centers          # (n_clusters, n_features)
+    double* best_centers     # (n_clusters, n_features)
+    double* sums             # (n_clusters, n_features)
+    double* weights          # (n_clusters)
+    double* best_weights     # (n_clusters)
+    int* labels              # (n_samples)
+    int* prev_labels         # (n_samples)
+    double* f0               # (n_samples)
+    double* f1               # (n_samples)
+    double* f2               # (n_samples)
+
+
+cdef inline double solve(const floating* X,                # IN (n_samples, n_features)
+                         Py_ssize_t n_samples,
+                         Py_ssize_t n_features,
+                         const double* sample_weight,      # IN (n_samples)
+                         Py_ssize_t n_clusters,
+                         Py_ssize_t n_init,
+                         Py_ssize_t max_iter,
+                         rng_t* rng,                       # INOUT
+                         solve_work_t* w) noexcept nogil:  # OUT best_centers, best_weights
+    """Best of n_init runs of k-means++ seeding and Lloyd; returns its cost."""
+    cdef Py_ssize_t r, c, j
+    cdef Py_ssize_t d = n_features, k = n_clusters
+    cdef double f, best_f = 0.0
+    for r in range(n_init):
+        kmeanspp(X, n_samples, d, sample_weight, k, rng, w.chosen, w.f0, w.f1, w.f2)
+        for c in range(k):
+            for j in range(d):
+                w.centers[c * d + j] = <double>X[w.chosen[c] * d + j]
+        f = lloyd(X, n_samples, d, sample_weight, w.centers, k, max_iter, w.weights,
+                  w.sums, w.labels, w.prev_labels, w.f0, w.f1)
+        if r == 0 or f < best_f:
+            best_f = f
+            for c in range(k):
+                w.best_weights[c] = w.weights[c]
+                for j in range(d):
+                    w.best_centers[c * d + j] = w.centers[c * d + j]
+    return best_f
+
+
+# ------------------------------------------------------------------ reduce
+# Tree node fields (node_i[v * N_FIELDS + field]).
+cdef enum:
+    N_LEFT = 0
+    N_RIGHT = 1
+    N_PARENT = 2
+    N_FREE = 3
+    N_START = 4
+    N_END = 5
+    N_REP = 6          # the representative's number (its position in the output)
+    N_FIELDS = 7
+
+
+ctypedef struct reduce_work_t:
+    Py_ssize_t* idx          # (n_samples) member indices, leaf slices
+    Py_ssize_t* tmp_idx      # (n_samples)
+    double* cost             # (n_samples) member costs, aligned with idx
+    double* tmp_cost         # (n_samples)
+    double* cumsum           # (n_samples)
+    Py_ssize_t* node_i       # (2 m - 1, N_FIELDS)
+    double* node_cost        # (2 m - 1)
+    Py_ssize_t* rep_leaf     # (m, 2): the point index and the leaf of each representative
+
+
+cdef inline double _seqsum(const double* a, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double s = 0.0
+    for i in range(n):
+        s = s + a[i]
+    return s
+
+
+cdef inline void _make_leaf(reduce_work_t* t, Py_ssize_t v, Py_ssize_t parent,
+                            Py_ssize_t start, Py_ssize_t end, Py_ssize_t rep) noexcept nogil:
+    cdef Py_ssize_t* node = t.node_i + v * N_FIELDS
+    node[N_LEFT] = -1
+    node[N_RIGHT] = -1
+    node[N_PARENT] = parent
+    node[N_FREE] = end - start
+    node[N_START] = start
+    node[N_END] = end
+    node[N_REP] = rep
+    t.node_cost[v] = _seqsum(t.cost + start, end - start)
+    t.rep_leaf[rep * 2 + 1] = v
+
+
+cdef inline Py_ssize_t reduce(const floating* X,           # IN (n_samples, n_features)
+                              Py_ssize_t n_samples,
+                              Py_ssize_t n_features,
+                              const double* sample_weight, # IN (n_samples)
+                              Py_ssize_t m,
+                              rng_t* rng,                  # INOUT
+                              reduce_work_t* t,            # work
+                              floating* out_points,        # OUT (m, n_features)
+                              double* out_weights) noexcept nogil:  # OUT (m)
+    """StreamKM++ coreset tree: m weighted representatives of the input whose
+    weights sum to the input weight.  Returns the number of output points."""
+    cdef Py_ssize_t d = n_features, n = n_samples
+    cdef Py_ssize_t i, j, p, q, v, a, b, s0, e0, na, nb, r0, n_nodes, rep_no, u
+    cdef double s, c_new, acc
+    cdef Py_ssize_t* node
+    if n <= m:
+        for i in range(n * d):
+            out_points[i] = X[i]
+        for i in range(n):
+            out_weights[i] = sample_weight[i]
+        return n
+    r0 = rng_sample(rng, sample_weight, n, t.cumsum)
+    q = 0
+    for i in range(n):
+        if i != r0:
+            t.idx[q] = i
+            t.cost[q] = sample_weight[i] * sqdist_pp(X + i * d, X + r0 * d, d)
+            q += 1
+    t.rep_leaf[0] = r0
+    _make_leaf(t, 0, -1, 0, n - 1, 0)
+    n_nodes = 1
+    for rep_no in range(1, m):
+        # (a) descend by cost
+        v = 0
+        while t.node_i[v * N_FIELDS + N_LEFT] != -1:
+            a = t.node_i[v * N_FIELDS + N_LEFT]
+            b = t.node_i[v * N_FIELDS + N_RIGHT]
+            if t.node_i[a * N_FIELDS + N_FREE] == 0:
+                v = b
+            elif t.node_i[b * N_FIELDS + N_FREE] == 0:
+                v = a
+            else:
+                s = t.node_cost[a] + t.node_cost[b]
+                if s > 0:
+                    v = a if rng_uniform(rng) * s < t.node_cost[a] else b
+                else:
+                    v = a if rng_uniform(rng) < 0.5 else b
+        node = t.node_i + v * N_FIELDS
+        s0 = node[N_START]
+        e0 = node[N_END]
+        # (b) the new representative, by weighted D² to the leaf's representative
+        if t.node_cost[v] > 0:
+            p = s0 + rng_sample(rng, t.cost + s0, e0 - s0, t.cumsum)
+        else:
+            p = s0 + rng_randbelow(rng, e0 - s0)
+        j = t.idx[p]
+        # (c) stable split: A (closer to the old rep) | j | B (ties go to B)
+        na = 0
+        nb = 0
+        for q in range(s0, e0):
+            if q == p:
+                continue
+            i = t.idx[q]
+            c_new = sample_weight[i] * sqdist_pp(X + i * d, X + j * d, d)
+            if t.cost[q] < c_new:
+                t.idx[s0 + na] = i
+                t.cost[s0 + na] = t.cost[q]
+                na += 1
+            else:
+                t.tmp_idx[nb] = i
+                t.tmp_cost[nb] = c_new
+                nb += 1
+        t.idx[s0 + na] = j
+        t.cost[s0 + na] = 0.0
+        for q in range(nb):
+            t.idx[s0 + na + 1 + q] = t.tmp_idx[q]
+            t.cost[s0 + na + 1 + q] = t.tmp_cost[q]
+        a = n_nodes
+        b = n_nodes + 1
+        n_nodes += 2
+        t.rep_leaf[rep_no * 2] = j
+        _make_leaf(t, a, v, s0, s0 + na, node[N_REP])
+        _make_leaf(t, b, v, s0 + na + 1, e0, rep_no)
+        node[N_LEFT] = a
+        node[N_RIGHT] = b
+        # (d) fix the path to the root
+        u = v
+        while u != -1:
+            node = t.node_i + u * N_FIELDS
+            t.node_cost[u] = t.node_cost[node[N_LEFT]] + t.node_cost[node[N_RIGHT]]
+            node[N_FREE] -= 1
+            u = node[N_PARENT]
+    for rep_no in range(m):
+        i = t.rep_leaf[rep_no * 2]
+        v = t.rep_leaf[rep_no * 2 + 1]
+        node = t.node_i + v * N_FIELDS
+        acc = 0.0
+        for q in range(node[N_START], node[N_END]):
+            acc = acc + sample_weight[t.idx[q]]
+        out_weights[rep_no] = sample_weight[i] + acc
+        for q in range(d):
+            out_points[rep_no * d + q] = X[i * d + q]
+    return m

@@ -1,0 +1,160 @@
+"""Defaults, limits and the fixed-memory layout, shared by both backends.
+
+Both engines (``edgekm._core._engine`` and ``edgekm._reference.engine``)
+allocate exactly the buffers that :func:`plan` describes, once, at
+construction, so ``memory_bytes`` is identical across backends and never
+changes while a stream runs.
+"""
+
+from dataclasses import dataclass
+
+ALGORITHMS = ("ct", "cc", "rcc", "onlinecc", "sequential")
+KIND_CODE = {name: i for i, name in enumerate(ALGORITHMS)}
+
+#: bucket (coreset) size per cluster, as in the paper: m = 20 k
+CORESET_SIZE_PER_CLUSTER = 20
+#: OnlineCC initialises on the first ``10 k`` points (the authors' code)
+ONLINE_INIT_PER_CLUSTER = 10
+#: default number of base buckets the outermost tree holds before it starts
+#: absorbing into its top level: 2**24 buckets (3.4e9 points at m = 200)
+DEFAULT_BUCKET_CAPACITY_LOG2 = 24
+DEFAULT_N_INIT = 5
+DEFAULT_MAX_ITER = 20
+DEFAULT_SWITCH_THRESHOLD = 1.2
+DEFAULT_NESTING_DEPTH = 3
+#: limits on parameters (validated in Python before anything is allocated)
+MAX_COMPOSED_LEVELS = 64
+MAX_MERGE_DEGREE = 1 << 16
+
+
+def rcc_degrees(merge_degree, nesting_depth):
+    """Merge degrees per order for RCC: r_j = r_{j-1}**2, starting at ``merge_degree``.
+
+    ``nesting_depth`` counts the tiers (orders 0 .. nesting_depth-1).
+    """
+    degrees = [merge_degree]
+    for _ in range(nesting_depth - 1):
+        degrees.append(degrees[-1] ** 2)
+    return tuple(degrees)
+
+
+def n_digits(value, base):
+    """Number of base-``base`` digits of a positive integer."""
+    count = 0
+    while value > 0:
+        value //= base
+        count += 1
+    return count
+
+
+def default_max_levels(outer_degree):
+    """Levels of the outermost tree so that it holds 2**24 base buckets."""
+    levels = 1
+    while outer_degree ** levels < (1 << DEFAULT_BUCKET_CAPACITY_LOG2):
+        levels += 1
+    return levels
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Sizes of every buffer an engine allocates."""
+
+    n_orders: int
+    degrees: tuple
+    levels: tuple          # levels per order
+    instances: tuple       # instance count per order (index = order)
+    n_instances: int
+    max_levels: int        # max over orders
+    max_list: int          # max(degree) - 1
+    n_slots: int
+    union_rows: int
+    use_buckets: bool
+
+
+def _slot_capacity(degrees, levels, cached):
+    """Upper bound on live buckets (ALGORITHMS.md §11), in slots."""
+    cap = 0
+    for j, (r, lv) in enumerate(zip(degrees, levels)):
+        cap = lv * (r - 1) + (lv if cached else 0) + (lv * cap if j > 0 else 0)
+    return cap
+
+
+def plan(kind, coreset_size, degrees, max_levels):
+    """Return the :class:`Layout` for one engine."""
+    m = coreset_size
+    if kind == "sequential":
+        return Layout(0, (), (), (), 0, 0, 0, 0, 0, False)
+    degrees = tuple(int(r) for r in degrees)
+    n_orders = len(degrees)
+    levels = [n_digits(degrees[j + 1] - 1, degrees[j]) for j in range(n_orders - 1)]
+    levels.append(int(max_levels))
+    instances = [1] * n_orders
+    for j in range(n_orders - 2, -1, -1):
+        instances[j] = instances[j + 1] * levels[j + 1]
+    cached = kind != "ct"
+    # + 1 slot for the partial bucket, + 1 for a merge in flight and + 1 for
+    # a query's reduce at every order (an upper bound; usage is far lower).
+    n_slots = _slot_capacity(degrees, levels, cached) + 2 + n_orders
+    r_max = max(degrees)
+    union = r_max * m                                  # a merge
+    union = max(union, levels[0] * (degrees[0] - 1) * m + m)  # order-0 fallback, + B
+    for j in range(1, n_orders):
+        union = max(union, levels[j] * m + m)          # order-j fallback on inner coresets
+    if kind == "ct":
+        union = max(union, levels[-1] * (degrees[-1] - 1) * m + m)  # tree union + B
+    return Layout(
+        n_orders=n_orders,
+        degrees=degrees,
+        levels=tuple(levels),
+        instances=tuple(instances),
+        n_instances=sum(instances),
+        max_levels=max(levels),
+        max_list=r_max - 1,
+        n_slots=n_slots,
+        union_rows=union,
+        use_buckets=True,
+    )
+
+
+def buffers(layout, n_features, n_clusters, coreset_size, dtype):
+    """Every buffer an engine owns: ``{name: (shape, dtype)}``.
+
+    Both backends allocate exactly these, once; ``memory_bytes`` is their sum.
+    """
+    import numpy as np
+
+    S, G = layout.n_slots, layout.n_instances
+    Lm, Rl, U = layout.max_levels, layout.max_list, layout.union_rows
+    d, k = n_features, n_clusters
+    m = coreset_size if layout.use_buckets else 0
+    i8, f8 = np.int64, np.float64
+    return {
+        # bucket pool: points, weights, (n, level, lo, hi, refcount), total weight
+        "pool_x": ((S, m, d), dtype),
+        "pool_w": ((S, m), f8),
+        "slot_i": ((S, 5), i8),
+        "slot_weight": ((S,), f8),
+        "free": ((S,), i8),
+        # structure instances: (order, n received), lists, spans, cache, children
+        "inst_i": ((G, 2), i8),
+        "list_slot": ((G, Lm, Rl), i8),
+        "list_span": ((G, Lm, Rl, 2), i8),
+        "list_cnt": ((G, Lm), i8),
+        "cache_key": ((G, Lm), i8),
+        "cache_slot": ((G, Lm), i8),
+        "child": ((G, Lm), i8),
+        # workspace: the union of buckets, the reduce tree, the solver
+        "union_x": ((U, d), dtype),
+        "union_w": ((U,), f8),
+        "work_i": ((2, U), np.intp),
+        "work_f": ((3, U), f8),
+        "labels": ((2, U), np.int32),
+        "node_i": ((max(2 * m - 1, 0), 7), np.intp),
+        "node_cost": ((max(2 * m - 1, 0),), f8),
+        "rep_leaf": ((m, 2), np.intp),
+        "solve_c": ((4, k, d), f8),   # centres, best centres, sums, online centres
+        "solve_w": ((3, k), f8),      # cluster weights, best weights, online weights
+        "chosen": ((k,), np.intp),
+        "parts": ((layout.n_orders, S), i8),   # the parts of a union, per order
+        "out_c": ((k, d), dtype),
+    }

@@ -1,0 +1,424 @@
+"""Reference fixed-memory engine: the twin of ``cython_src/_engine.pyx``.
+
+One engine runs one algorithm (CT, CC, RCC, OnlineCC or sequential k-means)
+over a pool of bucket slots that is allocated once (see
+``edgekm._defaults.plan``).  CT and CC are RCC of one order, with and
+without the cache.  Buckets are immutable and reference-counted, so an inner
+structure shares the buckets of its owner's list.  Inputs are assumed valid.
+"""
+
+import numpy as np
+
+from .. import _defaults
+from . import ops
+from .rng import Rng
+
+_EMPTY = -1
+
+
+class Engine:
+    def __init__(self, kind, n_features, n_clusters, coreset_size, merge_degrees,
+                 max_levels, n_init, max_iter, switch_threshold, dtype, seed):
+        self.kind = kind
+        self.d = int(n_features)
+        self.k = int(n_clusters)
+        self.m = int(coreset_size)
+        self.n_init = int(n_init)
+        self.max_iter = int(max_iter)
+        self.alpha = float(switch_threshold)
+        self.dtype = np.dtype(dtype)
+        self.init_args = (kind, n_features, n_clusters, coreset_size, tuple(merge_degrees),
+                          max_levels, n_init, max_iter, switch_threshold, self.dtype.str, seed)
+        lay = _defaults.plan(kind, self.m, merge_degrees, max_levels)
+        self.lay = lay
+        self.rng = Rng(seed)
+        d, k, m = self.d, self.k, self.m
+        a = {name: np.zeros(shape, dtype=dt) for name, (shape, dt) in
+             _defaults.buffers(lay, d, k, m, self.dtype).items()}
+        # The reference computes with NumPy temporaries; it allocates the same
+        # buffers as the compiled engine so that memory_bytes is the same.
+        self.a = a
+        self._init_state()
+
+    # ------------------------------------------------------------ layout
+    def _init_state(self):
+        a, lay = self.a, self.lay
+        self.free_top = lay.n_slots
+        self.n_points = 0
+        self.n_seen = 0.0
+        self.n_buckets = 0
+        self.b_slot = _EMPTY
+        self.b_n = 0
+        self.dirty = True
+        self.inertia = 0.0
+        self.absorptions = 0
+        self.hits = 0
+        self.misses = 0
+        self.fallbacks = 0
+        self.initialised = False
+        self.phi0 = 0.0
+        self.est_cost = 0.0
+        self.n_centers = 0
+        if not lay.use_buckets:
+            return
+        a["free"][:] = np.arange(lay.n_slots - 1, -1, -1)
+        a["list_slot"][:] = _EMPTY
+        a["cache_key"][:] = _EMPTY
+        a["cache_slot"][:] = _EMPTY
+        a["child"][:] = _EMPTY
+        ids = {lay.n_orders - 1: [0]}
+        a["inst_i"][0, 0] = lay.n_orders - 1
+        gid = 1
+        for j in range(lay.n_orders - 1, 0, -1):
+            ids[j - 1] = []
+            for g in ids[j]:
+                for lvl in range(lay.levels[j]):
+                    a["child"][g, lvl] = gid
+                    a["inst_i"][gid, 0] = j - 1
+                    ids[j - 1].append(gid)
+                    gid += 1
+        self.b_slot = self._alloc()
+
+    @property
+    def memory_bytes(self):
+        return int(sum(v.nbytes for v in self.a.values()))
+
+    # ------------------------------------------------------------ slots
+    def _alloc(self):
+        if self.free_top == 0:
+            raise RuntimeError("edgekm engine: bucket pool exhausted (a bug)")
+        self.free_top -= 1
+        s = int(self.a["free"][self.free_top])
+        si = self.a["slot_i"][s]
+        si[:] = (0, 0, 0, 0, 1)
+        self.a["slot_weight"][s] = 0.0
+        return s
+
+    def _ref(self, s):
+        self.a["slot_i"][s, 4] += 1
+
+    def _release(self, s):
+        si = self.a["slot_i"][s]
+        si[4] -= 1
+        if si[4] == 0:
+            self.a["free"][self.free_top] = s
+            self.free_top += 1
+
+    def _slot_points(self, s):
+        n = int(self.a["slot_i"][s, 0])
+        return self.a["pool_x"][s, :n], self.a["pool_w"][s, :n]
+
+    # ------------------------------------------------------------ reduce
+    def _gather(self, parts, extra_b=False):
+        """Copy the slots in ``parts`` (and the partial bucket) into the union buffer."""
+        ux, uw = self.a["union_x"], self.a["union_w"]
+        n = 0
+        for s in parts:
+            x, w = self._slot_points(s)
+            ux[n:n + len(w)] = x
+            uw[n:n + len(w)] = w
+            n += len(w)
+        if extra_b and self.b_n:
+            x, w = self.a["pool_x"][self.b_slot, :self.b_n], self.a["pool_w"][self.b_slot, :self.b_n]
+            ux[n:n + self.b_n] = x
+            uw[n:n + self.b_n] = w
+            n += self.b_n
+        return n
+
+    def _reduce_parts(self, parts):
+        """REDUCE the union of ``parts`` into a new slot (refcount 1)."""
+        n = self._gather(parts)
+        X, w = self.a["union_x"][:n], self.a["union_w"][:n]
+        reps, weights = ops._reduce(X, w, self.m, self.rng)
+        s = self._alloc()
+        cnt = len(reps)
+        self.a["pool_x"][s, :cnt] = X[reps]
+        self.a["pool_w"][s, :cnt] = weights
+        si = self.a["slot_i"]
+        si[s, 0] = cnt
+        si[s, 1] = max(int(si[p, 1]) for p in parts) + (1 if n > self.m else 0)
+        si[s, 2] = si[parts[0], 2]
+        si[s, 3] = si[parts[-1], 3]
+        self.a["slot_weight"][s] = ops.seqsum(weights)
+        return s
+
+    # ------------------------------------------------------------ structure
+    def _levels(self, g):
+        return self.lay.levels[int(self.a["inst_i"][g, 0])]
+
+    def _insert(self, g, slot):
+        a = self.a
+        order = int(a["inst_i"][g, 0])
+        r = self.lay.degrees[order]
+        nlev = self.lay.levels[order]
+        a["inst_i"][g, 1] += 1
+        n = int(a["inst_i"][g, 1])
+        carry, lo, hi = slot, n, n
+        self._ref(carry)
+        for lvl in range(nlev):
+            cnt = int(a["list_cnt"][g, lvl])
+            if cnt < r - 1:
+                self._append(g, lvl, carry, lo, hi)
+                break
+            parts = [int(s) for s in a["list_slot"][g, lvl, :cnt]] + [carry]
+            merged = self._reduce_parts(parts)
+            lo = int(a["list_span"][g, lvl, 0, 0])
+            self._clear_level(g, lvl)
+            self._release(carry)
+            carry = merged
+            if lvl == nlev - 1:
+                if g == 0:
+                    self.absorptions += 1
+                self._append(g, lvl, carry, lo, hi)
+        self._release(carry)
+        if self.kind != "ct":
+            self._evict(g)
+
+    def _append(self, g, lvl, s, lo, hi):
+        a = self.a
+        cnt = int(a["list_cnt"][g, lvl])
+        a["list_slot"][g, lvl, cnt] = s
+        a["list_span"][g, lvl, cnt] = (lo, hi)
+        a["list_cnt"][g, lvl] = cnt + 1
+        self._ref(s)
+        child = int(a["child"][g, lvl])
+        if child != _EMPTY:
+            self._insert(child, s)
+
+    def _clear_level(self, g, lvl):
+        a = self.a
+        for i in range(int(a["list_cnt"][g, lvl])):
+            self._release(int(a["list_slot"][g, lvl, i]))
+            a["list_slot"][g, lvl, i] = _EMPTY
+        a["list_cnt"][g, lvl] = 0
+        child = int(a["child"][g, lvl])
+        if child != _EMPTY:
+            self._reset(child)
+
+    def _reset(self, g):
+        a = self.a
+        for lvl in range(self._levels(g)):
+            self._clear_level(g, lvl)
+            if a["cache_key"][g, lvl] != _EMPTY:
+                self._release(int(a["cache_slot"][g, lvl]))
+                a["cache_key"][g, lvl] = _EMPTY
+                a["cache_slot"][g, lvl] = _EMPTY
+        a["inst_i"][g, 1] = 0
+
+    def _nonempty_levels(self, g):
+        """Non-empty levels of instance g, highest (oldest) first."""
+        cnt = self.a["list_cnt"][g]
+        return [lvl for lvl in range(self._levels(g) - 1, -1, -1) if cnt[lvl] > 0]
+
+    def _prefix_keys(self, g):
+        a = self.a
+        levels = self._nonempty_levels(g)
+        keys = {int(a["inst_i"][g, 1])}
+        for lvl in levels[1:]:           # all but the highest non-empty level
+            keys.add(int(a["list_span"][g, lvl, 0, 0]) - 1)
+        return keys
+
+    def _evict(self, g):
+        a = self.a
+        keys = self._prefix_keys(g)
+        for e in range(self._levels(g)):
+            key = int(a["cache_key"][g, e])
+            if key != _EMPTY and key not in keys:
+                self._release(int(a["cache_slot"][g, e]))
+                a["cache_key"][g, e] = _EMPTY
+                a["cache_slot"][g, e] = _EMPTY
+
+    def _cache_find(self, g, key):
+        hits = np.flatnonzero(self.a["cache_key"][g] == key)
+        return int(hits[0]) if len(hits) else _EMPTY
+
+    def _minor_part(self, g, lvl):
+        a = self.a
+        child = int(a["child"][g, lvl])
+        if child != _EMPTY:
+            return [self._coreset(child)]
+        return [int(s) for s in a["list_slot"][g, lvl, :int(a["list_cnt"][g, lvl])]]
+
+    def _coreset(self, g):
+        """CORESET() of instance g: a slot held by g's cache."""
+        a = self.a
+        n = int(a["inst_i"][g, 1])
+        e = self._cache_find(g, n)
+        if e != _EMPTY:
+            return int(a["cache_slot"][g, e])
+        levels = self._nonempty_levels(g)
+        low = levels[-1]
+        key = int(a["list_span"][g, low, 0, 0]) - 1
+        e = self._cache_find(g, key) if key > 0 else _EMPTY
+        if e != _EMPTY:
+            self.hits += 1
+            parts = [int(a["cache_slot"][g, e])] + self._minor_part(g, low)
+        else:
+            self.misses += 1
+            parts = []
+            for lvl in levels:
+                parts.extend(self._minor_part(g, lvl))
+        if len(parts) == 1 and a["slot_i"][parts[0], 0] <= self.m:
+            s = parts[0]
+            self._ref(s)
+        else:
+            s = self._reduce_parts(parts)
+        e = self._cache_find(g, _EMPTY)
+        a["cache_key"][g, e] = n
+        a["cache_slot"][g, e] = s
+        self._evict(g)
+        return s
+
+    def _tree_union(self):
+        """CT: every bucket of the tree, oldest first."""
+        a = self.a
+        parts = []
+        for lvl in self._nonempty_levels(0):
+            parts.extend(int(s) for s in a["list_slot"][0, lvl, :int(a["list_cnt"][0, lvl])])
+        return parts
+
+    # ------------------------------------------------------------ driver
+    def partial_fit(self, X, w):
+        for i in range(X.shape[0]):
+            self.learn_one(X[i], float(w[i]))
+
+    def learn_one(self, x, w=1.0):
+        a = self.a
+        self.n_points += 1
+        self.n_seen += w
+        self.dirty = True
+        if self.kind == "sequential":
+            self._sequential_step(x, w)
+            return
+        b = self.b_slot
+        a["pool_x"][b, self.b_n] = x
+        a["pool_w"][b, self.b_n] = w
+        self.b_n += 1
+        if self.kind == "onlinecc":
+            if self.initialised:
+                self._macqueen(x, w)
+            elif self.n_points == self._n_online_init():
+                self._online_init()
+        if self.b_n == self.m:
+            self.n_buckets += 1
+            si = a["slot_i"][b]
+            si[0] = self.m
+            si[1] = 0
+            si[2] = si[3] = self.n_buckets
+            a["slot_weight"][b] = ops.seqsum(a["pool_w"][b])
+            self._insert(0, b)
+            self._release(b)
+            self.b_slot = self._alloc()
+            self.b_n = 0
+
+    def _n_online_init(self):
+        return min(_defaults.ONLINE_INIT_PER_CLUSTER * self.k, self.m)
+
+    def _macqueen(self, x, w):
+        C = self.a["solve_c"][3]
+        W = self.a["solve_w"][2]
+        d2 = ops.sqdist_to(C, x)
+        j = int(np.argmin(d2))
+        self.est_cost += w * float(d2[j])
+        tot = W[j] + w
+        C[j] = (W[j] * C[j] + w * x.astype(np.float64)) / tot
+        W[j] = tot
+
+    def _sequential_step(self, x, w):
+        a = self.a
+        if self.n_centers < self.k:
+            a["solve_c"][3, self.n_centers] = x
+            a["solve_w"][2, self.n_centers] = w
+            self.n_centers += 1
+            return
+        self._macqueen(x, w)
+
+    def _solve_rows(self, n):
+        X, w = self.a["union_x"][:n], self.a["union_w"][:n]
+        C, W, f = ops._solve(X, w, self.k, self.n_init, self.max_iter, self.rng)
+        return C, W, f
+
+    def _online_init(self):
+        n = self._gather([], extra_b=True)
+        C, W, f = self._solve_rows(n)
+        self.a["solve_c"][3] = C
+        self.a["solve_w"][2] = W
+        self.phi0 = self.est_cost = f
+        self.initialised = True
+
+    def _summary_parts(self):
+        if self.kind == "ct":
+            return self._tree_union()
+        if self.n_buckets == 0:
+            return []
+        return [self._coreset(0)]
+
+    def query(self):
+        if not self.dirty:
+            return self.a["out_c"].copy(), self.inertia
+        if self.kind in ("sequential", "onlinecc") and (self.kind == "sequential" or self.initialised):
+            if self.kind == "onlinecc" and self.est_cost > self.alpha * self.phi0:
+                self.fallbacks += 1
+                n = self._gather(self._summary_parts(), extra_b=True)
+                C, W, f = self._solve_rows(n)
+                self.a["solve_c"][3] = C
+                self.a["solve_w"][2] = W
+                self.phi0 = self.est_cost = f
+            self.a["out_c"][:] = self.a["solve_c"][3]
+            self.inertia = self.est_cost
+        else:
+            n = self._gather(self._summary_parts(), extra_b=True)
+            C, W, f = self._solve_rows(n)
+            self.a["out_c"][:] = C
+            self.inertia = f
+        self.dirty = False
+        return self.a["out_c"].copy(), self.inertia
+
+    def coreset(self):
+        """(points, weights, level) of the summary a query solves on."""
+        if self.kind == "sequential":
+            n = self.n_centers
+            return (self.a["solve_c"][3, :n].astype(self.dtype),
+                    self.a["solve_w"][2, :n].copy(), 0)
+        parts = self._summary_parts()
+        n = self._gather(parts, extra_b=True)
+        level = max([int(self.a["slot_i"][s, 1]) for s in parts] + [0])
+        return self.a["union_x"][:n].copy(), self.a["union_w"][:n].copy(), level
+
+    # ------------------------------------------------------------ diagnostics
+    def stats(self):
+        a = self.a
+        live = []
+        if self.lay.use_buckets:
+            used = np.ones(self.lay.n_slots, dtype=bool)
+            used[a["free"][:self.free_top]] = False
+            live = np.flatnonzero(used)
+        return {
+            "n_points": self.n_points,
+            "n_buckets": self.n_buckets,
+            "live_buckets": len(live),
+            "bucket_capacity": self.lay.n_slots,
+            "max_level": int(max([a["slot_i"][s, 1] for s in live] + [0])),
+            "absorptions": self.absorptions,
+            "cache_hits": self.hits,
+            "cache_misses": self.misses,
+            "fallbacks": self.fallbacks,
+        }
+
+    # ------------------------------------------------------------ pickling
+    _SCALARS = ("free_top", "n_points", "n_seen", "n_buckets", "b_slot", "b_n", "dirty",
+                "inertia", "absorptions", "hits", "misses", "fallbacks", "initialised",
+                "phi0", "est_cost", "n_centers")
+
+    def __reduce__(self):
+        state = {name: getattr(self, name) for name in self._SCALARS}
+        state["rng"] = self.rng.state
+        state["arrays"] = self.a
+        return (Engine, self.init_args, state)
+
+    def __setstate__(self, state):
+        for name in self._SCALARS:
+            setattr(self, name, state[name])
+        self.rng.state = state["rng"]
+        for key, value in state["arrays"].items():
+            self.a[key][...] = value

@@ -1,0 +1,199 @@
+"""Reference kernels in NumPy: the twin of ``cython_src/_ops.pyx``.
+
+Every sum over points is sequential (``cumsum``/``bincount``) and every
+squared distance accumulates features in order, in float64, so that the
+results match the compiled kernels (``docs/internals.md``).  Inputs are
+assumed valid.
+"""
+
+import numpy as np
+
+from .rng import Rng
+
+
+# ---------------------------------------------------------------- distances
+def sqdist_to(X, y):
+    """Squared distances, float64 of shape (n,), from each row of X to y."""
+    out = np.zeros(X.shape[0], dtype=np.float64)
+    for j in range(X.shape[1]):
+        t = X[:, j].astype(np.float64) - np.float64(y[j])
+        out += t * t
+    return out
+
+
+def _assign(X, C):
+    n, k = X.shape[0], C.shape[0]
+    best = sqdist_to(X, C[0])
+    labels = np.zeros(n, dtype=np.int32)
+    for c in range(1, k):
+        d = sqdist_to(X, C[c])
+        closer = d < best
+        best = np.where(closer, d, best)
+        labels[closer] = c
+    return labels, best
+
+
+def assign(X, centers):
+    """Nearest centre and its squared distance for each row of X."""
+    return _assign(X, np.asarray(centers))
+
+
+def seqsum(a):
+    """Sequential (left to right) float64 sum."""
+    if len(a) == 0:
+        return 0.0
+    return float(np.cumsum(a, dtype=np.float64)[-1])
+
+
+def cost(X, w, centers):
+    """Weighted k-means cost of (X, w) against centers."""
+    _, d = _assign(X, np.asarray(centers))
+    return seqsum(w * d)
+
+
+# ---------------------------------------------------------------- seeding
+def _kmeanspp(X, w, k, rng):
+    n = X.shape[0]
+    chosen = np.empty(k, dtype=np.int64)
+    chosen[0] = rng.sample(w)
+    D = sqdist_to(X, X[chosen[0]])
+    for c in range(1, k):
+        p = w * D
+        if seqsum(p) > 0:
+            chosen[c] = rng.sample(p)
+        else:
+            taken = set(chosen[:c].tolist())
+            chosen[c] = next(i for i in range(n) if i not in taken)
+        D = np.minimum(D, sqdist_to(X, X[chosen[c]]))
+    return chosen
+
+
+def kmeanspp(X, w, k, seed):
+    """Exact weighted k-means++ (D² sampling); returns k row indices."""
+    return _kmeanspp(X, w, k, Rng(seed))
+
+
+# ---------------------------------------------------------------- Lloyd
+def _lloyd(X, w, C, max_iter):
+    """Weighted Lloyd from float64 centres C (modified in place)."""
+    n, d = X.shape
+    k = C.shape[0]
+    prev = None
+    reseeded = False
+    for it in range(max_iter):
+        labels, dist = _assign(X, C)
+        if it > 0 and not reseeded and np.array_equal(labels, prev):
+            break
+        prev = labels
+        W = np.bincount(labels, weights=w, minlength=k)
+        for j in range(d):
+            S = np.bincount(labels, weights=w * X[:, j].astype(np.float64), minlength=k)
+            nz = W > 0
+            C[nz, j] = S[nz] / W[nz]
+        reseeded = False
+        score = w * dist
+        for c in range(k):
+            if W[c] == 0:
+                i = int(np.argmax(score))
+                C[c] = X[i]
+                score[i] = 0.0
+                reseeded = True
+    labels, dist = _assign(X, C)
+    W = np.bincount(labels, weights=w, minlength=k)
+    return W, seqsum(w * dist)
+
+
+def _solve(X, w, k, n_init, max_iter, rng):
+    best = None
+    for _ in range(n_init):
+        C = X[_kmeanspp(X, w, k, rng)].astype(np.float64)
+        W, f = _lloyd(X, w, C, max_iter)
+        if best is None or f < best[2]:
+            best = (C, W, f)
+    return best
+
+
+def solve(X, w, k, n_init, max_iter, seed):
+    """Best of n_init runs of k-means++ and Lloyd: (centers, cluster_weights, cost)."""
+    C, W, f = _solve(X, w, k, n_init, max_iter, Rng(seed))
+    return C.astype(X.dtype), W, f
+
+
+# ---------------------------------------------------------------- reduce
+def _reduce(X, w, m, rng):
+    """StreamKM++ coreset tree: m weighted representatives of (X, w).
+
+    Returns (rep indices in choice order, weights float64).
+    """
+    n = X.shape[0]
+    if n <= m:
+        return np.arange(n), w.astype(np.float64).copy()
+    r0 = rng.sample(w)
+    idx = np.concatenate([np.arange(r0), np.arange(r0 + 1, n)])
+    cst = w[idx] * sqdist_to(X[idx], X[r0])
+    # node arrays: leaves carry rep and a slice [start, end) of idx/cst
+    left, right, parent = [-1], [-1], [-1]
+    cost, free, start, end, rep = [seqsum(cst)], [n - 1], [0], [n - 1], [r0]
+    reps = [r0]
+    leaf_of = [0]  # leaf node of each representative, in choice order
+    for _ in range(m - 1):
+        v = 0
+        while left[v] != -1:
+            a, b = left[v], right[v]
+            if free[a] == 0:
+                v = b
+            elif free[b] == 0:
+                v = a
+            else:
+                s = cost[a] + cost[b]
+                if s > 0:
+                    v = a if rng.uniform() * s < cost[a] else b
+                else:
+                    v = a if rng.uniform() < 0.5 else b
+        s0, e0 = start[v], end[v]
+        if cost[v] > 0:
+            p = s0 + rng.sample(cst[s0:e0])
+        else:
+            p = s0 + rng.randbelow(e0 - s0)
+        j = int(idx[p])
+        members = np.concatenate([idx[s0:p], idx[p + 1:e0]])
+        old = np.concatenate([cst[s0:p], cst[p + 1:e0]])
+        new = w[members] * sqdist_to(X[members], X[j])
+        to_a = old < new
+        na = int(np.count_nonzero(to_a))
+        idx[s0:s0 + na] = members[to_a]
+        cst[s0:s0 + na] = old[to_a]
+        idx[s0 + na] = j
+        cst[s0 + na] = 0.0
+        idx[s0 + na + 1:e0] = members[~to_a]
+        cst[s0 + na + 1:e0] = new[~to_a]
+        A, B = len(left), len(left) + 1
+        for node_start, node_end, node_rep in ((s0, s0 + na, rep[v]), (s0 + na + 1, e0, j)):
+            left.append(-1)
+            right.append(-1)
+            parent.append(v)
+            cost.append(seqsum(cst[node_start:node_end]))
+            free.append(node_end - node_start)
+            start.append(node_start)
+            end.append(node_end)
+            rep.append(node_rep)
+        left[v], right[v] = A, B
+        leaf_of[reps.index(rep[v])] = A
+        reps.append(j)
+        leaf_of.append(B)
+        u = v
+        while u != -1:
+            cost[u] = cost[left[u]] + cost[right[u]]
+            free[u] -= 1
+            u = parent[u]
+    weights = np.empty(m, dtype=np.float64)
+    for t, leaf in enumerate(leaf_of):
+        mw = w[idx[start[leaf]:end[leaf]]]
+        weights[t] = w[reps[t]] + seqsum(mw)
+    return np.asarray(reps, dtype=np.int64), weights
+
+
+def reduce(X, w, m, seed):
+    """m weighted representatives of (X, w), whose weights sum to sum(w)."""
+    reps, weights = _reduce(X, w, m, Rng(seed))
+    return X[reps].copy(), weights
