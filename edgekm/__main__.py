@@ -1,0 +1,7 @@
+"""``python -m edgekm``: the same as the ``edgekm`` command."""
+
+import sys
+
+from edgekm.cli import main
+
+sys.exit(main())
