@@ -10,8 +10,10 @@
 # status that Engine._check turns into an exception.
 import numpy as np
 
+cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t, uint64_t
+from libc.math cimport INFINITY, isfinite
 from libc.string cimport memcpy
 
 from _rng cimport rng_t, rng_seed
@@ -19,6 +21,8 @@ from _kernels cimport (nearest, solve, solve_work_t, reduce, reduce_work_t, N_FI
                        _seqsum)
 
 from edgekm import _defaults
+
+cnp.import_array()
 
 cdef enum:
     KIND_CT = 0
@@ -38,6 +42,7 @@ cdef enum:
     # status codes
     ERR_POOL = -2
     ERR_CACHE = -3
+    ERR_NONFINITE = -4
 
 _SCALARS = ("free_top", "n_points", "n_seen", "n_buckets", "b_slot", "b_n", "dirty",
             "inertia", "absorptions", "hits", "misses", "fallbacks", "initialised",
@@ -220,12 +225,33 @@ cdef class Engine:
                     break
         self._check(status)
 
-    def learn_one(self, const floating[::1] x, double w=1.0):
-        """Feed one point; allocates nothing."""
+    def learn_one(self, object x, double w=1.0):
+        """Feed one point, allocating nothing.
+
+        Returns False, without any change, when x is not a C-contiguous 1-D
+        ndarray of the engine's dtype and length (the caller then converts
+        it); raises ValueError on NaN/inf or a weight that is not > 0.
+        """
+        cdef cnp.ndarray arr
         cdef int status
+        if not cnp.PyArray_Check(x):
+            return False
+        arr = <cnp.ndarray>x
+        if (cnp.PyArray_NDIM(arr) != 1 or cnp.PyArray_DIM(arr, 0) != self.d
+                or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                or cnp.PyArray_TYPE(arr) != (cnp.NPY_FLOAT32 if self.f32 else cnp.NPY_FLOAT64)):
+            return False
+        if not (w > 0 and w < INFINITY):
+            raise ValueError(f"the weight must be finite and > 0; got {w!r}.")
         with nogil:
-            status = _learn(self, &x[0], w)
+            if self.f32:
+                status = _learn_checked(self, <const float*>cnp.PyArray_DATA(arr), w)
+            else:
+                status = _learn_checked(self, <const double*>cnp.PyArray_DATA(arr), w)
+        if status == ERR_NONFINITE:
+            raise ValueError("Input x contains NaN or infinity.")
         self._check(status)
+        return True
 
     def query(self):
         """(centers (k, d) in dtype, inertia); cached until new data arrives."""
@@ -685,3 +711,12 @@ cdef int _learn(Engine e, const floating* x, double w) noexcept nogil:
         return e._close_bucket()
     return 0
 
+
+
+cdef int _learn_checked(Engine e, const floating* x, double w) noexcept nogil:
+    """_learn after checking that every coordinate is finite."""
+    cdef Py_ssize_t q
+    for q in range(e.d):
+        if not isfinite(x[q]):
+            return ERR_NONFINITE
+    return _learn(e, x, w)

@@ -158,3 +158,14 @@ def reduce(const floating[:, ::1] X, const double[::1] sample_weight, Py_ssize_t
     with nogil:
         out_n = _reduce(&X[0, 0], n, d, &sample_weight[0], m, &r, &buf.work, &ox[0, 0], &ow[0])
     return out_x[:out_n], out_w[:out_n]
+
+
+def pairwise_sqdist(const floating[:, ::1] X, const double[:, ::1] centers):
+    """Squared distances, float64 of shape (n_samples, n_clusters)."""
+    cdef Py_ssize_t n = X.shape[0], k = centers.shape[0], d = X.shape[1], i, c
+    cdef double[:, ::1] out = np.empty((n, k), dtype=np.float64)
+    with nogil:
+        for i in range(n):
+            for c in range(k):
+                out[i, c] = sqdist_pc(&X[i, 0], &centers[c, 0], d)
+    return np.asarray(out)

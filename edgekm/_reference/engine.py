@@ -280,9 +280,22 @@ class Engine:
     # ------------------------------------------------------------ driver
     def partial_fit(self, X, w):
         for i in range(X.shape[0]):
-            self.learn_one(X[i], float(w[i]))
+            self._learn(X[i], float(w[i]))
 
     def learn_one(self, x, w=1.0):
+        """Feed one point; False (no change) unless x is a contiguous 1-D array of
+        the engine's dtype and length."""
+        if (type(x) is not np.ndarray or x.ndim != 1 or x.shape[0] != self.d
+                or x.dtype != self.dtype or not x.flags.c_contiguous):
+            return False
+        if not (w > 0 and w < np.inf):
+            raise ValueError(f"the weight must be finite and > 0; got {w!r}.")
+        if not np.isfinite(x).all():
+            raise ValueError("Input x contains NaN or infinity.")
+        self._learn(x, w)
+        return True
+
+    def _learn(self, x, w):
         a = self.a
         self.n_points += 1
         self.n_seen += w

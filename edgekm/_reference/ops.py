@@ -197,3 +197,8 @@ def reduce(X, w, m, seed):
     """m weighted representatives of (X, w), whose weights sum to sum(w)."""
     reps, weights = _reduce(X, w, m, Rng(seed))
     return X[reps].copy(), weights
+
+
+def pairwise_sqdist(X, centers):
+    """Squared distances, float64 of shape (n_samples, n_clusters)."""
+    return np.stack([sqdist_to(X, c) for c in np.asarray(centers)], axis=1)

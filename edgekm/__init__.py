@@ -1,0 +1,35 @@
+"""edgekm: fixed-memory streaming k-means for edge devices.
+
+Public surface: :class:`StreamingKMeans`, :class:`Coreset`,
+:func:`show_config` and the exceptions.  Compiled modules are private.
+"""
+
+from . import _backend
+from .coreset import Coreset
+from .exceptions import BackendWarning, EdgekmError, NotFittedError
+from .streaming import StreamingKMeans
+
+__version__ = "0.1.0"
+
+__all__ = ["StreamingKMeans", "Coreset", "show_config", "EdgekmError", "NotFittedError",
+           "BackendWarning", "__version__"]
+
+
+def show_config(file=None):
+    """Print (and return) which backend runs: the compiled core or the NumPy reference."""
+    import sys
+
+    import numpy
+
+    info = {
+        "edgekm": __version__,
+        "backend": _backend.NAME,
+        "forced_by_EDGEKM_PUREPYTHON": _backend.FORCED,
+        "import_error": None if _backend.IMPORT_ERROR is None else str(_backend.IMPORT_ERROR),
+        "numpy": numpy.__version__,
+        "python": sys.version.split()[0],
+    }
+    out = file if file is not None else sys.stdout
+    for key, value in info.items():
+        print(f"{key}: {value}", file=out)
+    return info

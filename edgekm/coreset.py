@@ -1,0 +1,174 @@
+"""The :class:`Coreset` value type: weighted points that summarise a stream."""
+
+import numpy as np
+
+from . import _backend
+from ._defaults import DEFAULT_MAX_ITER
+from ._validation import check_array, check_params, check_sample_weight, resolve_seed
+
+
+def _frozen(array):
+    array = np.array(array, copy=True, order="C")
+    array.setflags(write=False)
+    return array
+
+
+class Coreset:
+    """An immutable weighted point set: a (k, eps)-coreset of the data it summarises.
+
+    Parameters
+    ----------
+    points : array-like of shape (n_points, n_features)
+        Representative points (float32 or float64; other numbers become float64).
+    weights : array-like of shape (n_points,), default=None
+        Positive finite weights; ones when None.
+    level : int, default=0
+        Coreset level (ALGORITHMS.md §0): the number of reduce steps the
+        oldest data went through.  0 means raw points.
+
+    Attributes
+    ----------
+    points : ndarray of shape (n_points, n_features), read-only
+    weights : ndarray of shape (n_points,), float64, read-only
+    total_weight : float
+        Sequential sum of ``weights``: the weight of the data summarised
+        (exact for integer weights below 2**53).
+    level : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from edgekm import Coreset
+    >>> a = Coreset(np.array([[0.0, 0.0], [1.0, 1.0]]), [2.0, 3.0])
+    >>> b = Coreset(np.array([[10.0, 10.0]]), [5.0])
+    >>> merged = Coreset.merge(a, b)
+    >>> merged.total_weight, len(merged), merged.level
+    (10.0, 3, 0)
+    >>> centers, sizes, cost = merged.fit_centers(2, random_state=0)
+    >>> sorted(sizes.tolist())
+    [5.0, 5.0]
+    """
+
+    __slots__ = ("_points", "_weights", "_total_weight", "_level")
+
+    def __init__(self, points, weights=None, *, level=0):
+        raw = np.asarray(points)
+        dtype = raw.dtype if raw.dtype in (np.float32, np.float64) else np.float64
+        X = check_array(raw, dtype, name="points", estimator="Coreset")
+        w = check_sample_weight(weights, X.shape[0])
+        if not isinstance(level, (int, np.integer)) or isinstance(level, bool) or level < 0:
+            raise ValueError(f"level must be an int >= 0; got {level!r}.")
+        self._points = _frozen(X)
+        self._weights = _frozen(w)
+        self._total_weight = float(np.cumsum(w)[-1])
+        self._level = int(level)
+
+    @classmethod
+    def _trusted(cls, points, weights, level):
+        """Wrap arrays that an engine produced (already valid)."""
+        self = object.__new__(cls)
+        self._points = _frozen(points)
+        self._weights = _frozen(weights)
+        self._total_weight = float(np.cumsum(weights)[-1]) if len(weights) else 0.0
+        self._level = int(level)
+        return self
+
+    points = property(lambda self: self._points)
+    weights = property(lambda self: self._weights)
+    total_weight = property(lambda self: self._total_weight)
+    level = property(lambda self: self._level)
+    n_features = property(lambda self: self._points.shape[1])
+    dtype = property(lambda self: self._points.dtype)
+
+    def __len__(self):
+        return self._points.shape[0]
+
+    def __repr__(self):
+        return (f"Coreset(n_points={len(self)}, n_features={self.n_features}, "
+                f"total_weight={self._total_weight!r}, level={self._level}, "
+                f"dtype={self.dtype.name})")
+
+    def __eq__(self, other):
+        if not isinstance(other, Coreset):
+            return NotImplemented
+        return (self._level == other._level and self.dtype == other.dtype
+                and np.array_equal(self._points, other._points)
+                and np.array_equal(self._weights, other._weights))
+
+    def __hash__(self):
+        return hash((self._level, self.dtype.str, self._points.shape,
+                     self._points.tobytes(), self._weights.tobytes()))
+
+    def __reduce__(self):
+        return (Coreset._trusted, (self._points, self._weights, self._level))
+
+    def __setattr__(self, name, value):
+        if hasattr(self, "_level"):
+            raise AttributeError("Coreset is immutable")
+        object.__setattr__(self, name, value)
+
+    # -------------------------------------------------------------- algebra
+    def merge(self, *others, size=None, random_state=None):
+        """Union of coresets (Observation 1), reduced to ``size`` points if larger.
+
+        Call it as ``Coreset.merge(a, b, c)`` or ``a.merge(b, c)``.  The union of
+        coresets of disjoint data sets is a coreset of their union; the weights
+        are kept exactly.  When ``size`` is given and the union is larger, the
+        StreamKM++ coreset tree reduces it (raising the level by one).
+
+        Parameters
+        ----------
+        *others : Coreset
+        size : int or None, default=None
+        random_state : None, int, RandomState or Generator
+
+        Returns
+        -------
+        Coreset
+        """
+        parts = (self,) + others
+        for c in parts:
+            if not isinstance(c, Coreset):
+                raise TypeError(f"merge takes Coreset objects; got {type(c).__name__}.")
+            if c.n_features != self.n_features:
+                raise ValueError(
+                    f"cannot merge coresets with {self.n_features} and {c.n_features} features.")
+        if size is not None and (not isinstance(size, (int, np.integer)) or size < 1):
+            raise ValueError(f"size must be None or an int >= 1; got {size!r}.")
+        dtype = np.result_type(*[c.dtype for c in parts])
+        X = np.concatenate([c._points for c in parts]).astype(dtype, copy=False)
+        w = np.concatenate([c._weights for c in parts])
+        level = max(c._level for c in parts)
+        if size is not None and len(w) > size:
+            X, w = _backend.ops.reduce(np.ascontiguousarray(X), w, int(size),
+                                       resolve_seed(random_state))
+            level += 1
+        return Coreset._trusted(X, w, level)
+
+    def cost(self, centers):
+        """Weighted k-means cost of the coreset against ``centers`` (n_clusters, n_features)."""
+        C = check_array(centers, np.float64, n_features=self.n_features, name="centers",
+                        estimator="Coreset")
+        return float(_backend.ops.cost(self._points, self._weights, C))
+
+    def fit_centers(self, n_clusters, *, n_init=10, max_iter=DEFAULT_MAX_ITER, random_state=None):
+        """Weighted k-means++ seeding and Lloyd, best of ``n_init`` restarts.
+
+        Returns
+        -------
+        centers : ndarray of shape (n_clusters, n_features)
+        cluster_weights : ndarray of shape (n_clusters,)
+        cost : float
+            The weighted cost of the coreset against ``centers``.
+        """
+        check_params({"n_clusters": n_clusters, "n_init": n_init, "max_iter": max_iter,
+                      "algorithm": "cc", "coreset_size": None, "merge_degree": 2,
+                      "nesting_depth": 1, "switch_threshold": 1.2, "max_levels": None,
+                      "dtype": np.float64, "random_state": random_state})
+        if len(self) < n_clusters:
+            raise ValueError(
+                f"n_samples={len(self)} should be >= n_clusters={n_clusters}.")
+        centers, weights, cost = _backend.ops.solve(
+            self._points, self._weights, int(n_clusters), int(n_init), int(max_iter),
+            resolve_seed(random_state))
+        return centers, weights, float(cost)
