@@ -8,6 +8,7 @@
 # Shapes: X (n_samples, n_features) in floating; sample_weight (n_samples)
 # float64; centers (n_clusters, n_features) float64.
 from cython cimport floating
+from libc.math cimport log
 
 from _rng cimport rng_t, rng_uniform, rng_randbelow, rng_sample
 
@@ -77,6 +78,11 @@ cdef inline double weighted_sum(const double* a, const double* b,
 
 
 # ------------------------------------------------------------------ seeding
+cdef inline Py_ssize_t n_local_trials(Py_ssize_t n_clusters) noexcept nogil:
+    """Candidates per centre in greedy k-means++: 2 + floor(ln k)."""
+    return 2 + <Py_ssize_t>log(<double>n_clusters)
+
+
 cdef inline void kmeanspp(const floating* X,               # IN (n_samples, n_features)
                           Py_ssize_t n_samples,
                           Py_ssize_t n_features,
@@ -86,10 +92,14 @@ cdef inline void kmeanspp(const floating* X,               # IN (n_samples, n_fe
                           Py_ssize_t* chosen,              # OUT (n_clusters)
                           double* dist,                    # work (n_samples)
                           double* prob,                    # work (n_samples)
-                          double* cumsum) noexcept nogil:  # work (n_samples)
-    """Exact weighted k-means++ (D² sampling); requires n_samples >= n_clusters."""
-    cdef Py_ssize_t i, c, q
-    cdef double acc, t
+                          double* cumsum,                  # work (n_samples)
+                          double* cand_dist,               # work (n_samples)
+                          double* best_dist) noexcept nogil:  # work (n_samples)
+    """Greedy weighted k-means++: each centre is the best (lowest potential) of
+    2 + ln k candidates drawn by weighted D² sampling.  Requires
+    n_samples >= n_clusters."""
+    cdef Py_ssize_t i, c, q, trial, cand, n_trials = n_local_trials(n_clusters)
+    cdef double acc, t, pot, best_pot
     cdef bint taken
     chosen[0] = rng_sample(rng, sample_weight, n_samples, cumsum)
     for i in range(n_samples):
@@ -100,7 +110,21 @@ cdef inline void kmeanspp(const floating* X,               # IN (n_samples, n_fe
             prob[i] = sample_weight[i] * dist[i]
             acc = acc + prob[i]
         if acc > 0:
-            chosen[c] = rng_sample(rng, prob, n_samples, cumsum)
+            best_pot = 0.0
+            for trial in range(n_trials):
+                cand = rng_sample(rng, prob, n_samples, cumsum)
+                pot = 0.0
+                for i in range(n_samples):
+                    t = sqdist_pp(X + i * n_features, X + cand * n_features, n_features)
+                    cand_dist[i] = t if t < dist[i] else dist[i]
+                    pot = pot + sample_weight[i] * cand_dist[i]
+                if trial == 0 or pot < best_pot:
+                    best_pot = pot
+                    chosen[c] = cand
+                    for i in range(n_samples):
+                        best_dist[i] = cand_dist[i]
+            for i in range(n_samples):
+                dist[i] = best_dist[i]
         else:
             for i in range(n_samples):          # the lowest index not yet chosen
                 taken = False
@@ -111,10 +135,10 @@ cdef inline void kmeanspp(const floating* X,               # IN (n_samples, n_fe
                 if not taken:
                     chosen[c] = i
                     break
-        for i in range(n_samples):
-            t = sqdist_pp(X + i * n_features, X + chosen[c] * n_features, n_features)
-            if t < dist[i]:
-                dist[i] = t
+            for i in range(n_samples):
+                t = sqdist_pp(X + i * n_features, X + chosen[c] * n_features, n_features)
+                if t < dist[i]:
+                    dist[i] = t
 
 
 # ------------------------------------------------------------------ Lloyd
@@ -199,6 +223,8 @@ ctypedef struct solve_work_t:
     double* f0               # (n_samples)
     double* f1               # (n_samples)
     double* f2               # (n_samples)
+    double* f3               # (n_samples)
+    double* f4               # (n_samples)
 
 
 cdef inline double solve(const floating* X,                # IN (n_samples, n_features)
@@ -210,12 +236,13 @@ cdef inline double solve(const floating* X,                # IN (n_samples, n_fe
                          Py_ssize_t max_iter,
                          rng_t* rng,                       # INOUT
                          solve_work_t* w) noexcept nogil:  # OUT best_centers, best_weights
-    """Best of n_init runs of k-means++ seeding and Lloyd; returns its cost."""
+    """Best of n_init runs of greedy k-means++ seeding and Lloyd; returns its cost."""
     cdef Py_ssize_t r, c, j
     cdef Py_ssize_t d = n_features, k = n_clusters
     cdef double f, best_f = 0.0
     for r in range(n_init):
-        kmeanspp(X, n_samples, d, sample_weight, k, rng, w.chosen, w.f0, w.f1, w.f2)
+        kmeanspp(X, n_samples, d, sample_weight, k, rng, w.chosen, w.f0, w.f1, w.f2,
+                 w.f3, w.f4)
         for c in range(k):
             for j in range(d):
                 w.centers[c * d + j] = <double>X[w.chosen[c] * d + j]

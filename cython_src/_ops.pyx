@@ -49,15 +49,15 @@ def cost(const floating[:, ::1] X, const double[::1] sample_weight,
 
 def kmeanspp(const floating[:, ::1] X, const double[::1] sample_weight,
              Py_ssize_t n_clusters, uint64_t seed):
-    """Exact weighted k-means++ seeding; returns n_clusters row indices."""
+    """Greedy weighted k-means++ seeding; returns n_clusters row indices."""
     cdef Py_ssize_t n = X.shape[0]
     cdef rng_t r
     cdef Py_ssize_t[::1] chosen = np.empty(n_clusters, dtype=np.intp)
-    cdef double[:, ::1] work = np.empty((3, n), dtype=np.float64)
+    cdef double[:, ::1] work = np.empty((5, n), dtype=np.float64)
     rng_seed(&r, seed)
     with nogil:
         _kmeanspp(&X[0, 0], n, X.shape[1], &sample_weight[0], n_clusters, &r,
-                  &chosen[0], &work[0, 0], &work[1, 0], &work[2, 0])
+                  &chosen[0], &work[0, 0], &work[1, 0], &work[2, 0], &work[3, 0], &work[4, 0])
     return np.asarray(chosen).astype(np.int64)
 
 
@@ -73,7 +73,7 @@ cdef class SolveBuffers:
         cf = np.zeros((4, max(n_clusters, 1), max(n_features, 1)), dtype=np.float64)
         cw = np.zeros((2, max(n_clusters, 1)), dtype=np.float64)
         lab = np.zeros((2, max(n_rows, 1)), dtype=np.int32)
-        ff = np.zeros((3, max(n_rows, 1)), dtype=np.float64)
+        ff = np.zeros((5, max(n_rows, 1)), dtype=np.float64)
         self.arrays = (chosen, cf, cw, lab, ff)
         cdef Py_ssize_t[::1] chosen_v = chosen
         cdef double[:, :, ::1] cf_v = cf
@@ -91,11 +91,13 @@ cdef class SolveBuffers:
         self.work.f0 = &ff_v[0, 0]
         self.work.f1 = &ff_v[1, 0]
         self.work.f2 = &ff_v[2, 0]
+        self.work.f3 = &ff_v[3, 0]
+        self.work.f4 = &ff_v[4, 0]
 
 
 def solve(const floating[:, ::1] X, const double[::1] sample_weight, Py_ssize_t n_clusters,
           Py_ssize_t n_init, Py_ssize_t max_iter, uint64_t seed):
-    """Best of n_init runs of k-means++ and Lloyd: (centers, cluster_weights, cost).
+    """Best of n_init runs of greedy k-means++ and Lloyd: (centers, cluster_weights, cost).
 
     Requires at least n_clusters rows.
     """

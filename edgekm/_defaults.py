@@ -147,7 +147,7 @@ def buffers(layout, n_features, n_clusters, coreset_size, dtype):
         "union_x": ((U, d), dtype),
         "union_w": ((U,), f8),
         "work_i": ((2, U), np.intp),
-        "work_f": ((3, U), f8),
+        "work_f": ((5, U), f8),
         "labels": ((2, U), np.int32),
         "node_i": ((max(2 * m - 1, 0), 7), np.intp),
         "node_cost": ((max(2 * m - 1, 0),), f8),

@@ -224,9 +224,12 @@ class StreamingKMeans:
         a wrong length or a weight that is not > 0, leaving the model
         unchanged.
         """
-        engine = getattr(self, "_engine", None)
-        if engine is None or not engine.learn_one(x, w):
-            self._learn_one_slow(x, w)
+        try:
+            if self._engine.learn_one(x, w):
+                return
+        except AttributeError:      # no data yet: the engine is created on the slow path
+            pass
+        self._learn_one_slow(x, w)
 
     def _learn_one_slow(self, x, w):
         x = np.asarray(x)

@@ -6,6 +6,8 @@ results match the compiled kernels (``docs/internals.md``).  Inputs are
 assumed valid.
 """
 
+import math
+
 import numpy as np
 
 from .rng import Rng
@@ -52,6 +54,11 @@ def cost(X, w, centers):
 
 
 # ---------------------------------------------------------------- seeding
+def n_local_trials(k):
+    """Candidates per centre in greedy k-means++: 2 + floor(ln k)."""
+    return 2 + int(math.log(k))
+
+
 def _kmeanspp(X, w, k, rng):
     n = X.shape[0]
     chosen = np.empty(k, dtype=np.int64)
@@ -60,16 +67,24 @@ def _kmeanspp(X, w, k, rng):
     for c in range(1, k):
         p = w * D
         if seqsum(p) > 0:
-            chosen[c] = rng.sample(p)
+            best = None
+            for _ in range(n_local_trials(k)):
+                cand = rng.sample(p)
+                cand_d = np.minimum(D, sqdist_to(X, X[cand]))
+                pot = seqsum(w * cand_d)
+                if best is None or pot < best[0]:
+                    best = (pot, cand, cand_d)
+            chosen[c] = best[1]
+            D = best[2]
         else:
             taken = set(chosen[:c].tolist())
             chosen[c] = next(i for i in range(n) if i not in taken)
-        D = np.minimum(D, sqdist_to(X, X[chosen[c]]))
+            D = np.minimum(D, sqdist_to(X, X[chosen[c]]))
     return chosen
 
 
 def kmeanspp(X, w, k, seed):
-    """Exact weighted k-means++ (D² sampling); returns k row indices."""
+    """Greedy weighted k-means++ (D² sampling, best of 2 + ln k candidates); k row indices."""
     return _kmeanspp(X, w, k, Rng(seed))
 
 
