@@ -1,0 +1,780 @@
+"""The aggregator core: merges device coreset frames under Observation 1, in SQLite.
+
+It knows nothing of HTTP (:mod:`edgekm.sync.server` is a thin layer over it).
+
+**Accepting a frame** is one SQLite transaction (``BEGIN IMMEDIATE`` ...
+``COMMIT``) that ends before :meth:`Aggregator.accept` returns: the frame is
+validated, deduplicated on ``(model, device, boot, seq)`` by the sha256 of its
+body, merged into the model's coreset trees, and recorded.
+:meth:`Aggregator.accept_signed` does the same, plus authentication, for a
+batch of requests in one transaction (group commit; each request has its own
+savepoint, so one rejection never undoes another request).
+
+**The aggregate stays bounded.** Each model keeps an r-way coreset tree of
+buckets of at most ``coreset_size`` weighted points over all time, and one per
+time window.  A frame enters a tree as a level-0 bucket (reduced to
+``coreset_size`` points first if larger).  When a level holds
+``merge_degree`` buckets, their union (a coreset of the union of their data:
+Observation 1) is reduced by the StreamKM++ coreset tree into one bucket of the
+next level.  A tree over N frames holds at most ``(r - 1) * (log_r(N) + 1)``
+buckets.  Weights are kept exactly: the reduce conserves the total weight, so
+with integer weights the tree's weight equals the sum of the accepted frame
+weights to the last unit (below 2**53).
+
+**Time windows** are numbered ``floor(received / window_seconds)``, where
+``received`` is the aggregator's clock (``clock()``, Unix seconds), never the
+device's.  ``window_seconds`` is fixed per model when it is created.
+``aggregate(model, windows=N)`` is the union of the windows
+``current - N + 1 .. current``, ``current`` being the window of ``clock()``.
+
+**Reproducibility.** Each model has a seed (drawn at creation, or derived
+from ``random_state``) and a persisted counter of reduces; reduce number i
+uses the seed ``sha256(seed, i)``, so replaying the same frames in the same
+order into a fresh database gives the same trees, bit for bit.
+"""
+
+import hashlib
+import math
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from edgekm import Coreset
+from edgekm.exceptions import EdgekmError, NotFittedError
+
+from . import auth, store
+from .auth import AuthError
+from .frame import (DTYPES, MAX_FEATURES, MAX_FRAME_BYTES, MAX_POINTS, FrameError, check_id,
+                    decode_frame)
+from .store import ALL_TIME
+
+__all__ = ["Aggregator", "Upload", "AuthError", "FrameError", "ForbiddenError",
+           "UnknownModelError", "UnknownDeviceError", "ConflictError", "DimensionError",
+           "FrameTooLargeError", "DeviceExistsError", "UnavailableError"]
+
+
+class ForbiddenError(PermissionError, EdgekmError):
+    """An authenticated request that may not do this: a revoked device, or a frame
+    whose device or model differs from the request's (HTTP 403)."""
+
+
+class UnknownModelError(LookupError, EdgekmError):
+    """The model is not registered and ``auto_create_models`` is off (HTTP 404)."""
+
+
+class UnknownDeviceError(LookupError, EdgekmError):
+    """No device has this id (device administration)."""
+
+
+class DeviceExistsError(ValueError, EdgekmError):
+    """``add_device`` of a device id that is already registered (revoked or not)."""
+
+
+class ConflictError(ValueError, EdgekmError):
+    """A frame id that was accepted before with a different body (HTTP 409)."""
+
+
+class DimensionError(ValueError, EdgekmError):
+    """A frame whose n_features differs from the model's (HTTP 422)."""
+
+
+class FrameTooLargeError(FrameError):
+    """A body larger than ``max_frame_bytes`` (HTTP 413)."""
+
+
+class UnavailableError(RuntimeError, EdgekmError):
+    """The aggregator is closed, overloaded or failed to commit (HTTP 503)."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One signed frame upload, as :meth:`Aggregator.accept_signed` takes it.
+
+    ``headers`` maps the lower-case header names of :mod:`edgekm.sync.auth`
+    to their values; ``path`` is the request path exactly as signed.
+    """
+
+    model: str
+    method: str
+    path: str
+    body: bytes
+    headers: Mapping[str, str]
+
+
+def _signed64(value):
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def _reduce_seed(seed, counter):
+    digest = hashlib.sha256(f"edgekm-reduce:{seed}:{counter}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def _check_positive_int(name, value):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1; got {value!r}.")
+    return int(value)
+
+
+class Aggregator:
+    """Merge coreset frames from many devices into bounded per-model aggregates.
+
+    Parameters
+    ----------
+    db_path : str or path-like
+        The SQLite database (created, with its schema, if missing).
+    coreset_size : int, default=200
+        m, the maximum number of points of a bucket.
+    merge_degree : int, default=2
+        r, the number of buckets of a level that are merged into one bucket of
+        the next level.
+    window_seconds : float, default=3600
+        Length of a time window, for models created from now on.
+    auto_create_models : bool, default=True
+        Create a model at its first frame (n_features and dtype from that
+        frame); when False, frames for unregistered models raise
+        :class:`UnknownModelError`.
+    max_frame_bytes, max_points, max_features : int
+        Limits on untrusted frames, passed to :func:`~edgekm.sync.frame.decode_frame`.
+    max_skew : int, default=300
+        Allowed clock skew of a request timestamp, in seconds.
+    durability : {"full", "normal"}, default="full"
+        SQLite ``synchronous`` setting.  "full" syncs the WAL at every commit,
+        so an accepted frame survives a power loss; "normal" may lose the last
+        commits on power loss (never on a process crash).
+    retain_windows : int or None, default=None
+        Keep the buckets of only this many most recent windows per model (the
+        all-time tree and the frame records are always kept).  None keeps all.
+    clock : callable, default=time.time
+        The aggregator's clock, in Unix seconds: receive times, windows, nonce
+        expiry and the timestamp check of signed requests.
+    random_state : int or None, default=None
+        Derive each model's seed from this and the model name (reproducible
+        trees); None draws a random seed per model.
+
+    The object is thread-safe: writes are serialised on one connection, and
+    each reading thread has its own connection (WAL readers never block the
+    writer).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from edgekm.sync import Aggregator, encode_frame
+    >>> tmp = tempfile.mkdtemp()
+    >>> agg = Aggregator(os.path.join(tmp, "a.db"), random_state=0)
+    >>> key = agg.add_device("sensor-1")
+    >>> body = encode_frame(model="m", device="sensor-1", boot=1, seq=0, span=(0, 2),
+    ...                     points=np.eye(3), weights=[1.0, 1.0, 1.0], level=0, created=0.0)
+    >>> agg.accept("m", "sensor-1", body)["status"]
+    'accepted'
+    >>> agg.accept("m", "sensor-1", body)["status"]
+    'duplicate'
+    >>> agg.total_weight("m")
+    3.0
+    >>> agg.close()
+    """
+
+    def __init__(self, db_path, *, coreset_size=200, merge_degree=2, window_seconds=3600,
+                 auto_create_models=True, max_frame_bytes=MAX_FRAME_BYTES,
+                 max_points=MAX_POINTS, max_features=MAX_FEATURES,
+                 max_skew=auth.MAX_SKEW_SECONDS, durability="full", retain_windows=None,
+                 clock=time.time, random_state=None):
+        self.coreset_size = _check_positive_int("coreset_size", coreset_size)
+        self.merge_degree = _check_positive_int("merge_degree", merge_degree)
+        if self.merge_degree < 2:
+            raise ValueError(f"merge_degree must be >= 2; got {merge_degree!r}.")
+        if not (isinstance(window_seconds, (int, float)) and math.isfinite(window_seconds)
+                and window_seconds > 0):
+            raise ValueError(f"window_seconds must be a number > 0; got {window_seconds!r}.")
+        if durability not in store.DURABILITY:
+            raise ValueError(f"durability must be one of {sorted(store.DURABILITY)}; "
+                             f"got {durability!r}.")
+        if retain_windows is not None:
+            retain_windows = _check_positive_int("retain_windows", retain_windows)
+        self.window_seconds = float(window_seconds)
+        self.auto_create_models = bool(auto_create_models)
+        self.max_frame_bytes = _check_positive_int("max_frame_bytes", max_frame_bytes)
+        self.max_points = _check_positive_int("max_points", max_points)
+        self.max_features = _check_positive_int("max_features", max_features)
+        self.max_skew = _check_positive_int("max_skew", max_skew)
+        self.durability = durability
+        self.retain_windows = retain_windows
+        self.clock = clock
+        self.random_state = random_state
+        self.db_path = str(db_path)
+
+        self._lock = threading.RLock()          # serialises the write connection
+        self._local = threading.local()         # one read connection per thread
+        self._readers = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._next_nonce_purge = 0.0
+        self._writer = store.connect(self.db_path, durability=durability)
+        try:
+            store.migrate(self._writer)
+        except BaseException:
+            self._writer.close()
+            raise
+
+    # ------------------------------------------------------------ lifecycle
+    def close(self):
+        """Close every connection; further calls raise :class:`UnavailableError`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._writer.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _check_open(self):
+        if self._closed:
+            raise UnavailableError("the aggregator is closed.")
+
+    def _reader(self):
+        self._check_open()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = store.connect(self.db_path, durability=self.durability)
+            conn.execute("PRAGMA query_only = ON")
+            with self._readers_lock:
+                if self._closed:
+                    conn.close()
+                    raise UnavailableError("the aggregator is closed.")
+                self._readers.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def _transaction(self, work):
+        """Run ``work(cursor)`` in one BEGIN IMMEDIATE ... COMMIT on the writer."""
+        with self._lock:
+            self._check_open()
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+    # ------------------------------------------------------------ devices
+    def add_device(self, device_id):
+        """Register a device; return its new secret key (hex, 256 bits).
+
+        Raises :class:`DeviceExistsError` if the id is taken (revoked ids stay
+        taken, for audit) and :class:`FrameError` for an invalid id.
+        """
+        check_id(device_id, "device_id")
+        key = auth.new_key()
+
+        def work(conn):
+            try:
+                conn.execute("INSERT INTO devices (device_id, key_hex, created) VALUES (?, ?, ?)",
+                             (device_id, key, float(self.clock())))
+            except sqlite3.IntegrityError:
+                raise DeviceExistsError(f"device {device_id!r} already exists.") from None
+        self._transaction(work)
+        return key
+
+    def revoke_device(self, device_id):
+        """Revoke a device: its requests are answered 403 from now on.
+
+        The device stays in the table, with its revocation time.  Revoking a
+        revoked device does nothing; an unknown id raises
+        :class:`UnknownDeviceError`.
+        """
+        def work(conn):
+            row = conn.execute("SELECT revoked FROM devices WHERE device_id = ?",
+                               (device_id,)).fetchone()
+            if row is None:
+                raise UnknownDeviceError(f"no device {device_id!r}.")
+            if row[0] is None:
+                conn.execute("UPDATE devices SET revoked = ? WHERE device_id = ?",
+                             (float(self.clock()), device_id))
+        self._transaction(work)
+
+    def list_devices(self):
+        """Every device, as dicts with ``device_id``, ``created``, ``revoked`` (time or
+        None), ``frames`` and ``last_received`` (keys are never listed)."""
+        rows = self._reader().execute(
+            "SELECT d.device_id, d.created, d.revoked, count(f.seq), max(f.received) "
+            "FROM devices d LEFT JOIN frames f ON f.device_id = d.device_id "
+            "GROUP BY d.device_id ORDER BY d.device_id").fetchall()
+        return [{"device_id": r[0], "created": r[1], "revoked": r[2], "frames": r[3],
+                 "last_received": r[4]} for r in rows]
+
+    # ------------------------------------------------------------ models
+    def add_model(self, model, n_features, *, dtype="float32", window_seconds=None):
+        """Register a model with ``n_features`` features.
+
+        ``dtype`` ("float32" or "float64") is the storage type of its
+        buckets (frames of the other type are converted); ``window_seconds``
+        defaults to the aggregator's.  Raises ``ValueError`` if the model
+        exists with another n_features.
+        """
+        check_id(model, "model")
+        n_features = _check_positive_int("n_features", n_features)
+        if n_features > self.max_features:
+            raise ValueError(f"n_features={n_features} exceeds max_features={self.max_features}.")
+        code = np.dtype(dtype).newbyteorder("<").str
+        if code not in DTYPES:
+            raise ValueError(f"dtype must be float32 or float64; got {dtype!r}.")
+        seconds = self.window_seconds if window_seconds is None else float(window_seconds)
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"window_seconds must be a number > 0; got {window_seconds!r}.")
+
+        def work(conn):
+            row = self._model_row(conn, model)
+            if row is not None:
+                if row["n_features"] != n_features:
+                    raise ValueError(f"model {model!r} exists with n_features="
+                                     f"{row['n_features']}, not {n_features}.")
+                return
+            self._create_model(conn, model, n_features, code, seconds)
+        self._transaction(work)
+
+    def list_models(self):
+        """Every model, as dicts (see :meth:`model_info`, without the windows)."""
+        names = [r[0] for r in self._reader().execute("SELECT name FROM models ORDER BY name")]
+        return [self.model_info(name, with_windows=False) for name in names]
+
+    def model_info(self, model, *, with_windows=True):
+        """A dict: model, n_features, dtype, window_seconds, total_weight, frames,
+        devices, buckets and (``with_windows``) the windows with their weights."""
+        conn = self._reader()
+        conn.execute("BEGIN")          # one snapshot for every query below
+        try:
+            row = self._model_row(conn, model)
+            if row is None:
+                raise UnknownModelError(f"no model {model!r}.")
+            mid = row["model_id"]
+            devices = conn.execute("SELECT count(DISTINCT device_id) FROM frames "
+                                   "WHERE model_id = ?", (mid,)).fetchone()[0]
+            buckets = conn.execute("SELECT count(*) FROM buckets WHERE model_id = ?",
+                                   (mid,)).fetchone()[0]
+            info = {"model": model, "n_features": row["n_features"],
+                    "dtype": np.dtype(row["dtype"]).name,
+                    "window_seconds": row["window_seconds"],
+                    "total_weight": row["total_weight"], "frames": row["n_frames"],
+                    "devices": devices, "buckets": buckets}
+            if with_windows:
+                ws = row["window_seconds"]
+                info["windows"] = [
+                    {"window": w, "start": w * ws, "end": (w + 1) * ws, "total_weight": tw,
+                     "frames": nf}
+                    for w, tw, nf in conn.execute(
+                        "SELECT window, total_weight, n_frames FROM windows WHERE model_id = ? "
+                        "ORDER BY window", (mid,))]
+        finally:
+            conn.execute("COMMIT")
+        return info
+
+    _MODEL_COLUMNS = ("model_id", "n_features", "dtype", "window_seconds", "total_weight",
+                      "n_frames", "seed", "n_reduces")
+
+    def _model_row(self, conn, model):
+        row = conn.execute(f"SELECT {', '.join(self._MODEL_COLUMNS)} FROM models WHERE name = ?",
+                           (model,)).fetchone()
+        return None if row is None else dict(zip(self._MODEL_COLUMNS, row))
+
+    def _create_model(self, conn, model, n_features, code, window_seconds):
+        if self.random_state is None:
+            seed = secrets.randbits(63)
+        else:
+            digest = hashlib.sha256(f"edgekm-model:{self.random_state}:{model}".encode()).digest()
+            seed = int.from_bytes(digest[:8], "little") >> 1
+        conn.execute("INSERT INTO models (name, n_features, dtype, window_seconds, created, seed) "
+                     "VALUES (?, ?, ?, ?, ?, ?)",
+                     (model, n_features, code, window_seconds, float(self.clock()), seed))
+        return self._model_row(conn, model)
+
+    # ------------------------------------------------------------ authentication
+    def authenticate(self, method, path, body, headers):
+        """Check a request's signature; return the device id.
+
+        Raises :class:`AuthError` (missing or bad signature, stale timestamp,
+        reused nonce, unknown device) or :class:`ForbiddenError` (revoked
+        device).  The nonce is recorded durably (its own transaction) before
+        this returns.
+        """
+        now = float(self.clock())
+        return self._transaction(lambda conn: self._authenticate(conn, method, path, body,
+                                                                 headers, now))
+
+    def _authenticate(self, conn, method, path, body, headers, now):
+        device_id = headers.get(auth.H_DEVICE) if hasattr(headers, "get") else None
+        if not isinstance(device_id, str) or not device_id:
+            raise AuthError(f"missing header {auth.H_DEVICE}")
+        row = conn.execute("SELECT key_hex, revoked FROM devices WHERE device_id = ?",
+                           (device_id,)).fetchone()
+        if row is None:
+            raise AuthError("unknown device")
+        key_hex, revoked = row
+        _, timestamp, nonce = auth.verify(key_hex, method, path, body, headers, now=now,
+                                          max_skew=self.max_skew)
+        # Only a correctly signed request learns that its device is revoked.
+        if revoked is not None:
+            raise ForbiddenError(f"device {device_id!r} is revoked")
+        if now >= self._next_nonce_purge:
+            conn.execute("DELETE FROM nonces WHERE timestamp < ?", (now - 2 * self.max_skew,))
+            self._next_nonce_purge = now + 10.0
+        try:
+            conn.execute("INSERT INTO nonces (device_id, nonce, timestamp) VALUES (?, ?, ?)",
+                         (device_id, nonce, timestamp))
+        except sqlite3.IntegrityError:
+            raise AuthError("nonce already used") from None
+        return device_id
+
+    # ------------------------------------------------------------ accepting frames
+    def _decode(self, body):
+        if isinstance(body, (bytes, bytearray, memoryview)) and len(body) > self.max_frame_bytes:
+            raise FrameTooLargeError(f"frame of {len(body)} bytes exceeds max_frame_bytes="
+                                     f"{self.max_frame_bytes}.")
+        return decode_frame(body, max_frame_bytes=self.max_frame_bytes,
+                            max_points=self.max_points, max_features=self.max_features)
+
+    def accept(self, model, device_id, body):
+        """Validate, deduplicate, merge and record one frame, in one committed transaction.
+
+        Parameters
+        ----------
+        model : str
+            The model the frame is sent to (the URL's); the frame must name it.
+        device_id : str
+            The authenticated device; the frame must name it.
+        body : bytes
+            The msgpack frame.
+
+        Returns
+        -------
+        dict
+            ``{"status": "accepted" | "duplicate", "frame_id": [model, device,
+            boot, seq], "weight": w, "total_weight": model_total}``.
+
+        Raises
+        ------
+        FrameError, FrameTooLargeError, ForbiddenError, UnknownModelError,
+        ConflictError, DimensionError
+            Nothing is merged or recorded when any of these is raised.
+        """
+        frame = self._decode(body)
+        digest = hashlib.sha256(body).digest()
+        now = float(self.clock())
+
+        def work(conn):
+            row = conn.execute("SELECT revoked FROM devices WHERE device_id = ?",
+                               (device_id,)).fetchone()
+            if row is None:
+                raise ForbiddenError(f"unknown device {device_id!r}")
+            if row[0] is not None:
+                raise ForbiddenError(f"device {device_id!r} is revoked")
+            return self._accept(conn, model, device_id, frame, digest, now)
+        return self._transaction(work)
+
+    def accept_signed(self, uploads):
+        """Authenticate and accept a batch of uploads in ONE transaction (group commit).
+
+        Each upload has its own savepoints: a rejected request changes nothing
+        (its nonce stays recorded once its signature is verified), and the
+        others go on.  Every result is committed when this returns.
+
+        Parameters
+        ----------
+        uploads : sequence of :class:`Upload`
+
+        Returns
+        -------
+        list
+            One entry per upload, in order: the result dict of :meth:`accept`,
+            or the :class:`~edgekm.exceptions.EdgekmError` that rejected it.
+        """
+        # CPU work that needs no database runs before the write lock is taken.
+        prepared = []
+        for up in uploads:
+            try:
+                item = (self._decode(up.body), hashlib.sha256(up.body).digest())
+            except FrameError as exc:
+                item = exc
+            prepared.append(item)
+        now = float(self.clock())
+
+        def work(conn):
+            results = []
+            for up, item in zip(uploads, prepared):
+                results.append(self._accept_one_signed(conn, up, item, now))
+            return results
+        try:
+            return self._transaction(work)
+        except EdgekmError:
+            raise
+        except Exception:
+            if len(uploads) == 1:
+                raise
+        # An unexpected failure (a bug or a database error) aborted the whole
+        # batch: retry each upload alone, so that only the culprit fails.
+        results = []
+        for up, item in zip(uploads, prepared):
+            try:
+                results.append(self._transaction(
+                    lambda conn, up=up, item=item: self._accept_one_signed(conn, up, item, now)))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _accept_one_signed(self, conn, up, item, now):
+        conn.execute("SAVEPOINT upload")
+        try:
+            device_id = self._authenticate(conn, up.method, up.path, up.body, up.headers, now)
+        except EdgekmError as exc:
+            conn.execute("ROLLBACK TO upload")
+            conn.execute("RELEASE upload")
+            return exc
+        conn.execute("RELEASE upload")
+        if isinstance(item, FrameError):
+            return item
+        frame, digest = item
+        conn.execute("SAVEPOINT upload")
+        try:
+            result = self._accept(conn, up.model, device_id, frame, digest, now)
+        except EdgekmError as exc:
+            conn.execute("ROLLBACK TO upload")
+            conn.execute("RELEASE upload")
+            return exc
+        except BaseException:
+            conn.execute("ROLLBACK TO upload")
+            conn.execute("RELEASE upload")
+            raise
+        conn.execute("RELEASE upload")
+        return result
+
+    def _accept(self, conn, model, device_id, frame, digest, now):
+        """Inside a transaction: check, deduplicate, merge and record one decoded frame."""
+        if frame.device != device_id:
+            raise ForbiddenError(f"the frame is from device {frame.device!r} but the request "
+                                 f"is signed by {device_id!r}")
+        if frame.model != model:
+            raise ForbiddenError(f"the frame is for model {frame.model!r} but was sent to "
+                                 f"model {model!r}")
+        row = self._model_row(conn, model)
+        if row is None:
+            if not self.auto_create_models:
+                raise UnknownModelError(f"no model {model!r} (auto-creation is off)")
+            row = self._create_model(conn, model, frame.n_features,
+                                     frame.points.dtype.newbyteorder("<").str,
+                                     self.window_seconds)
+        if frame.n_features != row["n_features"]:
+            raise DimensionError(f"the frame has {frame.n_features} features; model {model!r} "
+                                 f"has {row['n_features']}")
+        mid = row["model_id"]
+        key = (mid, device_id, _signed64(frame.boot), frame.seq)
+        frame_id = [model, device_id, frame.boot, frame.seq]
+        seen = conn.execute("SELECT digest, weight FROM frames WHERE model_id = ? AND "
+                            "device_id = ? AND boot = ? AND seq = ?", key).fetchone()
+        if seen is not None:
+            if bytes(seen[0]) != digest:
+                raise ConflictError(f"frame {frame_id} was accepted before with a different "
+                                    "body")
+            return {"status": "duplicate", "frame_id": frame_id, "weight": seen[1],
+                    "total_weight": row["total_weight"]}
+
+        window = math.floor(now / row["window_seconds"])
+        weight = frame.total_weight
+        counter = [row["n_reduces"]]
+
+        def next_seed():
+            counter[0] += 1
+            return _reduce_seed(row["seed"], counter[0] - 1)
+
+        dtype = np.dtype(row["dtype"])
+        points = frame.points.astype(dtype.newbyteorder("="), copy=False)
+        bucket = Coreset(points, frame.weights, level=frame.level)
+        if len(bucket) > self.coreset_size:
+            bucket = bucket.merge(size=self.coreset_size, random_state=next_seed())
+        self._push(conn, mid, ALL_TIME, bucket, next_seed)
+        self._push(conn, mid, window, bucket, next_seed)
+
+        conn.execute("INSERT INTO frames (model_id, device_id, boot, seq, digest, weight, "
+                     "n_points, span_first, span_last, level, created, received, window) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     key + (digest, weight, len(frame.weights), frame.span[0], frame.span[1],
+                            frame.level, frame.created, now, window))
+        total = row["total_weight"] + weight
+        conn.execute("UPDATE models SET total_weight = ?, n_frames = n_frames + 1, "
+                     "n_reduces = ? WHERE model_id = ?", (total, counter[0], mid))
+        updated = conn.execute("UPDATE windows SET total_weight = total_weight + ?, "
+                               "n_frames = n_frames + 1, last_received = ? "
+                               "WHERE model_id = ? AND window = ?", (weight, now, mid, window))
+        if updated.rowcount == 0:
+            conn.execute("INSERT INTO windows VALUES (?, ?, ?, 1, ?, ?)",
+                         (mid, window, weight, now, now))
+            if self.retain_windows is not None:
+                self._expire_windows(conn, mid, window)
+        return {"status": "accepted", "frame_id": frame_id, "weight": weight,
+                "total_weight": total}
+
+    def _expire_windows(self, conn, mid, window):
+        oldest = window - self.retain_windows + 1
+        conn.execute("DELETE FROM buckets WHERE model_id = ? AND window >= 0 AND window < ?",
+                     (mid, oldest))
+
+    def _push(self, conn, mid, window, bucket, next_seed):
+        """Add a bucket at level 0 of one tree and carry merges up, like a base-r counter."""
+        level = 0
+        while True:
+            rows = conn.execute(
+                "SELECT n_points, n_features, dtype, points, weights, coreset_level "
+                "FROM buckets WHERE model_id = ? AND window = ? AND level = ? "
+                "ORDER BY position", (mid, window, level)).fetchall()
+            if len(rows) + 1 < self.merge_degree:
+                self._write_bucket(conn, mid, window, level, len(rows), bucket)
+                return
+            parts = [_bucket_coreset(row) for row in rows] + [bucket]
+            bucket = Coreset.merge(*parts, size=self.coreset_size, random_state=next_seed())
+            conn.execute("DELETE FROM buckets WHERE model_id = ? AND window = ? AND level = ?",
+                         (mid, window, level))
+            level += 1
+
+    @staticmethod
+    def _write_bucket(conn, mid, window, level, position, bucket):
+        points = bucket.points
+        code = points.dtype.newbyteorder("<").str
+        conn.execute(
+            "INSERT INTO buckets (model_id, window, level, position, n_points, n_features, "
+            "dtype, points, weights, total_weight, coreset_level) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (mid, window, level, position, len(bucket), bucket.n_features, code,
+             points.astype(code, copy=False).tobytes(),
+             bucket.weights.astype("<f8", copy=False).tobytes(), bucket.total_weight,
+             bucket.level))
+
+    # ------------------------------------------------------------ queries
+    def total_weight(self, model):
+        """The exact sum of the weights of the accepted frames of ``model``."""
+        row = self._reader().execute("SELECT total_weight FROM models WHERE name = ?",
+                                     (model,)).fetchone()
+        if row is None:
+            raise UnknownModelError(f"no model {model!r}.")
+        return float(row[0])
+
+    def current_window(self, model):
+        """The window id of ``clock()`` for ``model``."""
+        row = self._model_row(self._reader(), model)
+        if row is None:
+            raise UnknownModelError(f"no model {model!r}.")
+        return math.floor(float(self.clock()) / row["window_seconds"])
+
+    def aggregate(self, model, windows=None):
+        """The model's aggregate as one :class:`edgekm.Coreset`.
+
+        Parameters
+        ----------
+        model : str
+        windows : int or None, default=None
+            None: the all-time tree.  N: the union of the trees of the last N
+            windows (the current window of ``clock()`` and the N - 1 before).
+
+        Returns
+        -------
+        edgekm.Coreset
+            The union of the buckets (at most ``coreset_size`` points per
+            bucket); its ``total_weight`` is the weight of the frames merged.
+
+        Raises
+        ------
+        UnknownModelError
+        edgekm.NotFittedError
+            The selected windows hold no data.
+        """
+        if windows is not None:
+            windows = _check_positive_int("windows", windows)
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            row = self._model_row(conn, model)
+            if row is None:
+                raise UnknownModelError(f"no model {model!r}.")
+            mid = row["model_id"]
+            select = ("SELECT n_points, n_features, dtype, points, weights, coreset_level "
+                      "FROM buckets WHERE model_id = ? ")
+            if windows is None:
+                rows = conn.execute(select + "AND window = ? ORDER BY level DESC, position",
+                                    (mid, ALL_TIME)).fetchall()
+            else:
+                current = math.floor(float(self.clock()) / row["window_seconds"])
+                rows = conn.execute(
+                    select + "AND window > ? AND window <= ? "
+                    "ORDER BY window, level DESC, position",
+                    (mid, current - windows, current)).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        if not rows:
+            which = "all time" if windows is None else f"the last {windows} window(s)"
+            raise NotFittedError(f"model {model!r} has no data for {which}.")
+        parts = [_bucket_coreset(r) for r in rows]
+        return parts[0].merge(*parts[1:]) if len(parts) > 1 else parts[0]
+
+    def fit(self, model, n_clusters, windows=None, n_init=10, random_state=0):
+        """Weighted k-means++ and Lloyd (best of ``n_init``) on :meth:`aggregate`.
+
+        Returns
+        -------
+        centers : ndarray of shape (n_clusters, n_features)
+        """
+        centers, _, _ = self.aggregate(model, windows).fit_centers(
+            n_clusters, n_init=n_init, random_state=random_state)
+        return centers
+
+    def frame_count(self, model=None):
+        """Number of accepted frames (of one model, or of all)."""
+        conn = self._reader()
+        if model is None:
+            return conn.execute("SELECT count(*) FROM frames").fetchone()[0]
+        row = self._model_row(conn, model)
+        if row is None:
+            raise UnknownModelError(f"no model {model!r}.")
+        return row["n_frames"]
+
+    def bucket_count(self, model, window=None):
+        """Number of bucket rows of a model (of one tree when ``window`` is given;
+        ``window=-1`` is the all-time tree)."""
+        conn = self._reader()
+        row = self._model_row(conn, model)
+        if row is None:
+            raise UnknownModelError(f"no model {model!r}.")
+        if window is None:
+            return conn.execute("SELECT count(*) FROM buckets WHERE model_id = ?",
+                                (row["model_id"],)).fetchone()[0]
+        return conn.execute("SELECT count(*) FROM buckets WHERE model_id = ? AND window = ?",
+                            (row["model_id"], window)).fetchone()[0]
+
+    def check(self):
+        """Run SQLite's quick_check; return "ok" or the first problem found."""
+        return self._reader().execute("PRAGMA quick_check").fetchone()[0]
+
+    def ping(self):
+        """A cheap read, for health checks; raises if the database is unreadable."""
+        self._reader().execute("SELECT version FROM schema_version").fetchone()
+        return True
+
+
+def _bucket_coreset(row):
+    n, d, code, points, weights, level = row
+    X = np.frombuffer(points, dtype=code).reshape(n, d)
+    w = np.frombuffer(weights, dtype="<f8")
+    return Coreset(X.astype(X.dtype.newbyteorder("="), copy=False), w, level=level)
