@@ -1,0 +1,380 @@
+"""The aggregator's HTTP API v1: a thin Starlette app over :class:`Aggregator`.
+
+Needs the ``server`` extra (starlette, uvicorn); nothing on a device imports
+this module.  Routes (``sync/PROTOCOL.md`` §HTTP API):
+
+- ``POST /v1/models/{model}/frames``: a signed msgpack frame; 200 accepted or
+  duplicate, else 400/401/403/404/409/413/422/503 with
+  ``{"error": message, "reason": code}``.
+- ``GET /healthz``: ``{"status": "ok", "db": "ok"}``.
+- ``POST /v1/models/{model}/fit`` and ``GET /v1/models/{model}``: admin only
+  (``authorization: Bearer <token>``); 403 when no admin token is configured.
+
+Frame uploads go through one writer thread that commits them in groups: all
+uploads waiting when a transaction starts share it (each in its own
+savepoint), and every request gets its answer only after the COMMIT that
+made it durable.  Reads (fits, model info, health) run in the thread pool,
+each thread on its own read connection.  No response ever carries a
+traceback: unexpected errors are logged and answered 500.
+"""
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import queue
+import signal
+import sqlite3
+import threading
+import time
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from edgekm.exceptions import EdgekmError, NotFittedError
+
+from . import auth
+from .aggregator import (Aggregator, ConflictError, DimensionError, ForbiddenError,
+                         FrameTooLargeError, UnavailableError, UnknownModelError, Upload)
+from .frame import FrameError, check_id
+
+__all__ = ["create_app", "serve"]
+
+logger = logging.getLogger("edgekm.sync.server")
+
+#: largest JSON request body (fit parameters), in bytes
+MAX_JSON_BYTES = 64 * 1024
+#: most uploads committed in one transaction
+MAX_BATCH = 256
+RETRY_AFTER_SECONDS = 1
+ADMIN_TOKEN_ENV = "EDGEKM_ADMIN_TOKEN"
+
+_STATUS = [   # most specific first
+    (FrameTooLargeError, 413, "too_large"),
+    (FrameError, 400, "bad_frame"),
+    (auth.AuthError, 401, "unauthorized"),
+    (ForbiddenError, 403, "forbidden"),
+    (UnknownModelError, 404, "unknown_model"),
+    (ConflictError, 409, "conflict"),
+    (DimensionError, 422, "wrong_dimension"),
+    (UnavailableError, 503, "unavailable"),
+    (sqlite3.Error, 503, "unavailable"),
+]
+
+
+class _BadRequest(ValueError):
+    pass
+
+
+def _error(status, reason, message, **extra):
+    headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+    return JSONResponse({"error": message, "reason": reason, **extra}, status_code=status,
+                        headers=headers)
+
+
+def _error_for(exc):
+    for cls, status, reason in _STATUS:
+        if isinstance(exc, cls):
+            message = str(exc) if isinstance(exc, EdgekmError) else "database unavailable"
+            if isinstance(exc, sqlite3.Error):
+                logger.error("database error: %s", exc)
+            extra = {"server_time": int(time.time())} if status == 401 else {}
+            return _error(status, reason, message, **extra)
+    logger.error("internal error", exc_info=exc)
+    return _error(500, "internal", "internal error")
+
+
+class _GroupCommitter:
+    """One writer thread; the uploads queued while it commits form its next batch."""
+
+    _STOP = object()
+
+    def __init__(self, aggregator, max_batch=MAX_BATCH):
+        self.aggregator = aggregator
+        self.max_batch = max_batch
+        self._queue = queue.SimpleQueue()
+        self._thread = None
+        self._lock = threading.Lock()
+        self.stopping = False
+
+    def start(self):
+        with self._lock:
+            if self._thread is None and not self.stopping:
+                self._thread = threading.Thread(target=self._run, name="edgekm-writer",
+                                                daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout=60.0):
+        with self._lock:
+            self.stopping = True
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(self._STOP)
+        if thread is not None:
+            thread.join(timeout)
+
+    def submit(self, upload):
+        """Queue an upload; returns an asyncio future of its result or exception."""
+        if self._thread is None:
+            self.start()
+        if self.stopping:
+            raise UnavailableError("the aggregator is shutting down")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((upload, future, loop))
+        return future
+
+    def _run(self):
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is self._STOP:
+                break
+            batch = [item]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is self._STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            try:
+                results = self.aggregator.accept_signed([b[0] for b in batch])
+            except BaseException as exc:       # noqa: BLE001 - every request gets an answer
+                results = [exc] * len(batch)
+            for (_, future, loop), result in zip(batch, results):
+                try:
+                    loop.call_soon_threadsafe(_resolve, future, result)
+                except RuntimeError:           # the loop is closed: nobody is waiting
+                    pass
+
+
+def _resolve(future, result):
+    if future.done():           # the request was cancelled (client went away)
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+async def _read_body(request, limit, too_large):
+    """The request body, refusing more than ``limit`` bytes before reading them."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise _BadRequest("bad content-length header")
+        if int(length) > limit:
+            raise too_large(f"body of {int(length)} bytes exceeds the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(aggregator, *, admin_token=None, max_concurrency=64):
+    """The Starlette application serving ``aggregator``.
+
+    Parameters
+    ----------
+    aggregator : Aggregator
+        Owned by the caller, who closes it after the app has shut down.
+    admin_token : str or None, default=None
+        Bearer token of the admin endpoints (fit, model info); None disables
+        them (403).
+    max_concurrency : int, default=64
+        Requests in progress at once; more are answered 503 with Retry-After.
+
+    Returns
+    -------
+    starlette.applications.Starlette
+    """
+    if admin_token is not None and not admin_token:
+        raise ValueError("admin_token must be a non-empty string or None.")
+    committer = _GroupCommitter(aggregator)
+    state = {"in_flight": 0}
+
+    def limited(endpoint):
+        async def wrapper(request):
+            if committer.stopping:
+                return _error(503, "unavailable", "the aggregator is shutting down")
+            if state["in_flight"] >= max_concurrency:
+                return _error(503, "unavailable", "too many requests in progress")
+            state["in_flight"] += 1
+            try:
+                return await endpoint(request)
+            except _BadRequest as exc:
+                return _error(400, "bad_request", str(exc))
+            except ClientDisconnect:
+                return _error(400, "bad_request", "the client disconnected")
+            except Exception as exc:     # noqa: BLE001 - mapped to a JSON error, never a traceback
+                return _error_for(exc)
+            finally:
+                state["in_flight"] -= 1
+        return wrapper
+
+    def require_admin(request):
+        if admin_token is None:
+            raise ForbiddenError("the admin endpoints are disabled (no admin token configured)")
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode(), admin_token.encode()):
+            raise auth.AuthError("missing or wrong admin token")
+
+    def model_name(request):
+        model = request.path_params["model"]
+        try:
+            return check_id(model, "model")
+        except FrameError:
+            raise UnknownModelError(f"no model {model!r:.80}") from None
+
+    async def upload_frame(request):
+        model = model_name(request)
+        body = await _read_body(request, aggregator.max_frame_bytes, FrameTooLargeError)
+        raw_path = request.scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else request.url.path
+        headers = {name: request.headers[name] for name in
+                   (auth.H_DEVICE, auth.H_TIMESTAMP, auth.H_NONCE, auth.H_SIGNATURE)
+                   if name in request.headers}
+        result = await committer.submit(Upload(model, "POST", path, body, headers))
+        return JSONResponse(result)
+
+    async def healthz(request):
+        try:
+            await run_in_threadpool(aggregator.ping)
+        except Exception as exc:     # noqa: BLE001
+            logger.error("health check failed: %s", exc)
+            return _error(503, "unavailable", "database unavailable", status="error", db="error")
+        return JSONResponse({"status": "ok", "db": "ok"})
+
+    async def fit(request):
+        require_admin(request)
+        model = model_name(request)
+        params = _fit_params(await _read_body(request, MAX_JSON_BYTES, _BadRequest))
+
+        def work():
+            coreset = aggregator.aggregate(model, params["windows"])
+            centers, weights, cost = coreset.fit_centers(
+                params["n_clusters"], n_init=params["n_init"],
+                random_state=params["random_state"])
+            return {"centers": centers.tolist(), "cluster_weights": weights.tolist(),
+                    "cost": cost, "total_weight": coreset.total_weight,
+                    "windows": params["windows"], "n_points": len(coreset)}
+        try:
+            return JSONResponse(await run_in_threadpool(work))
+        except (NotFittedError, ValueError) as exc:
+            if isinstance(exc, EdgekmError) and not isinstance(exc, NotFittedError):
+                raise
+            return _error(422, "not_enough_data", str(exc))
+
+    async def model_info(request):
+        require_admin(request)
+        model = model_name(request)
+        return JSONResponse(await run_in_threadpool(aggregator.model_info, model))
+
+    async def not_found(request, exc):
+        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return _error(exc.status_code, reason, str(exc.detail))
+
+    async def internal(request, exc):
+        return _error_for(exc)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        committer.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(committer.stop)
+
+    routes = [
+        Route("/healthz", limited(healthz), methods=["GET"]),
+        Route("/v1/models/{model}/frames", limited(upload_frame), methods=["POST"]),
+        Route("/v1/models/{model}/fit", limited(fit), methods=["POST"]),
+        Route("/v1/models/{model}", limited(model_info), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: not_found, Exception: internal})
+    app.state.aggregator = aggregator
+    app.state.committer = committer
+    return app
+
+
+def _fit_params(body):
+    try:
+        params = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise _BadRequest("the body must be a JSON object") from None
+    if not isinstance(params, dict):
+        raise _BadRequest("the body must be a JSON object")
+    unknown = sorted(set(params) - {"n_clusters", "windows", "n_init", "random_state"})
+    if unknown:
+        raise _BadRequest(f"unknown fields {unknown[:5]}")
+
+    def integer(name, default, lo, hi, allow_none=False):
+        value = params.get(name, default)
+        if value is None and allow_none:
+            return None
+        if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
+            raise _BadRequest(f"'{name}' must be an int in [{lo}, {hi}]"
+                              + (" or null" if allow_none else ""))
+        return value
+    if "n_clusters" not in params:
+        raise _BadRequest("'n_clusters' is required")
+    return {"n_clusters": integer("n_clusters", None, 1, 10_000),
+            "windows": integer("windows", None, 1, 1_000_000, allow_none=True),
+            "n_init": integer("n_init", 10, 1, 100),
+            "random_state": integer("random_state", 0, 0, 2**63 - 1, allow_none=True)}
+
+
+def serve(db_path, host="127.0.0.1", port=8750, admin_token=None, *, log_level="info",
+          access_log=False, max_concurrency=64, graceful_timeout=30.0, **aggregator_options):
+    """Serve an aggregator with uvicorn until SIGTERM or SIGINT, then shut down gracefully.
+
+    On a signal the server stops accepting connections, finishes the requests
+    in flight (at most ``graceful_timeout`` seconds), stops the writer thread
+    and closes the database; then this returns 0.
+
+    ``admin_token`` defaults to the environment variable ``EDGEKM_ADMIN_TOKEN``;
+    other keyword arguments go to :class:`Aggregator`.
+    """
+    import uvicorn
+
+    if admin_token is None:
+        admin_token = os.environ.get(ADMIN_TOKEN_ENV) or None
+    aggregator = Aggregator(db_path, **aggregator_options)
+    try:
+        app = create_app(aggregator, admin_token=admin_token, max_concurrency=max_concurrency)
+        config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                access_log=access_log, lifespan="on",
+                                timeout_graceful_shutdown=graceful_timeout)
+        server = uvicorn.Server(config)
+        # uvicorn re-raises the signal that stopped it once it has shut down; a
+        # recording handler makes that harmless, so a graceful stop exits 0.
+        caught = []
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
+        try:
+            server.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    finally:
+        aggregator.close()
+    if caught:
+        logger.info("stopped by signal %s", ", ".join(signal.Signals(s).name for s in caught))
+    return 0
