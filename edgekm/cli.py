@@ -128,7 +128,237 @@ def _cmd_demo(args):
     return 0 if result["ok"] else 1
 
 
-_SUBCOMMANDS = (_add_demo,)
+# ---------------------------------------------------------------- aggregator
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _port(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0..65535, got {value}")
+    return value
+
+
+def _add_db(p):
+    p.add_argument("--db", required=True, metavar="PATH",
+                   help="the aggregator's SQLite database (created if missing)")
+
+
+def _open_aggregator(path):
+    """An Aggregator for an administration command; a bad database is a usage error."""
+    import sqlite3
+
+    from edgekm.sync.aggregator import Aggregator
+    from edgekm.sync.store import SchemaError
+
+    try:
+        return Aggregator(path)
+    except (sqlite3.Error, SchemaError, OSError) as exc:
+        raise UsageError(f"cannot open the database {path!r}: {exc}") from None
+
+
+def _print_json(value):
+    import json
+
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _add_serve(subparsers):
+    p = subparsers.add_parser(
+        "serve",
+        help="run the cloud aggregator (HTTP API v1) until SIGTERM",
+        description=(
+            "Serve the aggregator's HTTP API with uvicorn: devices POST signed coreset frames "
+            "to /v1/models/MODEL/frames; GET /healthz reports health. Runs until SIGTERM or "
+            "SIGINT, then finishes the requests in flight, closes the database and exits 0. "
+            "Needs the 'server' extra (pip install 'edgekm[server]')."
+        ),
+    )
+    _add_db(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8750, help="port to listen on (default 8750)")
+    p.add_argument("--admin-token", metavar="TOKEN",
+                   help="bearer token of the admin endpoints (fit, model info); default: the "
+                   "EDGEKM_ADMIN_TOKEN environment variable, which keeps it out of the process "
+                   "list; without a token those endpoints answer 403")
+    p.add_argument("--window-seconds", type=_positive_float, default=3600.0, metavar="S",
+                   help="length of a time window, for models created from now on (default 3600)")
+    p.add_argument("--coreset-size", type=_positive_int, default=200, metavar="M",
+                   help="points per bucket of the aggregate (default 200)")
+    p.add_argument("--merge-degree", type=_positive_int, default=2, metavar="R",
+                   help="buckets merged at once in the aggregate's trees (default 2)")
+    p.add_argument("--retain-windows", type=_positive_int, metavar="N",
+                   help="keep the per-window aggregates of only the N most recent windows "
+                   "(default: keep all; the all-time aggregate is always kept)")
+    p.add_argument("--durability", choices=("full", "normal"), default="full",
+                   help="SQLite synchronous setting: full survives power loss (default full)")
+    p.add_argument("--no-auto-create-models", action="store_true",
+                   help="refuse frames for models not registered with 'edgekm models add'")
+    p.add_argument("--max-concurrency", type=_positive_int, default=64, metavar="N",
+                   help="requests in progress at once; more get 503 (default 64)")
+    p.add_argument("--log-level", default="info",
+                   choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn log level (default info)")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(handler=_cmd_serve)
+
+
+def _cmd_serve(args):
+    if args.merge_degree < 2:
+        raise UsageError("--merge-degree must be at least 2")
+    try:
+        from edgekm.sync.server import serve
+    except ImportError as exc:
+        raise UsageError(f"the server needs the 'server' extra "
+                         f"(pip install 'edgekm[server]'): {exc}") from None
+    import sqlite3
+
+    from edgekm.sync.store import SchemaError
+
+    try:
+        return serve(args.db, args.host, args.port, args.admin_token, log_level=args.log_level,
+                     access_log=args.access_log, max_concurrency=args.max_concurrency,
+                     coreset_size=args.coreset_size, merge_degree=args.merge_degree,
+                     window_seconds=args.window_seconds, retain_windows=args.retain_windows,
+                     durability=args.durability,
+                     auto_create_models=not args.no_auto_create_models)
+    except (sqlite3.Error, SchemaError) as exc:
+        raise UsageError(f"cannot open the database {args.db!r}: {exc}") from None
+
+
+def _add_devices(subparsers):
+    p = subparsers.add_parser(
+        "devices",
+        help="register, list and revoke device keys",
+        description="Manage the devices allowed to upload frames to the aggregator.",
+    )
+    sub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    add = sub.add_parser("add", help="register a device and print its secret key",
+                         description="Register a device and print its new secret key (hex). "
+                         "The key is shown once; give it to the device.")
+    add.add_argument("device_id", metavar="DEVICE_ID")
+    lst = sub.add_parser("list", help="list the devices (never their keys)")
+    rev = sub.add_parser("revoke", help="revoke a device (kept for audit)",
+                         description="Revoke a device: its requests get 403 from now on. "
+                         "The device stays listed, with its revocation time.")
+    rev.add_argument("device_id", metavar="DEVICE_ID")
+    for q in (add, lst, rev):
+        _add_db(q)
+        q.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=_cmd_devices)
+
+
+def _cmd_devices(args):
+    from edgekm.sync.aggregator import DeviceExistsError, UnknownDeviceError
+    from edgekm.sync.frame import FrameError
+
+    with _open_aggregator(args.db) as agg:
+        try:
+            if args.action == "add":
+                key = agg.add_device(args.device_id)
+                if args.json:
+                    _print_json({"device_id": args.device_id, "key": key})
+                else:
+                    print(f"device {args.device_id} added; its key (shown once):\n{key}")
+            elif args.action == "revoke":
+                agg.revoke_device(args.device_id)
+                if args.json:
+                    _print_json({"device_id": args.device_id, "revoked": True})
+                else:
+                    print(f"device {args.device_id} revoked")
+            else:
+                devices = agg.list_devices()
+                if args.json:
+                    _print_json(devices)
+                else:
+                    _print_devices(devices)
+        except (DeviceExistsError, UnknownDeviceError, FrameError) as exc:
+            raise UsageError(str(exc)) from None
+    return 0
+
+
+def _when(timestamp):
+    import datetime
+
+    if timestamp is None:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _print_devices(devices):
+    print(f"{'device':<24} {'status':<8} {'frames':>8}  {'created':<20} {'last frame':<20}")
+    for d in devices:
+        status = "revoked" if d["revoked"] is not None else "active"
+        print(f"{d['device_id']:<24} {status:<8} {d['frames']:>8}  {_when(d['created']):<20} "
+              f"{_when(d['last_received']):<20}")
+
+
+def _add_models(subparsers):
+    p = subparsers.add_parser(
+        "models",
+        help="register and list models",
+        description="Manage the models of the aggregator (needed when the server runs with "
+        "--no-auto-create-models).",
+    )
+    sub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    add = sub.add_parser("add", help="register a model")
+    add.add_argument("model", metavar="MODEL")
+    add.add_argument("--n-features", type=_positive_int, required=True, metavar="D",
+                     help="number of features of the model's points")
+    add.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                     help="storage type of the aggregate's points (default float32)")
+    add.add_argument("--window-seconds", type=_positive_float, metavar="S",
+                     help="length of the model's time windows (default 3600)")
+    lst = sub.add_parser("list", help="list the models with their weights and frame counts")
+    for q in (add, lst):
+        _add_db(q)
+        q.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=_cmd_models)
+
+
+def _cmd_models(args):
+    from edgekm.sync.frame import FrameError
+
+    with _open_aggregator(args.db) as agg:
+        try:
+            if args.action == "add":
+                agg.add_model(args.model, args.n_features, dtype=args.dtype,
+                              window_seconds=args.window_seconds)
+                info = agg.model_info(args.model, with_windows=False)
+                if args.json:
+                    _print_json(info)
+                else:
+                    print(f"model {args.model} ({info['n_features']} features, "
+                          f"{info['dtype']}) registered")
+            else:
+                models = agg.list_models()
+                if args.json:
+                    _print_json(models)
+                else:
+                    print(f"{'model':<24} {'features':>8} {'frames':>10} {'devices':>8} "
+                          f"{'total weight':>16}")
+                    for m in models:
+                        print(f"{m['model']:<24} {m['n_features']:>8} {m['frames']:>10} "
+                              f"{m['devices']:>8} {m['total_weight']:>16.0f}")
+        except (ValueError, FrameError) as exc:
+            raise UsageError(str(exc)) from None
+    return 0
+
+
+_SUBCOMMANDS = (_add_demo, _add_serve, _add_devices, _add_models)
 
 
 # ---------------------------------------------------------------- main
