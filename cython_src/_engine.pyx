@@ -46,7 +46,7 @@ cdef enum:
 
 _SCALARS = ("free_top", "n_points", "n_seen", "n_buckets", "b_slot", "b_n", "dirty",
             "inertia", "absorptions", "hits", "misses", "fallbacks", "initialised",
-            "phi0", "est_cost", "n_centers")
+            "phi0", "est_cost", "n_centers", "n_iter")
 
 
 cdef inline void* _ptr(object array):
@@ -97,7 +97,7 @@ cdef class Engine:
     cdef solve_work_t sw
     # scalar state
     cdef public int64_t free_top, n_points, n_buckets, b_slot, b_n
-    cdef public int64_t absorptions, hits, misses, fallbacks, n_centers
+    cdef public int64_t absorptions, hits, misses, fallbacks, n_centers, n_iter
     cdef public double n_seen, inertia, phi0, est_cost
     cdef public bint dirty, initialised
 
@@ -182,6 +182,7 @@ cdef class Engine:
         self.b_slot = EMPTY
         self.n_seen = self.inertia = self.phi0 = self.est_cost = 0.0
         self.absorptions = self.hits = self.misses = self.fallbacks = self.n_centers = 0
+        self.n_iter = 0
         self.dirty = True
         self.initialised = False
         if not lay.use_buckets:
@@ -577,6 +578,7 @@ cdef class Engine:
         else:
             cost[0] = solve(<double*>self.union_x, n, self.d, self.union_w, self.k,
                             self.n_init, self.max_iter, &self.rng, &self.sw)
+        self.n_iter = self.sw.n_iter
         return 0
 
     cdef void _keep_online(self) noexcept nogil:

@@ -154,14 +154,17 @@ cdef inline double lloyd(const floating* X,                # IN (n_samples, n_fe
                          int* labels,                      # work (n_samples)
                          int* prev_labels,                 # work (n_samples)
                          double* dist,                     # work (n_samples)
-                         double* score) noexcept nogil:    # work (n_samples)
+                         double* score,                    # work (n_samples)
+                         Py_ssize_t* n_iter) noexcept nogil:  # OUT (1)
     """Weighted Lloyd; an empty cluster is reseeded at the point with the largest
-    w * d² (ties to the lowest index).  Returns the cost against the result."""
+    w * d² (ties to the lowest index).  Returns the cost against the result and
+    sets n_iter to the number of centre updates."""
     cdef Py_ssize_t it, i, j, c, best_i
     cdef Py_ssize_t d = n_features, k = n_clusters
     cdef bint reseeded = False, same
     cdef int lab
     cdef double best
+    n_iter[0] = max_iter
     for it in range(max_iter):
         assign_rows(X, n_samples, d, centers, k, labels, dist)
         if it > 0 and not reseeded:
@@ -171,6 +174,7 @@ cdef inline double lloyd(const floating* X,                # IN (n_samples, n_fe
                     same = False
                     break
             if same:
+                n_iter[0] = it
                 break
         for i in range(n_samples):
             prev_labels[i] = labels[i]
@@ -225,6 +229,7 @@ ctypedef struct solve_work_t:
     double* f2               # (n_samples)
     double* f3               # (n_samples)
     double* f4               # (n_samples)
+    Py_ssize_t n_iter        # OUT: Lloyd iterations of the best run
 
 
 cdef inline double solve(const floating* X,                # IN (n_samples, n_features)
@@ -240,6 +245,7 @@ cdef inline double solve(const floating* X,                # IN (n_samples, n_fe
     cdef Py_ssize_t r, c, j
     cdef Py_ssize_t d = n_features, k = n_clusters
     cdef double f, best_f = 0.0
+    cdef Py_ssize_t it
     for r in range(n_init):
         kmeanspp(X, n_samples, d, sample_weight, k, rng, w.chosen, w.f0, w.f1, w.f2,
                  w.f3, w.f4)
@@ -247,9 +253,10 @@ cdef inline double solve(const floating* X,                # IN (n_samples, n_fe
             for j in range(d):
                 w.centers[c * d + j] = <double>X[w.chosen[c] * d + j]
         f = lloyd(X, n_samples, d, sample_weight, w.centers, k, max_iter, w.weights,
-                  w.sums, w.labels, w.prev_labels, w.f0, w.f1)
+                  w.sums, w.labels, w.prev_labels, w.f0, w.f1, &it)
         if r == 0 or f < best_f:
             best_f = f
+            w.n_iter = it
             for c in range(k):
                 w.best_weights[c] = w.weights[c]
                 for j in range(d):

@@ -36,7 +36,8 @@ CONSTRAINTS = {
     "max_iter": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
     "max_levels": (lambda v: v is None or (_is_int(v) and 1 <= v <= _defaults.MAX_COMPOSED_LEVELS),
                    f"None or an int in [1, {_defaults.MAX_COMPOSED_LEVELS}]"),
-    "dtype": (lambda v: _dtype_or_none(v) is not None, "numpy.float32 or numpy.float64"),
+    "dtype": (lambda v: v is not None and _dtype_or_none(v) is not None,
+              "numpy.float32 or numpy.float64"),
     "random_state": (lambda v: v is None or _is_int(v) or isinstance(
         v, (np.random.RandomState, np.random.Generator)),
         "None, an int, a numpy RandomState or a numpy Generator"),
@@ -132,7 +133,9 @@ def check_array(X, dtype, *, n_features=None, name="X", estimator="StreamingKMea
     if raw.dtype.kind not in "biuf":
         try:
             raw = raw.astype(np.float64)
-        except (TypeError, ValueError) as exc:
+        except TypeError as exc:
+            raise TypeError(f"{name} must contain numbers only: {exc}") from None
+        except ValueError as exc:
             raise ValueError(f"{name} must contain numbers only: {exc}") from None
     n, d = raw.shape
     if d == 0:
@@ -144,11 +147,13 @@ def check_array(X, dtype, *, n_features=None, name="X", estimator="StreamingKMea
             f"{min_samples} is required.")
     if n_features is not None and d != n_features:
         raise ValueError(
-            f"X has {d} features, but {estimator} is expecting {n_features} features as input.")
+            f"{name} has {d} features, but {estimator} is expecting {n_features} features "
+            "as input.")
     if raw.dtype.kind == "f" and not np.isfinite(raw).all():
         raise ValueError(
             f"Input {name} contains NaN or infinity; the first bad row is {_first_bad_row(raw)}.")
-    out = np.ascontiguousarray(raw, dtype=dtype)
+    with np.errstate(over="ignore"):     # an overflow is reported below, naming the row
+        out = np.ascontiguousarray(raw, dtype=dtype)
     if out.dtype.kind == "f" and raw.dtype.itemsize > out.dtype.itemsize and not np.isfinite(out).all():
         raise ValueError(
             f"Input {name} overflows {np.dtype(dtype).name}; the first bad row is "
@@ -156,23 +161,28 @@ def check_array(X, dtype, *, n_features=None, name="X", estimator="StreamingKMea
     return out
 
 
-def check_sample_weight(sample_weight, n_samples):
+def check_sample_weight(sample_weight, n_samples, name="sample_weight"):
     """float64 weights of shape (n_samples,), finite and > 0 (ones when None)."""
     if sample_weight is None:
         return np.ones(n_samples, dtype=np.float64)
     if _is_real(sample_weight):
         w = np.full(n_samples, float(sample_weight), dtype=np.float64)
     else:
+        raw = np.asarray(sample_weight)
+        if np.iscomplexobj(raw):
+            raise ValueError(f"Complex data not supported in {name}.")
         try:
-            w = np.asarray(sample_weight, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"sample_weight must contain numbers only: {exc}") from None
+            w = raw.astype(np.float64, copy=False)
+        except TypeError as exc:
+            raise TypeError(f"{name} must contain numbers only: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"{name} must contain numbers only: {exc}") from None
     if w.ndim != 1 or w.shape[0] != n_samples:
-        raise ValueError(
-            f"sample_weight.shape == {w.shape}, expected ({n_samples},).")
+        raise ValueError(f"{name}.shape == {w.shape}, expected ({n_samples},).")
     bad = ~(np.isfinite(w) & (w > 0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"sample_weight must be finite and > 0; row {i} has {w[i]!r}.")
+            f"{name} must be finite and > 0 (zero, negative, NaN and infinite weights "
+            f"are refused); row {i} has {float(w[i])!r}.")
     return np.ascontiguousarray(w)

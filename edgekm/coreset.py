@@ -52,10 +52,12 @@ class Coreset:
     __slots__ = ("_points", "_weights", "_total_weight", "_level")
 
     def __init__(self, points, weights=None, *, level=0):
+        if hasattr(points, "toarray") or hasattr(points, "tocsr"):
+            raise TypeError("Coreset does not accept sparse points; convert them with .toarray().")
         raw = np.asarray(points)
         dtype = raw.dtype if raw.dtype in (np.float32, np.float64) else np.float64
         X = check_array(raw, dtype, name="points", estimator="Coreset")
-        w = check_sample_weight(weights, X.shape[0])
+        w = check_sample_weight(weights, X.shape[0], name="weights")
         if not isinstance(level, (int, np.integer)) or isinstance(level, bool) or level < 0:
             raise ValueError(f"level must be an int >= 0; got {level!r}.")
         self._points = _frozen(X)
@@ -96,8 +98,9 @@ class Coreset:
                 and np.array_equal(self._weights, other._weights))
 
     def __hash__(self):
+        # + 0.0 maps -0.0 to 0.0, so that equal coresets (array_equal) hash alike
         return hash((self._level, self.dtype.str, self._points.shape,
-                     self._points.tobytes(), self._weights.tobytes()))
+                     (self._points + 0.0).tobytes(), (self._weights + 0.0).tobytes()))
 
     def __reduce__(self):
         return (Coreset._trusted, (self._points, self._weights, self._level))
@@ -106,6 +109,9 @@ class Coreset:
         if hasattr(self, "_level"):
             raise AttributeError("Coreset is immutable")
         object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        raise AttributeError("Coreset is immutable")
 
     # -------------------------------------------------------------- algebra
     def merge(self, *others, size=None, random_state=None):
@@ -133,7 +139,8 @@ class Coreset:
             if c.n_features != self.n_features:
                 raise ValueError(
                     f"cannot merge coresets with {self.n_features} and {c.n_features} features.")
-        if size is not None and (not isinstance(size, (int, np.integer)) or size < 1):
+        if size is not None and (not isinstance(size, (int, np.integer)) or isinstance(size, bool)
+                                 or size < 1):
             raise ValueError(f"size must be None or an int >= 1; got {size!r}.")
         dtype = np.result_type(*[c.dtype for c in parts])
         X = np.concatenate([c._points for c in parts]).astype(dtype, copy=False)

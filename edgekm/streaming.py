@@ -76,6 +76,9 @@ class StreamingKMeans:
     labels_ : ndarray of shape (n_samples,)
         Labels of the data passed to :meth:`fit`.
     n_features_in_ : int
+    n_iter_ : int
+        Lloyd iterations of the solve behind ``cluster_centers_`` (for OnlineCC,
+        of its last fallback; 1 for sequential k-means, one online pass).
     n_seen_ : float
         Total weight seen.
     memory_bytes : int
@@ -90,8 +93,8 @@ class StreamingKMeans:
     >>> model = StreamingKMeans(n_clusters=3, random_state=0)
     >>> for batch in np.array_split(rng.permutation(X), 10):
     ...     _ = model.partial_fit(batch)
-    >>> np.round(np.sort(model.cluster_centers_[:, 0]))
-    array([ 0.,  5., 10.], dtype=float32)
+    >>> sorted(np.round(model.cluster_centers_[:, 0]).astype(int).tolist())
+    [0, 5, 10]
     >>> model.n_seen_
     1500.0
     """
@@ -151,12 +154,14 @@ class StreamingKMeans:
 
     def __sklearn_is_fitted__(self):
         engine = getattr(self, "_engine", None)
-        return engine is not None and engine.n_points >= self.n_clusters
+        return engine is not None and engine.n_points >= self._engine_clusters
 
     # ------------------------------------------------------------ learning
     def _new_engine(self, n_features):
         cfg = check_params(self.get_params())
         seed = resolve_seed(self.random_state)
+        # the live engine keeps its own k: set_params takes effect at the next fit
+        self._engine_clusters = int(self.n_clusters)
         return _backend.Engine(cfg["kind"], n_features, self.n_clusters, cfg["coreset_size"],
                                cfg["merge_degrees"], cfg["max_levels"], cfg["n_init"],
                                cfg["max_iter"], cfg["switch_threshold"], cfg["dtype"], seed), cfg
@@ -245,11 +250,12 @@ class StreamingKMeans:
     # ------------------------------------------------------------ queries
     def _fitted_engine(self):
         engine = getattr(self, "_engine", None)
-        if engine is None or engine.n_points < self.n_clusters:
+        if engine is None or engine.n_points < self._engine_clusters:
             seen = 0 if engine is None else engine.n_points
+            k = self.n_clusters if engine is None else self._engine_clusters
             raise NotFittedError(
                 f"This StreamingKMeans instance has seen {seen} point(s); it needs at least "
-                f"n_clusters={self.n_clusters} before it can answer. Call fit or partial_fit.")
+                f"n_clusters={k} before it can answer. Call fit or partial_fit.")
         return engine
 
     @property
@@ -259,6 +265,14 @@ class StreamingKMeans:
     @property
     def inertia_(self):
         return float(self._fitted_engine().query()[1])
+
+    @property
+    def n_iter_(self):
+        """Lloyd iterations of the solve behind :attr:`cluster_centers_`; 1 for
+        sequential k-means, whose answer is one online pass."""
+        engine = self._fitted_engine()
+        engine.query()
+        return 1 if engine.kind == "sequential" else int(engine.n_iter)
 
     @property
     def n_seen_(self):

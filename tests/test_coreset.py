@@ -114,10 +114,6 @@ def test_inputs_are_copied():
     assert P.flags.writeable and w.flags.writeable
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Coreset blocks __setattr__ but not __delattr__: `del c._level` succeeds, "
-    "after which __setattr__ (which checks hasattr(self, '_level')) accepts any "
-    "assignment, so the 'immutable' coreset can be rewritten"))
 def test_attributes_cannot_be_deleted():
     c = _coreset()
     with pytest.raises(AttributeError):
@@ -147,9 +143,6 @@ def test_equality_and_hash():
     assert a.__eq__(1) is NotImplemented
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: __eq__ uses np.array_equal (so 0.0 == -0.0) but __hash__ hashes the raw "
-    "bytes, so equal coresets can have different hashes and a set keeps both"))
 def test_equal_coresets_have_equal_hashes_with_signed_zeros():
     a = Coreset([[0.0, 1.0]])
     b = Coreset([[-0.0, 1.0]])
@@ -266,9 +259,6 @@ def test_merge_errors():
             a.merge(a, size=size)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: merge(size=True) is accepted as size=1 (bool passes the isinstance(int) "
-    "check), while every other int parameter in edgekm rejects bools"))
 def test_merge_size_rejects_bool():
     a = _coreset()
     with pytest.raises(ValueError, match="size"):
@@ -385,11 +375,6 @@ def test_bad_points(points, exc, match):
         Coreset(points)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Coreset.__init__ calls np.asarray(points) before check_array, so a scipy "
-    "sparse matrix becomes a 0-D object array and raises ValueError('Expected a 2-D "
-    "array for points, got 0-D ...') instead of the TypeError about sparse input that "
-    "StreamingKMeans gives"))
 def test_sparse_points_raise_type_error():
     with pytest.raises(TypeError, match="sparse"):
         Coreset(sp.csr_matrix(np.eye(3)))
@@ -405,9 +390,6 @@ def test_bad_weights(weights, match):
         Coreset(np.zeros((3, 2)), weights)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Coreset weight errors name 'sample_weight' (check_sample_weight's wording), "
-    "but Coreset's parameter is called 'weights'"))
 def test_bad_weights_message_names_the_parameter():
     with pytest.raises(ValueError, match="^weights"):
         Coreset(np.zeros((3, 2)), [1.0, 0.0, 1.0])

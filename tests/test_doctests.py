@@ -20,11 +20,6 @@ def test_doctests(name):
     assert failed == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the StreamingKMeans docstring example expects "
-    "np.round(np.sort(model.cluster_centers_[:, 0])) == array([ 0.,  5., 10.]) but the "
-    "seeded run gives array([-0.,  5., 10.]) (the centre near 0 is slightly negative), "
-    "with either backend"))
 def test_streaming_doctests():
     failed, attempted = _run("edgekm.streaming")
     assert attempted > 0

@@ -19,6 +19,7 @@ class Engine:
     misses: int
     fallbacks: int
     n_centers: int
+    n_iter: int
     n_seen: float
     inertia: float
     phi0: float

@@ -59,6 +59,7 @@ class Engine:
         self.phi0 = 0.0
         self.est_cost = 0.0
         self.n_centers = 0
+        self.n_iter = 0
         if not lay.use_buckets:
             return
         a["free"][:] = np.arange(lay.n_slots - 1, -1, -1)
@@ -348,7 +349,7 @@ class Engine:
 
     def _solve_rows(self, n):
         X, w = self.a["union_x"][:n], self.a["union_w"][:n]
-        C, W, f = ops._solve(X, w, self.k, self.n_init, self.max_iter, self.rng)
+        C, W, f, self.n_iter = ops._solve(X, w, self.k, self.n_init, self.max_iter, self.rng)
         return C, W, f
 
     def _online_init(self):
@@ -421,7 +422,7 @@ class Engine:
     # ------------------------------------------------------------ pickling
     _SCALARS = ("free_top", "n_points", "n_seen", "n_buckets", "b_slot", "b_n", "dirty",
                 "inertia", "absorptions", "hits", "misses", "fallbacks", "initialised",
-                "phi0", "est_cost", "n_centers")
+                "phi0", "est_cost", "n_centers", "n_iter")
 
     def __reduce__(self):
         state = {name: getattr(self, name) for name in self._SCALARS}

@@ -95,9 +95,11 @@ def _lloyd(X, w, C, max_iter):
     k = C.shape[0]
     prev = None
     reseeded = False
+    n_iter = max_iter
     for it in range(max_iter):
         labels, dist = _assign(X, C)
         if it > 0 and not reseeded and np.array_equal(labels, prev):
+            n_iter = it
             break
         prev = labels
         W = np.bincount(labels, weights=w, minlength=k)
@@ -115,22 +117,22 @@ def _lloyd(X, w, C, max_iter):
                 reseeded = True
     labels, dist = _assign(X, C)
     W = np.bincount(labels, weights=w, minlength=k)
-    return W, seqsum(w * dist)
+    return W, seqsum(w * dist), n_iter
 
 
 def _solve(X, w, k, n_init, max_iter, rng):
     best = None
     for _ in range(n_init):
         C = X[_kmeanspp(X, w, k, rng)].astype(np.float64)
-        W, f = _lloyd(X, w, C, max_iter)
+        W, f, n_iter = _lloyd(X, w, C, max_iter)
         if best is None or f < best[2]:
-            best = (C, W, f)
+            best = (C, W, f, n_iter)
     return best
 
 
 def solve(X, w, k, n_init, max_iter, seed):
     """Best of n_init runs of k-means++ and Lloyd: (centers, cluster_weights, cost)."""
-    C, W, f = _solve(X, w, k, n_init, max_iter, Rng(seed))
+    C, W, f, _ = _solve(X, w, k, n_init, max_iter, Rng(seed))
     return C.astype(X.dtype), W, f
 
 
