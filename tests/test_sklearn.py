@@ -29,8 +29,6 @@ ALGORITHMS = ("ct", "cc", "rcc", "onlinecc", "sequential")
 ESTIMATORS = [StreamingKMeans(algorithm=a, random_state=0) for a in ALGORITHMS]
 
 #: Checks that fail for every algorithm, each with the reason it cannot apply.
-#: (reported; the library is not changed here).  The others cannot apply to
-#: this estimator by design.
 EXPECTED_FAILED_CHECKS = {
     "check_sample_weight_equivalence_on_dense_data": (
         "Inapplicable by design: the check emulates dropping rows with weight 0, and "
