@@ -1,0 +1,500 @@
+"""The device agent: local streaming k-means, a sync window and a durable outbox.
+
+Standard library, numpy, msgpack and edgekm only: it runs on the device.
+HTTP goes through :mod:`urllib.request`; the protocol is in ``sync/PROTOCOL.md``.
+
+Weight accounting.  Every point the agent ingests is, at every moment, in
+exactly one of four places: the sync window (memory), the outbox's pending
+frames, the aggregator (acknowledged), or the outbox's ``rejected`` table.
+:meth:`DeviceAgent.stats` reports the four weights; they add up to the
+weight ingested exactly (integer weights in float64).  Across a clean
+restart (:meth:`DeviceAgent.close`) nothing is lost; after a crash the
+window's points, which were only in memory, are lost together with their
+count, so the durable equation still holds.  Call :meth:`DeviceAgent.flush`
+(or :meth:`DeviceAgent.sync`) more often to lose less.
+"""
+
+import email.utils
+import http.client
+import json
+import os
+import random
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+
+from edgekm import StreamingKMeans
+from edgekm._validation import check_array, check_params, resolve_seed
+from edgekm.exceptions import EdgekmError
+
+from . import auth as _auth
+from . import frame as _frame
+from .outbox import Outbox
+
+try:
+    import fcntl
+except ImportError:         # pragma: no cover - not POSIX: no cross-process lock
+    fcntl = None
+
+LOCK_FILE = "agent.lock"
+
+#: answers that are final for the frame: it goes to the ``rejected`` table
+PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 409, 413, 422})
+#: permanent answers that concern the device or the model, not the frame: the
+#: frame is kept aside and the sync stops, since the next frames would get the same
+DEVICE_WIDE_STATUSES = frozenset({401, 403, 404})
+
+#: algorithm of the sync window: one coreset per sync, so a cache cannot help
+WINDOW_ALGORITHM = "ct"
+
+
+class AgentLockedError(RuntimeError, EdgekmError):
+    """Another agent already uses this ``state_dir``."""
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """urllib would turn a redirected POST into a GET without body: refuse instead."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+class _Outcome:
+    """The result of one HTTP attempt."""
+
+    __slots__ = ("kind", "status", "error", "retry_after", "duplicate")
+
+    def __init__(self, kind, status=None, error=None, retry_after=None, duplicate=False):
+        self.kind = kind                  # "ack", "reject", "reject_stop", "retry"
+        self.status = status
+        self.error = error
+        self.retry_after = retry_after
+        self.duplicate = duplicate
+
+
+class DeviceAgent:
+    """Streams points into a local model and ships coreset frames to an aggregator.
+
+    Each point goes into :attr:`model`, the device's own
+    :class:`edgekm.StreamingKMeans`, and into a *sync window*, a second
+    fixed-memory coreset tree that :meth:`sync` drains into one frame of at
+    most ``coreset_size`` points and then replaces by an empty one: memory
+    does not grow with the number of points between syncs.  Frames go to a
+    durable outbox in ``state_dir`` (see :mod:`edgekm.sync.outbox`) and are
+    uploaded in order, deleted only when the aggregator acknowledges them.
+
+    Parameters
+    ----------
+    server_url : str
+        Base URL of the aggregator, e.g. ``"http://127.0.0.1:8750"``.
+    model : str
+        Model name (1-64 characters of ``A-Za-z0-9._-``).
+    device_id : str
+        This device's id, registered on the aggregator.
+    key : str
+        The device's secret key, hex (``edgekm devices add``).
+    state_dir : str or path
+        Directory of the outbox and the lock; survives restarts.  One agent
+        at a time per directory (:class:`AgentLockedError` otherwise).
+    n_clusters : int, default=8
+        Clusters of the local model.
+    coreset_size : int, default=200
+        m: points per frame, bucket size of the window and of the local model.
+    algorithm : {"ct", "cc", "rcc", "onlinecc", "sequential"}, default="cc"
+        Algorithm of the local model.  The window is always a coreset tree.
+    max_pending : int, default=64
+        Bound on queued frames (>= 2); beyond it, frames are merged.
+    timeout : float, default=10.0
+        Seconds for each HTTP request.
+    max_retries : int, default=5
+        Retries of one frame within one :meth:`sync` after a retryable failure.
+    backoff_base, backoff_max : float, default=0.5, 30.0
+        Before retry ``a`` (0-based) the agent sleeps a uniform random time in
+        ``[0, min(backoff_max, backoff_base * 2**a)]`` (exponential backoff
+        with full jitter), or the server's ``Retry-After`` if longer (capped at
+        ``backoff_max``).
+    dtype : {numpy.float32, numpy.float64}, default=numpy.float32
+        Storage and wire type of the points.
+    random_state : None, int or numpy Generator, default=None
+        Seeds the local model, the windows and the outbox merges.
+    sleep : callable, default=time.sleep
+        Used for the backoff (inject it in tests).
+    rng : random.Random-like, default=None
+        Source of the jitter (``.random()``); a ``random.Random`` seeded from
+        ``random_state`` when None.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from edgekm.sync import DeviceAgent
+    >>> state = tempfile.mkdtemp()
+    >>> with DeviceAgent("http://127.0.0.1:9", "demo", "dev-1", "00" * 32, state,
+    ...                  n_clusters=2, coreset_size=20, max_retries=0) as agent:
+    ...     agent.ingest(np.random.default_rng(0).random((100, 3)))
+    ...     report = agent.sync()           # nothing listens on port 9
+    >>> report["uploaded"], report["pending"], report["pending_weight"]
+    (0, 1, 100.0)
+    """
+
+    def __init__(self, server_url, model, device_id, key, state_dir, n_clusters=8, *,
+                 coreset_size=200, algorithm="cc", max_pending=64, timeout=10.0,
+                 max_retries=5, backoff_base=0.5, backoff_max=30.0, dtype=np.float32,
+                 random_state=None, sleep=time.sleep, rng=None):
+        parts = urllib.parse.urlsplit(server_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"server_url must be an http(s) URL; got {server_url!r}.")
+        _frame.check_id(model, "model")
+        _frame.check_id(device_id, "device_id")
+        try:
+            if len(bytes.fromhex(key)) < 16:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ValueError("key must be the device secret as hex (at least 16 bytes).") from None
+        check_params({
+            "n_clusters": n_clusters, "algorithm": algorithm, "coreset_size": coreset_size,
+            "merge_degree": 2, "nesting_depth": 3, "switch_threshold": 1.2, "n_init": 5,
+            "max_iter": 20, "max_levels": None, "dtype": dtype, "random_state": random_state})
+        if not (isinstance(coreset_size, int) and coreset_size <= _frame.MAX_POINTS):
+            raise ValueError(f"coreset_size must be an int <= {_frame.MAX_POINTS}; "
+                             f"got {coreset_size!r}.")
+        for name, value in (("timeout", timeout), ("backoff_base", backoff_base),
+                            ("backoff_max", backoff_max)):
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
+        if not (isinstance(max_retries, int) and max_retries >= 0):
+            raise ValueError(f"max_retries must be an int >= 0; got {max_retries!r}.")
+        self.server_url = server_url
+        self.model_name = model
+        self.device_id = device_id
+        self._key = key
+        self.state_dir = os.fspath(state_dir)
+        self.n_clusters = n_clusters
+        self.coreset_size = coreset_size
+        self.algorithm = algorithm
+        self.max_pending = max_pending
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.dtype = np.dtype(dtype)
+        self._sleep = sleep
+        self._rng = (random_state if isinstance(random_state, np.random.Generator)
+                     else np.random.default_rng(resolve_seed(random_state)))
+        self._jitter = rng if rng is not None else random.Random(int(self._rng.integers(2**62)))
+        self._path = parts.path.rstrip("/") + f"/v1/models/{model}/frames"
+        self._url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, self._path, "", ""))
+        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._clock_offset = 0.0          # server clock - ours, learnt from a 401 for skew
+        self._window = None
+        self._window_weight = 0.0
+        self._window_first = None
+        self._outbox = None
+        self._lock_fd = None
+        os.makedirs(self.state_dir, exist_ok=True)
+        self._lock()
+        try:
+            self._outbox = Outbox(self.state_dir, device_id=device_id, model=model,
+                                  coreset_size=coreset_size, max_pending=max_pending,
+                                  random_state=self._rng)
+            self._next_point = self._outbox.next_point
+            self.model = self._new_model()
+            self._restore_model()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------ lifecycle
+    def _lock(self):
+        if fcntl is None:           # pragma: no cover
+            return
+        fd = os.open(os.path.join(self.state_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise AgentLockedError(
+                f"another DeviceAgent uses {self.state_dir}; one agent per state_dir.") from None
+        self._lock_fd = fd
+
+    def close(self):
+        """Move the window into the outbox (no network), save the model summary, release.
+
+        Nothing ingested is lost across a clean close and reopen.
+        """
+        try:
+            if self._outbox is not None:
+                self.flush()
+        finally:
+            if self._outbox is not None:
+                self._outbox.close()
+                self._outbox = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)       # releases the flock
+                self._lock_fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _open_outbox(self):
+        if self._outbox is None:
+            raise ValueError("this DeviceAgent is closed.")
+        return self._outbox
+
+    @property
+    def boot(self):
+        """This run's boot id (a fresh random 64-bit number at every start)."""
+        return self._open_outbox().boot
+
+    @property
+    def outbox(self):
+        """The :class:`edgekm.sync.outbox.Outbox` (for inspection and requeueing)."""
+        return self._outbox
+
+    # ------------------------------------------------------------ models
+    def _new_model(self):
+        return StreamingKMeans(self.n_clusters, algorithm=self.algorithm,
+                               coreset_size=self.coreset_size, dtype=self.dtype.type,
+                               random_state=self._rng)
+
+    def _new_window(self):
+        return StreamingKMeans(self.n_clusters, algorithm=WINDOW_ALGORITHM,
+                               coreset_size=self.coreset_size, dtype=self.dtype.type,
+                               random_state=self._rng)
+
+    def _restore_model(self):
+        body = self._outbox.load_snapshot()
+        if body is None:
+            return
+        snap = _frame.decode_frame(body)
+        points = snap.points.astype(self.dtype, copy=False)
+        self.model.partial_fit(points, sample_weight=snap.weights)
+
+    def _save_model(self):
+        """Store the local model's coreset, encoded as a frame, for the next boot."""
+        if getattr(self.model, "_engine", None) is None or self.algorithm == "sequential":
+            return
+        try:
+            summary = self.model.coreset()
+        except EdgekmError:
+            return
+        if len(summary) > _frame.MAX_POINTS:        # pragma: no cover - huge m only
+            summary = summary.merge(size=_frame.MAX_POINTS, random_state=self._rng)
+        body = _frame.encode_frame(
+            model=self.model_name, device=self.device_id, boot=self.boot, seq=0,
+            span=(0, max(int(summary.total_weight) - 1, 0)), points=summary.points,
+            weights=summary.weights, level=min(summary.level, _frame.MAX_LEVEL),
+            created=time.time())
+        self._outbox.save_snapshot(body)
+
+    # ------------------------------------------------------------ ingest
+    def ingest(self, X):
+        """Add one point (1-D array of ``n_features``) or a batch (2-D array).
+
+        Validated once (finite numbers, a fixed number of features, which the
+        first point fixes and the outbox remembers across restarts); a rejected
+        batch raises ``ValueError`` and changes nothing.
+        """
+        raw = X
+        if not (hasattr(X, "toarray") or hasattr(X, "tocsr")):   # sparse: check_array refuses
+            raw = np.asarray(X)
+            if raw.ndim == 1:
+                raw = raw.reshape(1, -1)
+        n_features, dtype_code = self._open_outbox().layout()
+        if n_features is None and getattr(self.model, "_engine", None) is not None:
+            n_features = self.model.n_features_in_
+        X = check_array(raw, self.dtype.type, n_features=n_features, estimator="DeviceAgent")
+        code = self.dtype.newbyteorder("<").str
+        if dtype_code is not None and dtype_code != code:
+            raise ValueError(f"this state_dir holds {dtype_code} frames; the agent's dtype "
+                             f"is {code}.")
+        if n_features is None:
+            d = X.shape[1]
+            size = self.coreset_size * (d * self.dtype.itemsize + 8) + 512
+            if d > _frame.MAX_FEATURES or size > _frame.MAX_FRAME_BYTES:
+                raise ValueError(
+                    f"{d} features with coreset_size={self.coreset_size} make frames of about "
+                    f"{size} bytes, above the wire limits (max_features={_frame.MAX_FEATURES}, "
+                    f"max_frame_bytes={_frame.MAX_FRAME_BYTES}); lower coreset_size.")
+            self._outbox.set_layout(d, code)
+        self.model.partial_fit(X)
+        if self._window is None:
+            self._window = self._new_window()
+            self._window_first = self._next_point
+        self._window.partial_fit(X)
+        self._window_weight += X.shape[0]
+        self._next_point += X.shape[0]
+
+    # ------------------------------------------------------------ sync
+    def flush(self):
+        """Drain the window into one durable frame (no network); returns the merge count.
+
+        Also stores a summary of :attr:`model` (its coreset) in the outbox, from
+        which the next boot warm-starts its local model.
+        """
+        self._open_outbox()
+        if self._window is None:
+            return 0
+        summary = self._window.coreset()
+        span = (self._window_first, self._window_first + int(self._window_weight) - 1)
+        _, merges = self._outbox.append(summary, span=span, created=time.time())
+        self._window = None                   # committed: the outbox holds the weight now
+        self._window_weight = 0.0
+        self._window_first = None
+        self._save_model()
+        return merges
+
+    def sync(self):
+        """Flush the window into the outbox, then upload the pending frames in order.
+
+        Never raises on network failure: what is not acknowledged stays in
+        the outbox for the next call.
+
+        Returns
+        -------
+        dict
+            ``uploaded``: frames acknowledged during this call (``accepted``
+            plus ``duplicates``, the ones the aggregator already had);
+            ``rejected``: frames the aggregator refused for good during this
+            call (kept in the outbox's ``rejected`` table); ``merged``: pair
+            merges the flush needed to respect ``max_pending``; ``failed_attempts``:
+            HTTP attempts that failed with a retryable error;
+            ``pending``, ``pending_weight``: what is still queued; ``error``:
+            the last error of this call (even if a retry then succeeded), or
+            None.
+        """
+        report = {"uploaded": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "merged": 0,
+                  "failed_attempts": 0, "error": None}
+        report["merged"] = self.flush()
+        after = -1
+        while True:
+            pending = self._outbox.next_pending(after)
+            if pending is None:
+                break
+            after = pending.seq
+            outcome = self._upload(pending, report)
+            if outcome.kind == "ack":
+                self._outbox.ack(pending.seq)
+                report["uploaded"] += 1
+                report["duplicates" if outcome.duplicate else "accepted"] += 1
+                continue
+            report["error"] = outcome.error
+            if outcome.kind == "retry":
+                break                         # keep the order: later frames wait
+            self._outbox.reject(pending.seq, outcome.status, outcome.error)
+            report["rejected"] += 1
+            if outcome.kind == "reject_stop":
+                break
+        stats = self._outbox.stats()
+        report["pending"] = stats["pending"]
+        report["pending_weight"] = stats["pending_weight"]
+        return report
+
+    def _upload(self, pending, report):
+        """Send one frame, retrying retryable failures with backoff; returns an _Outcome."""
+        for attempt in range(self.max_retries + 1):
+            self._outbox.mark_attempted(pending.seq)    # durable before any byte leaves
+            outcome = self._post(pending)
+            if outcome.kind != "retry":
+                return outcome
+            report["error"] = outcome.error
+            report["failed_attempts"] += 1
+            self._outbox.record_error(pending.seq, outcome.error)
+            if attempt == self.max_retries:
+                return outcome
+            cap = min(self.backoff_max, self.backoff_base * 2 ** attempt)
+            delay = self._jitter.random() * cap
+            if outcome.retry_after is not None:
+                delay = max(delay, min(outcome.retry_after, self.backoff_max))
+            self._sleep(delay)
+        raise AssertionError("unreachable")         # pragma: no cover
+
+    def _post(self, pending):
+        body = pending.body
+        headers = _auth.signed_headers(self._key, "POST", self._path, body, self.device_id,
+                                       now=time.time() + self._clock_offset)
+        headers["Content-Type"] = "application/msgpack"
+        headers["Accept"] = "application/json"
+        request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                status, payload, date = response.status, response.read(), response.headers
+        except urllib.error.HTTPError as exc:
+            try:
+                payload = exc.read()
+            except (OSError, http.client.HTTPException):
+                payload = b""
+            status, date = exc.code, exc.headers
+            exc.close()
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            # URLError, refused, reset, timeout, a dropped connection after a lost ACK
+            return _Outcome("retry", error=f"network: {type(exc).__name__}: {exc}"[:300])
+        return self._classify(pending, status, payload, date)
+
+    def _classify(self, pending, status, payload, headers):
+        try:
+            answer = json.loads(payload) if payload else {}
+        except ValueError:
+            answer = {}
+        if not isinstance(answer, dict):
+            answer = {}
+        detail = answer.get("error") or answer.get("reason") or ""
+        error = f"HTTP {status} {answer.get('reason', '')}: {detail}".strip()[:300]
+        if 200 <= status < 300:
+            kind = answer.get("status")
+            frame_id = answer.get("frame_id")
+            expected = [self.model_name, self.device_id, pending.boot, pending.seq]
+            if not isinstance(frame_id, list):
+                frame_id = expected             # the id is optional in an answer
+            if kind not in ("accepted", "duplicate") or \
+                    [str(x) for x in frame_id] != [str(x) for x in expected]:
+                # a 2xx that is not the aggregator's answer (a proxy, a portal): not an ACK
+                return _Outcome("retry", status=status,
+                                error=f"HTTP {status} without an acknowledgement of this frame")
+            return _Outcome("ack", status=status, duplicate=(kind == "duplicate"))
+        if status == 401 and self._clock_skewed(headers):
+            return _Outcome("retry", status=status, error=error + " (clock skew; corrected)")
+        if status in PERMANENT_STATUSES:
+            kind = "reject_stop" if status in DEVICE_WIDE_STATUSES else "reject"
+            return _Outcome(kind, status=status, error=error)
+        retry_after = None
+        value = headers.get("Retry-After") if headers is not None else None
+        if value is not None and value.strip().isdigit():
+            retry_after = float(value.strip())
+        return _Outcome("retry", status=status, error=error, retry_after=retry_after)
+
+    def _clock_skewed(self, headers):
+        """True when the server's Date header says our clock is off by more than the skew.
+
+        The offset is then applied to the next signatures (devices often lack a clock).
+        """
+        value = headers.get("Date") if headers is not None else None
+        if not value:
+            return False
+        try:
+            server_now = email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return False
+        offset = server_now - time.time()
+        if abs(offset - self._clock_offset) <= _auth.MAX_SKEW_SECONDS / 2:
+            return False
+        self._clock_offset = offset
+        return True
+
+    # ------------------------------------------------------------ accounting
+    def stats(self):
+        """Where the weight is: window, pending, acknowledged, rejected, and the total.
+
+        ``weight_ingested == window_weight + pending_weight + weight_acked +
+        rejected_weight`` exactly, at every step and across restarts.
+        """
+        out = self._open_outbox().stats()
+        out["window_weight"] = float(self._window_weight)
+        out["weight_ingested"] = out["weight_ingested"] + float(self._window_weight)
+        out["next_point"] = self._next_point
+        return out
