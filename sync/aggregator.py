@@ -10,15 +10,27 @@ body, merged into the model's coreset trees, and recorded.
 batch of requests in one transaction (group commit; each request has its own
 savepoint, so one rejection never undoes another request).
 
-**The aggregate stays bounded.** Each model keeps an r-way coreset tree of
-buckets of at most ``coreset_size`` weighted points over all time, and one per
-time window.  A frame enters a tree as a level-0 bucket (reduced to
-``coreset_size`` points first if larger).  When a level holds
+**The aggregate stays bounded.** Each model keeps r-way coreset trees of
+buckets of at most ``coreset_size`` weighted points: one per time window and
+one for all time.  A frame enters its window's tree as a level-0 bucket
+(reduced to ``coreset_size`` points first if larger).  When a level holds
 ``merge_degree`` buckets, their union (a coreset of the union of their data:
 Observation 1) is reduced by the StreamKM++ coreset tree into one bucket of the
-next level.  A tree over N frames holds at most ``(r - 1) * (log_r(N) + 1)``
-buckets.  Weights are kept exactly: the reduce conserves the total weight, so
-with integer weights the tree's weight equals the sum of the accepted frame
+next level, like a carry in base r.  A tree over N frames holds at most
+``(r - 1) * (log_r(N) + 1)`` buckets.
+
+The all-time tree receives whole windows: when the first frame of a later
+window arrives, the buckets of the earlier windows are added to the
+all-time tree, each at its own level (the carries go on from there), and
+``models.folded_through`` records it.  The all-time aggregate is the union of
+the all-time tree and the trees of the windows not folded yet (normally
+just the current one).  A frame is reduced in one tree, not two, which halves
+the work of an accept; the bound and the reduce depth of every point are
+those of a single tree over all the frames.  If the clock steps back into a
+window already folded, its frames go to both trees.
+
+Weights are kept exactly: the reduce conserves the total weight, so with
+integer weights the aggregate's weight equals the sum of the accepted frame
 weights to the last unit (below 2**53).
 
 **Time windows** are numbered ``floor(received / window_seconds)``, where
@@ -214,6 +226,7 @@ class Aggregator:
         self._readers_lock = threading.Lock()
         self._closed = False
         self._next_nonce_purge = 0.0
+        self._cache = {}                        # model_id -> _Trees (writer only)
         self._writer = store.connect(self.db_path, durability=durability)
         try:
             store.migrate(self._writer)
@@ -268,6 +281,7 @@ class Aggregator:
                 result = work(conn)
                 conn.execute("COMMIT")
             except BaseException:
+                self._cache.clear()
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
@@ -386,7 +400,7 @@ class Aggregator:
         return info
 
     _MODEL_COLUMNS = ("model_id", "n_features", "dtype", "window_seconds", "total_weight",
-                      "n_frames", "seed", "n_reduces")
+                      "n_frames", "seed", "n_reduces", "folded_through")
 
     def _model_row(self, conn, model):
         row = conn.execute(f"SELECT {', '.join(self._MODEL_COLUMNS)} FROM models WHERE name = ?",
@@ -553,10 +567,12 @@ class Aggregator:
         try:
             result = self._accept(conn, up.model, device_id, frame, digest, now)
         except EdgekmError as exc:
+            self._cache.clear()
             conn.execute("ROLLBACK TO upload")
             conn.execute("RELEASE upload")
             return exc
         except BaseException:
+            self._cache.clear()
             conn.execute("ROLLBACK TO upload")
             conn.execute("RELEASE upload")
             raise
@@ -593,7 +609,7 @@ class Aggregator:
             return {"status": "duplicate", "frame_id": frame_id, "weight": seen[1],
                     "total_weight": row["total_weight"]}
 
-        window = math.floor(now / row["window_seconds"])
+        window = max(0, math.floor(now / row["window_seconds"]))
         weight = frame.total_weight
         counter = [row["n_reduces"]]
 
@@ -606,8 +622,15 @@ class Aggregator:
         bucket = Coreset(points, frame.weights, level=frame.level)
         if len(bucket) > self.coreset_size:
             bucket = bucket.merge(size=self.coreset_size, random_state=next_seed())
-        self._push(conn, mid, ALL_TIME, bucket, next_seed)
-        self._push(conn, mid, window, bucket, next_seed)
+        trees = self._trees(conn, row)
+        folded = row["folded_through"]
+        if folded is not None and window <= folded:
+            # the clock stepped back into a folded window: it goes to both trees
+            trees.push(conn, ALL_TIME, bucket, 0, next_seed)
+        elif folded is None or folded < window - 1:
+            self._fold(conn, trees, mid, folded, window, next_seed)
+            folded = window - 1
+        trees.push(conn, window, bucket, 0, next_seed)
 
         conn.execute("INSERT INTO frames (model_id, device_id, boot, seq, digest, weight, "
                      "n_points, span_first, span_last, level, created, received, window) "
@@ -616,7 +639,9 @@ class Aggregator:
                             frame.level, frame.created, now, window))
         total = row["total_weight"] + weight
         conn.execute("UPDATE models SET total_weight = ?, n_frames = n_frames + 1, "
-                     "n_reduces = ? WHERE model_id = ?", (total, counter[0], mid))
+                     "n_reduces = ?, folded_through = ? WHERE model_id = ?",
+                     (total, counter[0], folded, mid))
+        trees.stamp = (row["n_frames"] + 1, counter[0])
         updated = conn.execute("UPDATE windows SET total_weight = total_weight + ?, "
                                "n_frames = n_frames + 1, last_received = ? "
                                "WHERE model_id = ? AND window = ?", (weight, now, mid, window))
@@ -632,36 +657,30 @@ class Aggregator:
         oldest = window - self.retain_windows + 1
         conn.execute("DELETE FROM buckets WHERE model_id = ? AND window >= 0 AND window < ?",
                      (mid, oldest))
+        trees = self._cache.get(mid)
+        if trees is not None:
+            for old in [w for w in trees.windows if 0 <= w < oldest]:
+                trees.forget(old)
 
-    def _push(self, conn, mid, window, bucket, next_seed):
-        """Add a bucket at level 0 of one tree and carry merges up, like a base-r counter."""
-        level = 0
-        while True:
-            rows = conn.execute(
-                "SELECT n_points, n_features, dtype, points, weights, coreset_level "
-                "FROM buckets WHERE model_id = ? AND window = ? AND level = ? "
-                "ORDER BY position", (mid, window, level)).fetchall()
-            if len(rows) + 1 < self.merge_degree:
-                self._write_bucket(conn, mid, window, level, len(rows), bucket)
-                return
-            parts = [_bucket_coreset(row) for row in rows] + [bucket]
-            bucket = Coreset.merge(*parts, size=self.coreset_size, random_state=next_seed())
-            conn.execute("DELETE FROM buckets WHERE model_id = ? AND window = ? AND level = ?",
-                         (mid, window, level))
-            level += 1
+    def _trees(self, conn, row):
+        """The write-through cache of a model's trees, valid for the row's state."""
+        stamp = (row["n_frames"], row["n_reduces"])
+        trees = self._cache.get(row["model_id"])
+        if trees is None or trees.stamp != stamp:
+            trees = self._cache[row["model_id"]] = _Trees(row["model_id"], stamp, self)
+        return trees
 
-    @staticmethod
-    def _write_bucket(conn, mid, window, level, position, bucket):
-        points = bucket.points
-        code = points.dtype.newbyteorder("<").str
-        conn.execute(
-            "INSERT INTO buckets (model_id, window, level, position, n_points, n_features, "
-            "dtype, points, weights, total_weight, coreset_level) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (mid, window, level, position, len(bucket), bucket.n_features, code,
-             points.astype(code, copy=False).tobytes(),
-             bucket.weights.astype("<f8", copy=False).tobytes(), bucket.total_weight,
-             bucket.level))
+    def _fold(self, conn, trees, mid, folded, window, next_seed):
+        """Add the trees of the windows in (folded, window) to the all-time tree."""
+        lo = -1 if folded is None else folded
+        for (old,) in conn.execute("SELECT window FROM windows WHERE model_id = ? AND "
+                                   "window > ? AND window < ? ORDER BY window",
+                                   (mid, lo, window)).fetchall():
+            levels = trees.tree(conn, old)
+            for level, buckets in enumerate(levels):
+                for bucket in list(buckets):
+                    trees.push(conn, ALL_TIME, bucket, level, next_seed)
+            trees.forget(old)
 
     # ------------------------------------------------------------ queries
     def total_weight(self, model):
@@ -713,8 +732,10 @@ class Aggregator:
             select = ("SELECT n_points, n_features, dtype, points, weights, coreset_level "
                       "FROM buckets WHERE model_id = ? ")
             if windows is None:
-                rows = conn.execute(select + "AND window = ? ORDER BY level DESC, position",
-                                    (mid, ALL_TIME)).fetchall()
+                folded = row["folded_through"]
+                rows = conn.execute(
+                    select + "AND (window = ? OR window > ?) ORDER BY window, level DESC, "
+                    "position", (mid, ALL_TIME, -1 if folded is None else folded)).fetchall()
             else:
                 current = math.floor(float(self.clock()) / row["window_seconds"])
                 rows = conn.execute(
@@ -771,6 +792,79 @@ class Aggregator:
         """A cheap read, for health checks; raises if the database is unreadable."""
         self._reader().execute("SELECT version FROM schema_version").fetchone()
         return True
+
+
+class _Trees:
+    """The coreset trees of one model, mirrored in memory (write-through).
+
+    ``stamp`` is the model's (n_frames, n_reduces) that the mirror matches;
+    the aggregator rebuilds the mirror when the row says otherwise (another
+    process wrote) and drops it on any rollback.
+    """
+
+    MAX_WINDOWS = 3
+
+    def __init__(self, mid, stamp, aggregator):
+        self.mid = mid
+        self.stamp = stamp
+        self.coreset_size = aggregator.coreset_size
+        self.merge_degree = aggregator.merge_degree
+        self._levels = {}            # window -> list (level) of lists (position) of Coreset
+
+    @property
+    def windows(self):
+        return list(self._levels)
+
+    def forget(self, window):
+        self._levels.pop(window, None)
+
+    def tree(self, conn, window):
+        levels = self._levels.get(window)
+        if levels is None:
+            levels = []
+            for row in conn.execute(
+                    "SELECT level, n_points, n_features, dtype, points, weights, coreset_level "
+                    "FROM buckets WHERE model_id = ? AND window = ? ORDER BY level, position",
+                    (self.mid, window)):
+                while len(levels) <= row[0]:
+                    levels.append([])
+                levels[row[0]].append(_bucket_coreset(row[1:]))
+            if len(self._levels) >= self.MAX_WINDOWS:
+                for old in [w for w in self._levels if w != ALL_TIME][:-1]:
+                    del self._levels[old]
+            self._levels[window] = levels
+        return levels
+
+    def push(self, conn, window, bucket, level, next_seed):
+        """Add a bucket at ``level`` of one tree and carry merges up, as in base r."""
+        levels = self.tree(conn, window)
+        while True:
+            while len(levels) <= level:
+                levels.append([])
+            held = levels[level]
+            if len(held) + 1 < self.merge_degree:
+                _write_bucket(conn, self.mid, window, level, len(held), bucket)
+                held.append(bucket)
+                return
+            bucket = Coreset.merge(*held, bucket, size=self.coreset_size,
+                                   random_state=next_seed())
+            conn.execute("DELETE FROM buckets WHERE model_id = ? AND window = ? AND level = ?",
+                         (self.mid, window, level))
+            held.clear()
+            level += 1
+
+
+def _write_bucket(conn, mid, window, level, position, bucket):
+    points = bucket.points
+    code = points.dtype.newbyteorder("<").str
+    conn.execute(
+        "INSERT INTO buckets (model_id, window, level, position, n_points, n_features, "
+        "dtype, points, weights, total_weight, coreset_level) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (mid, window, level, position, len(bucket), bucket.n_features, code,
+         points.astype(code, copy=False).tobytes(),
+         bucket.weights.astype("<f8", copy=False).tobytes(), bucket.total_weight,
+         bucket.level))
 
 
 def _bucket_coreset(row):

@@ -12,14 +12,17 @@ Schema v1 (every table is documented in ``sync/PROTOCOL.md`` §Aggregator):
   while the device is active; a revoked device is kept for audit).
 - ``models``: id, name, n_features, dtype of the stored points, window
   length in seconds (fixed when the model is created), the exact sum of the
-  accepted frame weights, the frame count, and the seed and merge counter of
-  the model's random stream.
+  accepted frame weights, the frame count, the seed and merge counter of
+  the model's random stream, and ``folded_through``: the last window whose
+  tree has been merged into the all-time tree (NULL: none yet).
 - ``frames``: one row per accepted frame, keyed on (model, device, boot,
   seq), with the sha256 digest of its body (deduplication), its weight and
   the aggregator's receive time and window.  No points are kept here.
 - ``buckets``: the coreset trees, one row per bucket: (model, window, level,
   position) and the bucket's points and weights as little-endian bytes.
-  ``window = -1`` is the all-time tree.
+  ``window = -1`` is the all-time tree; it holds the windows up to
+  ``models.folded_through``, and the all-time aggregate is its union with
+  the trees of the later windows.
 - ``windows``: per model and window, the exact weight and frame count.
 - ``nonces``: (device, nonce, request timestamp), expired after twice the
   allowed clock skew.
@@ -48,7 +51,8 @@ CREATE TABLE models (
     total_weight    REAL NOT NULL DEFAULT 0,
     n_frames        INTEGER NOT NULL DEFAULT 0,
     seed            INTEGER NOT NULL,
-    n_reduces       INTEGER NOT NULL DEFAULT 0
+    n_reduces       INTEGER NOT NULL DEFAULT 0,
+    folded_through  INTEGER             -- windows <= this are merged into the all-time tree
 );
 
 CREATE TABLE frames (
