@@ -72,9 +72,9 @@ class _BadRequest(ValueError):
     pass
 
 
-def _error(status, reason, message, **extra):
-    headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if status == 503 else None
-    return JSONResponse({"error": message, "reason": reason, **extra}, status_code=status,
+def _error(status_code, reason, message, **extra):
+    headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if status_code == 503 else None
+    return JSONResponse({"error": message, "reason": reason, **extra}, status_code=status_code,
                         headers=headers)
 
 

@@ -1,0 +1,412 @@
+"""The HTTP API v1 (Starlette app over the aggregator), `edgekm serve` and the admin CLI."""
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+with warnings.catch_warnings():
+    # Starlette >= 1.x prefers the httpx2 fork for its TestClient and warns when it
+    # falls back to httpx; the test extra installs httpx, which works unchanged.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient  # noqa: E402
+
+from edgekm.cli import main as cli_main  # noqa: E402
+from edgekm.sync import auth, encode_frame  # noqa: E402
+from edgekm.sync.aggregator import Aggregator  # noqa: E402
+from edgekm.sync.server import create_app  # noqa: E402
+
+ADMIN = "s3cret-admin-token"
+
+
+def make_frame(device="dev-a", model="m", seq=0, n=10, d=3, seed=None):
+    rng = np.random.default_rng(seq if seed is None else seed)
+    return encode_frame(model=model, device=device, boot=1, seq=seq, span=(0, n - 1),
+                        points=rng.normal(size=(n, d)).astype(np.float32),
+                        weights=rng.integers(1, 6, size=n).astype(np.float64), level=0,
+                        created=time.time())
+
+
+def post_frame(client, key, body, device="dev-a", model="m", path=None, now=None, **extra):
+    path = f"/v1/models/{model}/frames" if path is None else path
+    headers = auth.signed_headers(key, "POST", path, body, device, now=now)
+    headers["content-type"] = "application/msgpack"
+    headers.update(extra)
+    return client.post(path, content=body, headers=headers)
+
+
+@pytest.fixture
+def agg(tmp_path):
+    a = Aggregator(tmp_path / "srv.db", random_state=0, max_frame_bytes=4096)
+    yield a
+    a.close()
+
+
+@pytest.fixture
+def key(agg):
+    return agg.add_device("dev-a")
+
+
+@pytest.fixture
+def client(agg):
+    with TestClient(create_app(agg, admin_token=ADMIN)) as c:
+        yield c
+
+
+def check_error(response, status, reason):
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["reason"] == reason and isinstance(body["error"], str) and body["error"]
+    assert "Traceback" not in response.text
+    return body
+
+
+# ---------------------------------------------------------------- 200
+
+
+def test_accepted_then_duplicate(client, key, agg):
+    body = make_frame()
+    r = post_frame(client, key, body)
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert first["status"] == "accepted" and first["frame_id"] == ["m", "dev-a", 1, 0]
+    assert first["total_weight"] == first["weight"] == agg.total_weight("m")
+    r = post_frame(client, key, body)                      # a retry with a new nonce
+    assert r.status_code == 200
+    assert r.json() == dict(first, status="duplicate")
+    assert agg.frame_count("m") == 1
+
+
+def test_healthz(client):
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok", "db": "ok"}
+
+
+# ---------------------------------------------------------------- 4xx
+
+
+def test_400_bad_frame(client, key):
+    body = check_error(post_frame(client, key, b"\x93\x01\x02\x03"), 400, "bad_frame")
+    assert "map" in body["error"]
+
+
+def test_401_unauthorized(client, key, agg):
+    body = make_frame()
+    path = "/v1/models/m/frames"
+    check_error(client.post(path, content=body), 401, "unauthorized")
+    h = auth.signed_headers(key, "POST", path, body, "dev-a")
+    h[auth.H_SIGNATURE] = "00" * 32
+    check_error(client.post(path, content=body, headers=h), 401, "unauthorized")
+    stale = check_error(post_frame(client, key, body, now=time.time() - 3600), 401,
+                        "unauthorized")
+    assert "skew" in stale["error"] and abs(stale["server_time"] - time.time()) < 60
+    check_error(post_frame(client, auth.new_key(), make_frame(device="ghost"), device="ghost"),
+                401, "unauthorized")
+    h = auth.signed_headers(key, "POST", path, body, "dev-a")
+    assert client.post(path, content=body, headers=h).status_code == 200
+    reused = check_error(client.post(path, content=body, headers=h), 401, "unauthorized")
+    assert "nonce" in reused["error"]
+    assert agg.frame_count("m") == 1
+
+
+def test_403_forbidden(client, key, agg):
+    check_error(post_frame(client, key, make_frame(model="other"), model="m"), 403, "forbidden")
+    agg.add_device("dev-b")
+    check_error(post_frame(client, key, make_frame(device="dev-b")), 403, "forbidden")
+    agg.revoke_device("dev-a")
+    body = check_error(post_frame(client, key, make_frame()), 403, "forbidden")
+    assert "revoked" in body["error"]
+
+
+def test_404_unknown_model_and_route(tmp_path):
+    agg = Aggregator(tmp_path / "a.db", auto_create_models=False)
+    key = agg.add_device("dev-a")
+    with TestClient(create_app(agg)) as client:
+        check_error(post_frame(client, key, make_frame()), 404, "unknown_model")
+        check_error(client.get("/nope"), 404, "not_found")
+        check_error(client.get("/v1/models/m/frames"), 405, "method_not_allowed")
+        agg.add_model("m", 3)
+        assert post_frame(client, key, make_frame()).status_code == 200
+    agg.close()
+
+
+def test_409_conflict(client, key):
+    assert post_frame(client, key, make_frame(seq=4)).status_code == 200
+    check_error(post_frame(client, key, make_frame(seq=4, seed=77)), 409, "conflict")
+
+
+def test_413_too_large(client, key, agg):
+    big = make_frame(n=200)
+    assert len(big) > agg.max_frame_bytes
+    check_error(post_frame(client, key, big), 413, "too_large")
+
+    def chunks():                    # no content-length: stopped while reading
+        for i in range(0, len(big), 1000):
+            yield big[i:i + 1000]
+    path = "/v1/models/m/frames"
+    h = auth.signed_headers(key, "POST", path, big, "dev-a")
+    r = client.post(path, content=chunks(), headers=h)
+    check_error(r, 413, "too_large")
+    assert agg.frame_count() == 0
+
+
+def test_413_limit_and_limit_plus_one(tmp_path):
+    body = make_frame()
+    for limit, status in ((len(body), 200), (len(body) - 1, 413)):
+        agg = Aggregator(tmp_path / f"l{limit}.db", max_frame_bytes=limit)
+        key = agg.add_device("dev-a")
+        with TestClient(create_app(agg)) as client:
+            assert post_frame(client, key, body).status_code == status
+        agg.close()
+
+
+def test_422_wrong_dimension(client, key):
+    assert post_frame(client, key, make_frame(seq=0)).status_code == 200
+    check_error(post_frame(client, key, make_frame(seq=1, d=5)), 422, "wrong_dimension")
+
+
+def test_bad_model_name_in_url(client, key):
+    check_error(post_frame(client, key, make_frame(), path="/v1/models/.bad/frames"), 404,
+                "unknown_model")
+
+
+# ---------------------------------------------------------------- 5xx
+
+
+def test_503_when_unavailable(tmp_path):
+    agg = Aggregator(tmp_path / "u.db")
+    key = agg.add_device("dev-a")
+    app = create_app(agg)
+    with TestClient(app) as client:
+        agg.close()
+        r = post_frame(client, key, make_frame())
+        check_error(r, 503, "unavailable")
+        assert r.headers["retry-after"] == "1"
+        assert client.get("/healthz").status_code == 503
+
+
+def test_503_when_shutting_down(agg, key):
+    app = create_app(agg)
+    with TestClient(app) as client:
+        app.state.committer.stopping = True
+        check_error(post_frame(client, key, make_frame()), 503, "unavailable")
+        app.state.committer.stopping = False
+        assert post_frame(client, key, make_frame()).status_code == 200
+
+
+def test_500_never_leaks_a_traceback(agg, key, monkeypatch):
+    def broken(uploads):
+        raise RuntimeError("secret internal detail")
+    monkeypatch.setattr(agg, "accept_signed", broken)
+    with TestClient(create_app(agg)) as client:
+        r = post_frame(client, key, make_frame())
+        check_error(r, 500, "internal")
+        assert "secret" not in r.text
+
+
+# ---------------------------------------------------------------- admin endpoints
+
+
+def _fill(client, key, n_frames=6):
+    total = 0.0
+    for seq in range(n_frames):
+        r = post_frame(client, key, make_frame(seq=seq, n=30))
+        assert r.status_code == 200
+        total += r.json()["weight"]
+    return total
+
+
+def test_fit_endpoint_with_admin_token(client, key):
+    total = _fill(client, key)
+    auth_header = {"authorization": f"Bearer {ADMIN}"}
+    r = client.post("/v1/models/m/fit", json={"n_clusters": 3}, headers=auth_header)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert np.asarray(out["centers"]).shape == (3, 3)
+    assert sum(out["cluster_weights"]) == pytest.approx(total)
+    assert out["total_weight"] == total and out["windows"] is None and out["cost"] >= 0
+    again = client.post("/v1/models/m/fit", json={"n_clusters": 3}, headers=auth_header).json()
+    assert again["centers"] == out["centers"]                # random_state 0 by default
+    r = client.post("/v1/models/m/fit", json={"n_clusters": 2, "windows": 1, "n_init": 2,
+                                              "random_state": 5}, headers=auth_header)
+    assert r.status_code == 200 and r.json()["windows"] == 1
+    info = client.get("/v1/models/m", headers=auth_header).json()
+    assert info["total_weight"] == total and info["frames"] == 6 and info["devices"] == 1
+    assert info["n_features"] == 3 and len(info["windows"]) == 1
+
+
+def test_fit_endpoint_errors(client, key):
+    _fill(client, key, 1)
+    good = {"authorization": f"Bearer {ADMIN}"}
+    check_error(client.post("/v1/models/m/fit", json={"n_clusters": 3}), 401, "unauthorized")
+    check_error(client.post("/v1/models/m/fit", json={"n_clusters": 3},
+                            headers={"authorization": "Bearer wrong"}), 401, "unauthorized")
+    check_error(client.get("/v1/models/m"), 401, "unauthorized")
+    for bad in ({}, {"n_clusters": 0}, {"n_clusters": "3"}, {"n_clusters": 3, "windows": 0},
+                {"n_clusters": 3, "extra": 1}, [3]):
+        check_error(client.post("/v1/models/m/fit", json=bad, headers=good), 400, "bad_request")
+    check_error(client.post("/v1/models/m/fit", content=b"{not json", headers=good), 400,
+                "bad_request")
+    check_error(client.post("/v1/models/nope/fit", json={"n_clusters": 3}, headers=good), 404,
+                "unknown_model")
+    check_error(client.post("/v1/models/m/fit", json={"n_clusters": 500}, headers=good), 422,
+                "not_enough_data")
+
+
+def test_admin_endpoints_are_disabled_without_a_token(agg, key):
+    with TestClient(create_app(agg)) as client:
+        _fill(client, key, 1)
+        check_error(client.post("/v1/models/m/fit", json={"n_clusters": 2},
+                                headers={"authorization": f"Bearer {ADMIN}"}), 403, "forbidden")
+        check_error(client.get("/v1/models/m"), 403, "forbidden")
+
+
+def test_concurrent_uploads_are_group_committed(agg):
+    """Many uploads at once: every one is answered after its commit, none is lost."""
+    import concurrent.futures
+
+    keys = {f"dev-{i}": agg.add_device(f"dev-{i}") for i in range(8)}
+    with TestClient(create_app(agg)) as client:
+        def send(args):
+            device, seq = args
+            return post_frame(client, keys[device], make_frame(device=device, seq=seq),
+                              device=device)
+        jobs = [(d, s) for d in keys for s in range(6)]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(send, jobs))
+    assert [r.status_code for r in responses] == [200] * len(jobs), responses[0].text
+    assert agg.frame_count("m") == len(jobs)
+    assert agg.total_weight("m") == sum(r.json()["weight"] for r in responses)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_devices_and_models(tmp_path, capsys):
+    db = str(tmp_path / "cli.db")
+    assert cli_main(["devices", "add", "dev-1", "--db", db, "--json"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["device_id"] == "dev-1" and len(bytes.fromhex(added["key"])) == 32
+    assert cli_main(["devices", "add", "dev-1", "--db", db]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert cli_main(["devices", "add", "bad id", "--db", db]) == 2
+    capsys.readouterr()
+    assert cli_main(["devices", "add", "dev-2", "--db", db]) == 0
+    assert "dev-2" in capsys.readouterr().out
+    assert cli_main(["devices", "revoke", "dev-2", "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"device_id": "dev-2", "revoked": True}
+    assert cli_main(["devices", "revoke", "nobody", "--db", db]) == 2
+    assert "edgekm: error: no device" in capsys.readouterr().err
+    assert cli_main(["devices", "list", "--db", db, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(d["device_id"], d["revoked"] is None) for d in listed] == [("dev-1", True),
+                                                                      ("dev-2", False)]
+    assert "key" not in capsys.readouterr().out
+    assert cli_main(["devices", "list", "--db", db]) == 0
+    text = capsys.readouterr().out
+    assert "revoked" in text and added["key"] not in text
+    assert cli_main(["models", "add", "m1", "--n-features", "4", "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_features"] == 4
+    assert cli_main(["models", "add", "m1", "--n-features", "5", "--db", db]) == 2
+    capsys.readouterr()
+    assert cli_main(["models", "list", "--db", db, "--json"]) == 0
+    assert [m["model"] for m in json.loads(capsys.readouterr().out)] == ["m1"]
+    assert cli_main(["devices"]) == 2
+    assert cli_main(["serve", "--db", db, "--port", "70000"]) == 2
+    assert cli_main(["serve", "--db", db, "--merge-degree", "1"]) == 2
+    capsys.readouterr()
+    foreign = tmp_path / "foreign.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    assert cli_main(["devices", "list", "--db", str(foreign)]) == 2
+    assert "not an edgekm" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- a real server
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _request(url, body=None, headers=None, method=None):
+    req = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_real_uvicorn_server_and_sigterm(tmp_path):
+    db = str(tmp_path / "real.db")
+    env = dict(os.environ, EDGEKM_ADMIN_TOKEN=ADMIN)
+    added = subprocess.run([sys.executable, "-m", "edgekm", "devices", "add", "dev-a", "--db", db,
+                            "--json"], capture_output=True, text=True, check=True, env=env)
+    key = json.loads(added.stdout)["key"]
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "edgekm", "serve", "--db", db, "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, server.communicate()
+            try:
+                if _request(base + "/healthz") == (200, {"status": "ok", "db": "ok"}):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        total = 0.0
+        for seq in range(5):
+            body = make_frame(seq=seq)
+            path = "/v1/models/m/frames"
+            headers = auth.signed_headers(key, "POST", path, body, "dev-a")
+            headers["content-type"] = "application/msgpack"
+            status, out = _request(base + path, body, headers, "POST")
+            assert status == 200 and out["status"] == "accepted", out
+            total += out["weight"]
+        status, out = _request(base + "/v1/models/m/frames", make_frame(seq=9), {
+            "content-type": "application/msgpack"}, "POST")
+        assert status == 401 and out["reason"] == "unauthorized"
+        status, out = _request(base + "/v1/models/m/fit", json.dumps({"n_clusters": 2}).encode(),
+                               {"authorization": f"Bearer {ADMIN}",
+                                "content-type": "application/json"}, "POST")
+        assert status == 200 and out["total_weight"] == total
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            _, err = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+    assert server.returncode == 0, err
+    assert "Traceback" not in err
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT count(*) FROM frames").fetchone()[0] == 5
+    conn.close()
+    with Aggregator(db) as agg:
+        assert agg.total_weight("m") == total == agg.aggregate("m").total_weight
