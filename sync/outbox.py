@@ -50,6 +50,13 @@ Why no weight is counted twice at the aggregator
    total weight of its parts, and deletes the parts, in one transaction: a
    crash leaves either the parts or the merged frame, never both or neither.
 
+The argument assumes one timeline per ``state_dir``.  Restoring a copy or
+a backup of a ``state_dir`` forks it: the copy's "never attempted" flags
+may be stale (the original may have sent or merged those frames since), so
+the two timelines can upload the same data under different ids, and the
+aggregator counts it twice.  To replace a lost or damaged ``state_dir``,
+start from an empty one: the fresh boot id keeps the new frame ids unique.
+
 Bounding
 --------
 When an append leaves more than ``max_pending`` frames, pairs of frames are
@@ -61,10 +68,13 @@ merged span is the union of theirs; among those, the pair whose merged
 level is lowest wins (first a pair that fits in ``coreset_size`` points
 without a reduce, then equal levels, oldest first).  Merging pairs by level
 rather than folding everything into one frame at every overflow keeps the
-levels logarithmic in the number of frames, as a coreset tree does: the
-oldest data of a device that stays offline for days goes through about
-log2(frames) reduce steps, not one per sync (and the level stays far
-below :data:`edgekm.sync.frame.MAX_LEVEL`).
+levels logarithmic in the number of frames, as a coreset tree does, while
+fewer than about 2**(max_pending - 1) frames have been queued: the oldest
+data of a device that stays offline for days goes through about
+log2(frames) reduce steps, not one per sync, and the level stays far below
+:data:`edgekm.sync.frame.MAX_LEVEL`.  (Beyond that, the top level grows by
+one per 2**(max_pending - 2) frames or so; folding everything into one frame
+would make it grow by one per frame.)
 
 Only frames never attempted can merge.  The agent stops uploading at the
 first retryable failure, so at most the head of the queue is attempted and
