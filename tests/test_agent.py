@@ -458,3 +458,169 @@ def test_device_side_imports_only_stdlib_numpy_msgpack_edgekm(fake, tmp_path):
                    "edgekm.sync.aggregator", "edgekm.sync.server", "edgekm.sync.store"):
         assert banned not in loaded
     assert "sqlite3" in tops and "urllib" in tops
+
+
+# ---------------------------------------------------------------- end to end
+_DEVICE = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from edgekm.datasets import load_shuttle
+    from edgekm.sync import DeviceAgent
+    url, state, device, key, start, stop, online = sys.argv[1:8]
+    X = load_shuttle()[int(start):int(stop)]
+    duplicates = 0
+    with DeviceAgent(url, "shuttle", device, key, state, n_clusters=5, coreset_size=50,
+                     max_pending=4, max_retries=2, backoff_base=0.05, backoff_max=0.2,
+                     random_state=0) as agent:
+        for batch in np.array_split(X, 8):
+            agent.ingest(batch)
+            report = agent.sync()
+            duplicates += report["duplicates"]
+        for _ in range(20 if online == "online" else 0):
+            if not report["pending"]:
+                break
+            report = agent.sync()
+            duplicates += report["duplicates"]
+        print(json.dumps({"report": report, "stats": agent.stats(), "duplicates": duplicates}),
+              flush=True)
+""")
+
+
+class _AckDroppingRelay:
+    """A TCP relay in front of the aggregator that loses some answers.
+
+    Connection ``n`` (0-based) with ``n % drop_every == 1`` reaches the
+    aggregator, which processes the frame, but the relay closes the device's
+    connection as soon as the answer starts: a lost ACK on a real network.
+    """
+
+    def __init__(self, port, upstream_port, drop_every=3):
+        import socket
+        import threading
+        self.upstream_port = upstream_port
+        self.drop_every = drop_every
+        self.connections = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._sock = socket.create_server(("127.0.0.1", port))
+        self._closed = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+        while True:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                n = self.connections
+                self.connections += 1
+            threading.Thread(target=self._relay, args=(client, n % self.drop_every == 1),
+                             daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def _relay(self, client, drop):
+        import socket
+        import threading
+        with client, socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            if drop:
+                try:
+                    upstream.recv(1)                    # the aggregator has committed
+                except OSError:
+                    pass
+                with self._lock:
+                    self.dropped += 1
+                client.shutdown(socket.SHUT_RDWR)
+            else:
+                self._pump(upstream, client)
+
+    def close(self):
+        self._sock.close()
+
+
+def test_end_to_end_real_aggregator_uvicorn_and_device_processes(tmp_path):
+    """Device processes, offline first (the outbox merges), then through a lossy network.
+
+    The real aggregator (``create_app`` under uvicorn on loopback) sits
+    behind a relay that loses one answer in three: the devices retry, the
+    aggregator answers "duplicate", and its exact weight equals the points
+    the devices ingested.
+    """
+    aggregator_mod = pytest.importorskip(
+        "edgekm.sync.aggregator", reason="the aggregator (edgekm.sync.aggregator) is missing")
+    server_mod = pytest.importorskip("edgekm.sync.server",
+                                     reason="the server (edgekm.sync.server) is missing")
+    uvicorn = pytest.importorskip("uvicorn")
+    import threading
+
+    from _fake_aggregator import _free_port
+
+    aggregator = aggregator_mod.Aggregator(tmp_path / "agg.db", coreset_size=50, random_state=0)
+    devices = {f"dev-{i}": aggregator.add_device(f"dev-{i}") for i in range(3)}
+    relay_port, server_port = _free_port(), _free_port()
+    url = f"http://127.0.0.1:{relay_port}"
+
+    def run_devices(ranges, online):
+        procs = {dev: subprocess.Popen(
+            [sys.executable, "-c", _DEVICE, url, str(tmp_path / dev), dev, devices[dev],
+             str(lo), str(hi), online], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+            for dev, (lo, hi) in ranges.items()}
+        out = {}
+        for dev, proc in procs.items():
+            stdout, stderr = proc.communicate(timeout=120)
+            assert proc.returncode == 0, stderr
+            out[dev] = json.loads(stdout)
+        return out
+
+    # phase 1: nothing listens yet; every device queues and merges
+    offline = run_devices({"dev-0": (0, 1500), "dev-1": (1500, 3000), "dev-2": (3000, 4500)},
+                          "offline")
+    for result in offline.values():
+        assert result["report"]["pending"] <= 4 and result["stats"]["frames_merged"] > 0
+        assert result["stats"]["weight_ingested"] == 1500
+
+    app = server_mod.create_app(aggregator)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=server_port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    relay = None
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        assert server.started
+        relay = _AckDroppingRelay(relay_port, server_port)
+        # phase 2: new processes (new boots) upload their outbox and stream more
+        online = run_devices({"dev-0": (4500, 5000), "dev-1": (5000, 5500),
+                              "dev-2": (5500, 6000)}, "online")
+        for result in online.values():
+            assert result["report"]["pending"] == 0, result
+            assert result["stats"]["weight_acked"] == result["stats"]["weight_ingested"] == 2000
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        if relay is not None:
+            relay.close()
+    try:
+        # every lost answer came back as a duplicate (or, for a lost error, an accept)
+        assert 1 <= sum(r["duplicates"] for r in online.values()) <= relay.dropped
+        assert aggregator.total_weight("shuttle") == 6000          # exactly, despite the drops
+        centers = aggregator.fit("shuttle", 5)
+        assert centers.shape == (5, 9) and np.isfinite(centers).all()
+    finally:
+        aggregator.close()
