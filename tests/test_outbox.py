@@ -204,6 +204,16 @@ def test_bounded_merging_keeps_weight_spans_and_levels(tmp_path):
         assert max(f.level for f in frames) <= 2 + int(np.log2(120)) + 2 < MAX_LEVEL
 
 
+def test_merge_levels_grow_like_a_coreset_tree(tmp_path):
+    """Full frames (every merge reduces): the level stays near log2(frames), not frames."""
+    X = np.random.default_rng(0).random((M, D)).astype(np.float32)
+    with _open(tmp_path, max_pending=12) as ob:
+        for i in range(200):
+            ob.append(Coreset(X), span=(M * i, M * i + M - 1))
+        assert max(f.level for f in ob.pending()) <= int(np.ceil(np.log2(200)))
+        assert _check_accounting(ob)["pending_weight"] == 200 * M
+
+
 def test_never_merges_an_attempted_frame(tmp_path):
     with _open(tmp_path, max_pending=3) as ob:
         ob.append(_coreset(10, 0), span=(0, 9))
@@ -390,5 +400,5 @@ class OutboxMachine(RuleBasedStateMachine):
 
 
 TestOutboxMachine = OutboxMachine.TestCase
-TestOutboxMachine.settings = settings(max_examples=25, stateful_step_count=25, deadline=None,
+TestOutboxMachine.settings = settings(max_examples=15, stateful_step_count=20, deadline=None,
                                       suppress_health_check=[HealthCheck.too_slow])
