@@ -12,6 +12,7 @@ signature in constant time.
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 
@@ -26,6 +27,10 @@ H_DEVICE = "x-edgekm-device"
 H_TIMESTAMP = "x-edgekm-timestamp"
 H_NONCE = "x-edgekm-nonce"
 H_SIGNATURE = "x-edgekm-signature"
+
+#: canonical decimal seconds: ASCII digits, no leading zero (so it is signed as sent)
+_TIMESTAMP = re.compile(r"(0|[1-9][0-9]{0,11})\Z")
+_NONCE = re.compile(r"[0-9a-f]{8,64}\Z")
 
 
 class AuthError(PermissionError, EdgekmError):
@@ -74,14 +79,14 @@ def verify(key_hex, method, path, body, headers, *, now=None, max_skew=MAX_SKEW_
         signature = headers[H_SIGNATURE]
     except KeyError as exc:
         raise AuthError(f"missing header {exc.args[0]}") from None
-    if not ts_text.isdigit() or len(ts_text) > 12:
-        raise AuthError("bad timestamp header")
+    if not _TIMESTAMP.match(ts_text):
+        raise AuthError("bad timestamp header: expected canonical decimal Unix seconds")
     timestamp = int(ts_text)
     current = time.time() if now is None else now
     if abs(current - timestamp) > max_skew:
         raise AuthError(f"timestamp outside the allowed clock skew of ±{max_skew} s")
-    if not (8 <= len(nonce) <= 64) or not all(c in "0123456789abcdef" for c in nonce):
-        raise AuthError("bad nonce header")
+    if not _NONCE.match(nonce):
+        raise AuthError("bad nonce header: expected 8-64 lower-case hex digits")
     expected = sign(key_hex, method, path, body, device_id, timestamp, nonce)
     if not hmac.compare_digest(expected.encode(), signature.encode()[:128]):
         raise AuthError("signature does not match")

@@ -72,8 +72,21 @@ class Frame:
 
 
 def seqsum(weights):
-    """Sequential float64 sum (the total both ends compute)."""
-    return float(np.cumsum(weights, dtype=np.float64)[-1]) if len(weights) else 0.0
+    """Sequential float64 sum (the total both ends compute); inf if it overflows."""
+    if not len(weights):
+        return 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.cumsum(weights, dtype=np.float64)[-1])
+
+
+def _show(value):
+    """A short, safe description of an untrusted value (never repr of a container:
+    a deeply nested one would overflow the stack)."""
+    if isinstance(value, (bool, int, float)) or value is None:
+        return repr(value)[:40]
+    if isinstance(value, (str, bytes)):
+        return repr(value[:40])
+    return f"a {type(value).__name__}"
 
 
 def check_id(value, what):
@@ -81,7 +94,7 @@ def check_id(value, what):
     if not isinstance(value, str) or not ID_PATTERN.match(value):
         raise FrameError(
             f"{what} must be 1-{MAX_ID_CHARS} characters of A-Z a-z 0-9 . _ - and start "
-            f"with a letter or digit; got {value!r:.80}.")
+            f"with a letter or digit; got {_show(value)}.")
     return value
 
 
@@ -126,6 +139,11 @@ def encode_frame(*, model, device, boot, seq, span, points, weights, level, crea
 def _unpack(data, max_frame_bytes):
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FrameError(f"a frame must be bytes; got {type(data).__name__}.")
+    if isinstance(data, memoryview):
+        if data.nbytes > max_frame_bytes:
+            raise FrameError(
+                f"frame of {data.nbytes} bytes exceeds max_frame_bytes={max_frame_bytes}.")
+        data = data.tobytes()     # a view of wider items counts items, not bytes
     if len(data) > max_frame_bytes:
         raise FrameError(f"frame of {len(data)} bytes exceeds max_frame_bytes={max_frame_bytes}.")
     if len(data) == 0:
@@ -137,6 +155,8 @@ def _unpack(data, max_frame_bytes):
             max_map_len=len(FIELDS), max_ext_len=0)
     except msgpack.ExtraData:
         raise FrameError("trailing bytes after the frame.") from None
+    except msgpack.StackError:
+        raise FrameError("not a valid frame: msgpack nesting is too deep.") from None
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
         raise FrameError(f"not a valid msgpack frame: {type(exc).__name__}: {exc}"[:300]) from None
 
@@ -144,7 +164,7 @@ def _unpack(data, max_frame_bytes):
 def _int(body, key, lo, hi):
     value = body[key]
     if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
-        raise FrameError(f"'{key}' must be an int in [{lo}, {hi}]; got {value!r:.60}.")
+        raise FrameError(f"'{key}' must be an int in [{lo}, {hi}]; got {_show(value)}.")
     return value
 
 
@@ -155,10 +175,12 @@ def decode_frame(data, *, max_frame_bytes=MAX_FRAME_BYTES, max_points=MAX_POINTS
     if not isinstance(body, dict):
         raise FrameError(f"a frame must be a msgpack map; got {type(body).__name__}.")
     if "v" in body and body["v"] != SCHEMA_VERSION:
-        raise FrameError(f"unknown schema version {body['v']!r:.40}; this side speaks v{SCHEMA_VERSION}.")
-    unknown = sorted(set(body) - set(FIELDS))
+        raise FrameError(
+            f"unknown schema version {_show(body['v'])}; this side speaks v{SCHEMA_VERSION}.")
+    # strict_map_key admits str and bytes keys; a bytes key is an unknown key
+    unknown = sorted((k for k in body if not (isinstance(k, str) and k in FIELDS)), key=repr)
     if unknown:
-        raise FrameError(f"unknown keys {unknown[:5]!r:.120}.")
+        raise FrameError(f"unknown keys [{', '.join(_show(k) for k in unknown[:5])}].")
     missing = [k for k in FIELDS if k not in body]
     if missing:
         raise FrameError(f"missing keys {missing!r}.")
@@ -170,7 +192,7 @@ def decode_frame(data, *, max_frame_bytes=MAX_FRAME_BYTES, max_points=MAX_POINTS
         if not ok:
             raise FrameError(f"'{key}' must be {typ.__name__}; got {type(value).__name__}.")
     if body["kind"] != KIND_CORESET:
-        raise FrameError(f"unknown frame kind {body['kind']!r:.40}.")
+        raise FrameError(f"unknown frame kind {_show(body['kind'])}.")
     model = check_id(body["model"], "model")
     device = check_id(body["device"], "device")
     boot = _int(body, "boot", 0, 2**64 - 1)
@@ -182,10 +204,11 @@ def decode_frame(data, *, max_frame_bytes=MAX_FRAME_BYTES, max_points=MAX_POINTS
     span = body["span"]
     if not (len(span) == 2 and all(isinstance(s, int) and not isinstance(s, bool) for s in span)
             and 0 <= span[0] <= span[1] < 2**63):
-        raise FrameError(f"'span' must be [first, last] with 0 <= first <= last; got {span!r:.60}.")
+        raise FrameError(
+            f"'span' must be [first, last] with 0 <= first <= last; got {_show(span)}.")
     dtype = DTYPES.get(body["dtype"])
     if dtype is None:
-        raise FrameError(f"'dtype' must be one of {sorted(DTYPES)}; got {body['dtype']!r:.20}.")
+        raise FrameError(f"'dtype' must be one of {sorted(DTYPES)}; got {_show(body['dtype'])}.")
     pb, wb = body["points"], body["weights"]
     if len(pb) != n * d * dtype.itemsize:
         raise FrameError(
@@ -203,7 +226,7 @@ def decode_frame(data, *, max_frame_bytes=MAX_FRAME_BYTES, max_points=MAX_POINTS
     bad = ~(np.isfinite(weights) & (weights > 0))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise FrameError(f"weights must be finite and > 0; row {row} has {weights[row]!r}.")
+        raise FrameError(f"weights must be finite and > 0; row {row} has {float(weights[row])!r}.")
     total = float(body["total"])
     actual = seqsum(weights)
     if not (np.isfinite(total) and 0 < total <= MAX_TOTAL_WEIGHT):

@@ -642,12 +642,9 @@ def test_every_single_bit_flip_is_caught_or_leaves_the_payload_intact():
     assert caught > 0 and intact > 0              # flips in ids/ints can yield another valid header
 
 
-# ------------------------------------------------------------------ bugs (xfail until fixed)
+# ------------------------------------------------------------------ regressions (bugs found and fixed)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "BUG: a map whose unknown keys mix str and bytes makes decode_frame call sorted() on "
-    "str and bytes together, so TypeError escapes instead of FrameError"))
 def test_mixed_str_and_bytes_unknown_keys():
     body = frame_dict(level=DROP, created=DROP)
     body[b"level"] = 0
@@ -656,9 +653,6 @@ def test_mixed_str_and_bytes_unknown_keys():
         decode_frame(pack(body))
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
-    "BUG: msgpack allows about 1,000 levels of nesting; a 'v' or 'span' value nested ~1,000 "
-    "deep passes the unpacker and then repr() in the error message raises RecursionError"))
 @pytest.mark.parametrize("key, old, new", [
     ("span", b"\x92de", b"\x92" + b"\x91" * 1000 + b"\xc0e"),
     ("v", b"\xa1v\x01", b"\xa1v" + b"\x91" * 1000 + b"\xc0"),
@@ -669,20 +663,12 @@ def test_value_nested_1000_deep(key, old, new):
         decode_frame(data)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: weights that are each finite but whose sum overflows make seqsum() emit a NumPy "
-    "RuntimeWarning ('overflow encountered in accumulate'); under -W error (the pytest "
-    "configuration) it escapes instead of FrameError, otherwise it is warning noise on hostile input"))
 @pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_weight_sum_overflow_is_a_frame_error_without_warnings():
     with pytest.raises(FrameError, match="total"):
         decode_frame(raw(weights=[1.7e308, 1.7e308], total=1.0))
 
 
-@pytest.mark.xfail(strict=True, raises=BufferError, reason=(
-    "BUG: decode_frame accepts memoryview but a memoryview with itemsize > 1 makes msgpack raise "
-    "BufferError, which escapes; len() of such a view also counts items, not bytes, so the "
-    "max_frame_bytes check is off by the itemsize"))
 def test_multibyte_memoryview_input():
     with pytest.raises(FrameError):
         decode_frame(memoryview(array.array("I", [0] * 4)))
