@@ -180,6 +180,7 @@ class DeviceAgent:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.dtype = np.dtype(dtype)
+        self._dtype_code = self.dtype.newbyteorder("<").str
         self._sleep = sleep
         self._rng = (random_state if isinstance(random_state, np.random.Generator)
                      else np.random.default_rng(resolve_seed(random_state)))
@@ -200,6 +201,10 @@ class DeviceAgent:
                                   coreset_size=coreset_size, max_pending=max_pending,
                                   random_state=self._rng)
             self._next_point = self._outbox.next_point
+            self._n_features, stored = self._outbox.layout()
+            if stored is not None and stored != self._dtype_code:
+                raise ValueError(f"{self.state_dir} holds {stored} frames; the agent's dtype "
+                                 f"is {self._dtype_code}.")
             self.model = self._new_model()
             self._restore_model()
         except BaseException:
@@ -300,19 +305,21 @@ class DeviceAgent:
         first point fixes and the outbox remembers across restarts); a rejected
         batch raises ``ValueError`` and changes nothing.
         """
+        self._open_outbox()
+        n_features = self._n_features
+        if (n_features is not None and self._window is not None and isinstance(X, np.ndarray)
+                and X.ndim == 1 and X.dtype == self.dtype and X.flags.c_contiguous):
+            self.model.learn_one(X)             # the fast path: checked in the engine
+            self._window.learn_one(X)
+            self._window_weight += 1
+            self._next_point += 1
+            return
         raw = X
         if not (hasattr(X, "toarray") or hasattr(X, "tocsr")):   # sparse: check_array refuses
             raw = np.asarray(X)
             if raw.ndim == 1:
                 raw = raw.reshape(1, -1)
-        n_features, dtype_code = self._open_outbox().layout()
-        if n_features is None and getattr(self.model, "_engine", None) is not None:
-            n_features = self.model.n_features_in_
         X = check_array(raw, self.dtype.type, n_features=n_features, estimator="DeviceAgent")
-        code = self.dtype.newbyteorder("<").str
-        if dtype_code is not None and dtype_code != code:
-            raise ValueError(f"this state_dir holds {dtype_code} frames; the agent's dtype "
-                             f"is {code}.")
         if n_features is None:
             d = X.shape[1]
             size = self.coreset_size * (d * self.dtype.itemsize + 8) + 512
@@ -321,7 +328,8 @@ class DeviceAgent:
                     f"{d} features with coreset_size={self.coreset_size} make frames of about "
                     f"{size} bytes, above the wire limits (max_features={_frame.MAX_FEATURES}, "
                     f"max_frame_bytes={_frame.MAX_FRAME_BYTES}); lower coreset_size.")
-            self._outbox.set_layout(d, code)
+            self._outbox.set_layout(d, self._dtype_code)
+            self._n_features = d
         self.model.partial_fit(X)
         if self._window is None:
             self._window = self._new_window()

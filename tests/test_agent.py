@@ -391,8 +391,14 @@ def test_ingest_validation(fake, tmp_path):
         with pytest.raises(ValueError, match="4 features"):
             agent.ingest(np.ones((2, 3)))
     with pytest.raises(ValueError, match="dtype"):
-        with _agent(fake.url, tmp_path, dtype=np.float64) as agent:
-            agent.ingest(np.ones((2, 4)))
+        _agent(fake.url, tmp_path, dtype=np.float64)
+    with _agent(fake.url, tmp_path) as agent:           # the fast path checks too
+        agent.ingest(np.ones(4, dtype=np.float32))
+        for bad in (np.array([1, np.inf, 0, 0], dtype=np.float32), np.ones(5, np.float32)):
+            with pytest.raises(ValueError):
+                agent.ingest(bad)
+        _check(agent, 2)
+        assert agent.model.n_seen_ == 2            # 1 restored from the snapshot, 1 new
 
 
 def test_parameters_are_checked(tmp_path):
