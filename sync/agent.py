@@ -41,11 +41,14 @@ except ImportError:         # pragma: no cover - not POSIX: no cross-process loc
 
 LOCK_FILE = "agent.lock"
 
-#: answers that are final for the frame: it goes to the ``rejected`` table
-PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 409, 413, 422})
-#: permanent answers that concern the device or the model, not the frame: the
-#: frame is kept aside and the sync stops, since the next frames would get the same
-DEVICE_WIDE_STATUSES = frozenset({401, 403, 404})
+#: answers that are final for this frame only: it goes to the ``rejected`` table and
+#: the next frames are uploaded
+FRAME_REFUSALS = frozenset({400, 409, 413, 422})
+#: 4xx answers that are retried (PROTOCOL.md section 6); every other 4xx, including
+#: 401 (unless the clock was off), 403 and 404, concerns the device or the model: the
+#: frame is kept aside in ``rejected`` and the sync stops, since the next frames
+#: would get the same answer
+RETRYABLE_4XX = frozenset({408, 429})
 
 #: algorithm of the sync window: one coreset per sync, so a cache cannot help
 WINDOW_ALGORITHM = "ct"
@@ -114,8 +117,12 @@ class DeviceAgent:
     backoff_base, backoff_max : float, default=0.5, 30.0
         Before retry ``a`` (0-based) the agent sleeps a uniform random time in
         ``[0, min(backoff_max, backoff_base * 2**a)]`` (exponential backoff
-        with full jitter), or the server's ``Retry-After`` if longer (capped at
-        ``backoff_max``).
+        with full jitter), or the server's ``Retry-After`` if longer; a
+        ``Retry-After`` above ``backoff_max`` ends the call instead.  Answers
+        400, 409, 413 and 422 move the frame to ``rejected`` and the upload
+        goes on; 408, 429, 5xx, network errors and a 401 caused by clock skew
+        are retried; any other 4xx (401, 403, 404, ...) moves the frame to
+        ``rejected`` and ends the call.
     dtype : {numpy.float32, numpy.float64}, default=numpy.float32
         Storage and wire type of the points.
     random_state : None, int or numpy Generator, default=None
@@ -349,6 +356,9 @@ class DeviceAgent:
         if self._window is None:
             return 0
         summary = self._window.coreset()
+        if summary.total_weight != self._window_weight:     # pragma: no cover - a core bug
+            raise AssertionError(f"the window's coreset weighs {summary.total_weight!r}, "
+                                 f"not the {self._window_weight!r} points it received")
         span = (self._window_first, self._window_first + int(self._window_weight) - 1)
         _, merges = self._outbox.append(summary, span=span, created=time.time())
         self._window = None                   # committed: the outbox holds the weight now
@@ -418,7 +428,9 @@ class DeviceAgent:
             cap = min(self.backoff_max, self.backoff_base * 2 ** attempt)
             delay = self._jitter.random() * cap
             if outcome.retry_after is not None:
-                delay = max(delay, min(outcome.retry_after, self.backoff_max))
+                if outcome.retry_after > self.backoff_max:
+                    return outcome                  # not before Retry-After: next sync()
+                delay = max(delay, outcome.retry_after)
             self._sleep(delay)
         raise AssertionError("unreachable")         # pragma: no cover
 
@@ -467,9 +479,10 @@ class DeviceAgent:
             return _Outcome("ack", status=status, duplicate=(kind == "duplicate"))
         if status == 401 and self._clock_skewed(headers):
             return _Outcome("retry", status=status, error=error + " (clock skew; corrected)")
-        if status in PERMANENT_STATUSES:
-            kind = "reject_stop" if status in DEVICE_WIDE_STATUSES else "reject"
-            return _Outcome(kind, status=status, error=error)
+        if status in FRAME_REFUSALS:
+            return _Outcome("reject", status=status, error=error)
+        if 400 <= status < 500 and status not in RETRYABLE_4XX:
+            return _Outcome("reject_stop", status=status, error=error)
         retry_after = None
         value = headers.get("Retry-After") if headers is not None else None
         if value is not None and value.strip().isdigit():

@@ -189,7 +189,7 @@ def test_frame_specific_refusals_go_to_rejected(fake, tmp_path, status):
     assert fake.total_weight("fleet") == 25
 
 
-@pytest.mark.parametrize("status", [401, 403, 404])
+@pytest.mark.parametrize("status", [401, 403, 404, 405, 410])
 def test_device_wide_refusals_stop_the_sync(fake, tmp_path, status):
     with _agent(fake.url, tmp_path) as agent:
         for i in range(3):
@@ -259,6 +259,29 @@ def test_jitter_spans_zero_to_the_cap_and_retry_after(fake, tmp_path):
         fake.script = [500, 500, 500, 500]
         agent.sync()
         assert sleeps == pytest.approx([3.996, 7.992, 9.99, 9.99])
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 503, 302])
+def test_retryable_answers(fake, tmp_path, status):
+    sleeps = []
+    fake.script = [status]
+    with _agent(fake.url, tmp_path, max_retries=1, sleep=sleeps.append) as agent:
+        agent.ingest(_points(10))
+        report = agent.sync()
+        assert report["uploaded"] == 1 and report["failed_attempts"] == 1
+        assert report["error"].startswith(f"HTTP {status}") and len(sleeps) == 1
+        assert report["rejected"] == 0
+
+
+def test_a_retry_after_beyond_backoff_max_waits_for_the_next_sync(fake, tmp_path):
+    sleeps = []
+    fake.script = [503]                         # Retry-After: 1
+    with _agent(fake.url, tmp_path, max_retries=3, backoff_max=0.5,
+                sleep=sleeps.append) as agent:
+        agent.ingest(_points(10))
+        report = agent.sync()
+        assert report["uploaded"] == 0 and report["pending"] == 1 and sleeps == []
+        assert agent.sync()["uploaded"] == 1
 
 
 def test_a_2xx_that_is_not_an_ack_keeps_the_frame(fake, tmp_path):
