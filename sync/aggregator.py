@@ -168,6 +168,10 @@ class Aggregator:
     random_state : int or None, default=None
         Derive each model's seed from this and the model name (reproducible
         trees); None draws a random seed per model.
+    checkpoint_interval : float or None, default=0.5
+        Copy the WAL into the database from a background thread every this
+        many seconds, so that commits never pay for it; None leaves it to
+        SQLite's automatic checkpoints, run by the committing thread.
 
     The object is thread-safe: writes are serialised on one connection, and
     each reading thread has its own connection (WAL readers never block the
@@ -195,7 +199,7 @@ class Aggregator:
                  auto_create_models=True, max_frame_bytes=MAX_FRAME_BYTES,
                  max_points=MAX_POINTS, max_features=MAX_FEATURES,
                  max_skew=auth.MAX_SKEW_SECONDS, durability="full", retain_windows=None,
-                 clock=time.time, random_state=None):
+                 clock=time.time, random_state=None, checkpoint_interval=0.5):
         self.coreset_size = _check_positive_int("coreset_size", coreset_size)
         self.merge_degree = _check_positive_int("merge_degree", merge_degree)
         if self.merge_degree < 2:
@@ -227,9 +231,19 @@ class Aggregator:
         self._closed = False
         self._next_nonce_purge = 0.0
         self._cache = {}                        # model_id -> _Trees (writer only)
+        if checkpoint_interval is not None and not (
+                isinstance(checkpoint_interval, (int, float)) and checkpoint_interval > 0):
+            raise ValueError(f"checkpoint_interval must be None or a number > 0; "
+                             f"got {checkpoint_interval!r}.")
+        self.checkpoint_interval = checkpoint_interval
+        self._checkpointer = None
         self._writer = store.connect(self.db_path, durability=durability)
         try:
             store.migrate(self._writer)
+            if checkpoint_interval is not None:
+                self._writer.execute("PRAGMA wal_autocheckpoint = 0")
+                self._checkpointer = store.Checkpointer(self.db_path, checkpoint_interval,
+                                                        durability=durability)
         except BaseException:
             self._writer.close()
             raise
@@ -241,11 +255,18 @@ class Aggregator:
             if self._closed:
                 return
             self._closed = True
-            self._writer.close()
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+        with self._lock:
+            try:    # copy the WAL into the database and empty it
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error:
+                pass
+            self._writer.close()
 
     def __enter__(self):
         return self

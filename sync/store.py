@@ -29,6 +29,7 @@ Schema v1 (every table is documented in ``sync/PROTOCOL.md`` §Aggregator):
 """
 
 import sqlite3
+import threading
 
 SCHEMA_VERSION = 1
 ALL_TIME = -1
@@ -169,3 +170,41 @@ def _version(conn):
     if row is None:
         raise SchemaError("the schema_version table is empty.")
     return int(row[0])
+
+
+class Checkpointer:
+    """Checkpoints the WAL from a background thread, off the writer's path.
+
+    The writer's connection runs with ``wal_autocheckpoint = 0``, so that no
+    COMMIT pays for copying the WAL into the database.  Every ``interval``
+    seconds this thread runs a PASSIVE checkpoint (which never blocks the
+    writer); SQLite starts the WAL over at the next write once everything
+    has been copied.  Should the WAL still grow past ``max_wal_pages``
+    (a writer that never pauses), it runs a RESTART checkpoint, which makes
+    the writer wait for that one checkpoint.
+    """
+
+    def __init__(self, path, interval, *, durability="full", max_wal_pages=16384):
+        self.interval = float(interval)
+        self.max_wal_pages = int(max_wal_pages)
+        self._conn = connect(path, durability=durability, busy_timeout=5.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgekm-checkpointer",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    _, log, _ = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if log > self.max_wal_pages:
+                        self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                except sqlite3.Error:
+                    pass            # busy or failing: the next round tries again
+        finally:
+            self._conn.close()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
