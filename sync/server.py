@@ -150,20 +150,25 @@ class _GroupCommitter:
                 results = self.aggregator.accept_signed([b[0] for b in batch])
             except BaseException as exc:       # noqa: BLE001 - every request gets an answer
                 results = [exc] * len(batch)
+            # one wake-up of each event loop per batch, not one per request
+            by_loop = {}
             for (_, future, loop), result in zip(batch, results):
+                by_loop.setdefault(loop, []).append((future, result))
+            for loop, answers in by_loop.items():
                 try:
-                    loop.call_soon_threadsafe(_resolve, future, result)
+                    loop.call_soon_threadsafe(_resolve, answers)
                 except RuntimeError:           # the loop is closed: nobody is waiting
                     pass
 
 
-def _resolve(future, result):
-    if future.done():           # the request was cancelled (client went away)
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
+def _resolve(answers):
+    for future, result in answers:
+        if future.done():       # the request was cancelled (client went away)
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 async def _read_body(request, limit, too_large):
