@@ -350,7 +350,8 @@ class DeviceAgent:
         """Drain the window into one durable frame (no network); returns the merge count.
 
         Also stores a summary of :attr:`model` (its coreset) in the outbox, from
-        which the next boot warm-starts its local model.
+        which the next boot warm-starts its local model (except with
+        ``algorithm="sequential"``, which keeps no coreset: it restarts empty).
         """
         self._open_outbox()
         if self._window is None:
