@@ -118,6 +118,14 @@ class Upload:
     headers: Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """An :class:`Upload` with its frame decoded (or the FrameError) and the body's sha256."""
+
+    upload: Upload
+    decoded: object
+
+
 def _signed64(value):
     return value - (1 << 64) if value >= (1 << 63) else value
 
@@ -531,7 +539,7 @@ class Aggregator:
 
         Parameters
         ----------
-        uploads : sequence of :class:`Upload`
+        uploads : sequence of :class:`Upload` or of :meth:`prepare` results
 
         Returns
         -------
@@ -540,13 +548,9 @@ class Aggregator:
             or the :class:`~edgekm.exceptions.EdgekmError` that rejected it.
         """
         # CPU work that needs no database runs before the write lock is taken.
-        prepared = []
-        for up in uploads:
-            try:
-                item = (self._decode(up.body), hashlib.sha256(up.body).digest())
-            except FrameError as exc:
-                item = exc
-            prepared.append(item)
+        uploads = [up if isinstance(up, Prepared) else self.prepare(up) for up in uploads]
+        prepared = [up.decoded for up in uploads]
+        uploads = [up.upload for up in uploads]
         now = float(self.clock())
 
         def work(conn):
@@ -571,6 +575,20 @@ class Aggregator:
             except Exception as exc:
                 results.append(exc)
         return results
+
+    def prepare(self, upload):
+        """Decode and digest an upload's frame, touching no database (any thread).
+
+        :meth:`accept_signed` takes the result in place of the :class:`Upload`;
+        a server calls this in the request's thread so that the writer does
+        less.  A frame that fails to decode is reported only after the
+        request is authenticated.
+        """
+        try:
+            decoded = (self._decode(upload.body), hashlib.sha256(upload.body).digest())
+        except FrameError as exc:
+            decoded = exc
+        return Prepared(upload, decoded)
 
     def _accept_one_signed(self, conn, up, item, now):
         conn.execute("SAVEPOINT upload")

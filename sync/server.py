@@ -33,7 +33,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
@@ -253,7 +253,9 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64):
         headers = {name: request.headers[name] for name in
                    (auth.H_DEVICE, auth.H_TIMESTAMP, auth.H_NONCE, auth.H_SIGNATURE)
                    if name in request.headers}
-        result = await committer.submit(Upload(model, "POST", path, body, headers))
+        # decoding runs here, so that the writer thread only authenticates and merges
+        prepared = aggregator.prepare(Upload(model, "POST", path, body, headers))
+        result = await committer.submit(prepared)
         return JSONResponse(result)
 
     async def healthz(request):
