@@ -241,7 +241,7 @@ cdef class Engine:
             return False
         arr = <cnp.ndarray>x
         if (cnp.PyArray_NDIM(arr) != 1 or cnp.PyArray_DIM(arr, 0) != self.d
-                or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISNOTSWAPPED(arr)
                 or cnp.PyArray_TYPE(arr) != (cnp.NPY_FLOAT32 if self.f32 else cnp.NPY_FLOAT64)):
             return False
         if not (w > 0 and w < INFINITY):

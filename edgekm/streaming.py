@@ -71,8 +71,15 @@ class StreamingKMeans:
         The answer to a query; cached until new data arrives.
     inertia_ : float
         Cost estimate of the stream against ``cluster_centers_``: the
-        solver's cost on the coreset (CT/CC/RCC), or the running upper bound
-        (OnlineCC, sequential).
+        solver's cost on the coreset (CT/CC/RCC), or the running estimate
+        EstCost (OnlineCC, sequential).  The StreamKM++ coreset underestimates
+        the true cost (each representative carries its leaf's weight at
+        distance zero).  For sequential k-means, and for OnlineCC before its
+        first fallback, EstCost is a true upper bound (Lemma 10); after a
+        fallback it restarts from the coreset cost, which the paper would
+        inflate by 1/(1 - eps), but the StreamKM++ coreset gives no eps, so
+        it is then an estimate, not a bound (observed 0.56-0.96x of the true
+        cost in tests).
     labels_ : ndarray of shape (n_samples,)
         Labels of the data passed to :meth:`fit`.
     n_features_in_ : int

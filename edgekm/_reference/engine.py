@@ -287,7 +287,7 @@ class Engine:
         """Feed one point; False (no change) unless x is a contiguous 1-D array of
         the engine's dtype and length."""
         if (type(x) is not np.ndarray or x.ndim != 1 or x.shape[0] != self.d
-                or x.dtype != self.dtype or not x.flags.c_contiguous):
+                or x.dtype != self.dtype or not x.dtype.isnative or not x.flags.c_contiguous):
             return False
         if not (w > 0 and w < np.inf):
             raise ValueError(f"the weight must be finite and > 0; got {w!r}.")
