@@ -77,9 +77,9 @@ def _add_demo(subparsers):
     p.add_argument(
         "--query-every",
         type=_positive_int,
-        default=1000,
+        default=100,
         metavar="N",
-        help="read the centers after every N points (default 1000)",
+        help="read the centers after every N points (default 100, the paper's q)",
     )
     p.add_argument(
         "--batch-size",

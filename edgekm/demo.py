@@ -159,7 +159,7 @@ def run_demo(
     data=None,
     n_clusters=10,
     algorithms=ALGORITHMS,
-    query_every=1000,
+    query_every=100,
     batch_size=1024,
     seed=0,
     limit=None,
@@ -178,7 +178,7 @@ def run_demo(
         k.
     algorithms : sequence of str or comma-separated str, default=ALGORITHMS
         Any of ``ct``, ``cc``, ``rcc``, ``onlinecc``, ``sequential``.
-    query_every : int, default=1000
+    query_every : int, default=100
         Read ``cluster_centers_`` after every ``query_every`` points (only once at
         least ``n_clusters`` points have been seen).
     batch_size : int, default=1024
