@@ -29,7 +29,6 @@ import tempfile
 import time
 import urllib.request
 import zlib
-from http.client import HTTPConnection
 
 import msgpack
 import numpy as np
@@ -58,6 +57,51 @@ def _wait_healthy(port, proc, timeout=30.0):
     raise RuntimeError("the server did not become healthy")
 
 
+class _Connection:
+    """A minimal HTTP/1.1 keep-alive client, so that the clients' own CPU cost
+    (http.client parses every response header with the email package) takes
+    as little as possible from the server on a small machine."""
+
+    def __init__(self, port):
+        self.port = port
+        self.sock = None
+        self.buf = b""
+
+    def request(self, path, headers, body):
+        if self.sock is None:
+            self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.buf = b""
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.sock.sendall(f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+                          f"content-length: {len(body)}\r\n{head}\r\n".encode() + body)
+        while b"\r\n\r\n" not in self.buf:
+            self._recv()
+        header, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = header.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(self.buf) < length:
+            self._recv()
+        payload, self.buf = self.buf[:length], self.buf[length:]
+        return status, payload
+
+    def _recv(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.buf += chunk
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
 def _client_thread(port, device, key, m, d, seed, start_at, warm_until, stop_at, out):
     from edgekm.sync.auth import signed_headers
 
@@ -65,7 +109,7 @@ def _client_thread(port, device, key, m, d, seed, start_at, warm_until, stop_at,
     pool = [rng.normal(size=(m, d)).astype("<f4").tobytes() for _ in range(8)]
     weights = np.ones(m, dtype="<f8").tobytes()
     path = f"/v1/models/{MODEL}/frames"
-    conn = HTTPConnection("127.0.0.1", port, timeout=30)
+    conn = _Connection(port)
     latencies, accepted, errors, seq = [], 0, {}, 0
     while time.time() < start_at:
         time.sleep(0.001)
@@ -83,14 +127,10 @@ def _client_thread(port, device, key, m, d, seed, start_at, warm_until, stop_at,
         headers["content-type"] = "application/msgpack"
         t0 = time.perf_counter()
         try:
-            conn.request("POST", path, body=body, headers=headers)
-            resp = conn.getresponse()
-            payload = resp.read()
-            status = resp.status
+            status, payload = conn.request(path, headers, body)
         except OSError as exc:
             status, payload = type(exc).__name__, b""
             conn.close()
-            conn = HTTPConnection("127.0.0.1", port, timeout=30)
         dt = time.perf_counter() - t0
         seq += 1
         ok = status == 200 and json.loads(payload)["status"] == "accepted"
