@@ -46,6 +46,7 @@ MODES = {
         throughput_passes=2, throughput_reps=3, learn_one_points=20_000, river_reps=1,
         query_n=50_000, query_qs=(100, 1_000, 10_000), query_reps=1,
         memory_n=1_000_000, memory_algorithms=ALGORITHMS,
+        ingest_seconds=5,
     ),
     "full": dict(
         ks=(10, 20, 30),
@@ -55,6 +56,7 @@ MODES = {
         throughput_passes=10, throughput_reps=5, learn_one_points=None, river_reps=3,
         query_n=200_000, query_qs=(100, 1_000, 10_000), query_reps=3,
         memory_n=10_000_000, memory_algorithms=ALGORITHMS,
+        ingest_seconds=20,
     ),
 }
 
@@ -424,13 +426,43 @@ def section_memory(cfg):
 
 
 # --------------------------------------------------------------------- main
+def section_sync(cfg):
+    """Issue 3: aggregator ingest (benchmarks/ingest.py, a real uvicorn server) and
+    wire size of a coreset frame against its raw array bytes."""
+    import subprocess
+    import tempfile
+
+    from edgekm.sync.frame import encode_frame
+
+    rng = np.random.default_rng(0)
+    wire = []
+    for m, d, dtype in ((200, 16, np.float32), (200, 16, np.float64), (20, 2, np.float32)):
+        pts = rng.normal(size=(m, d)).astype(dtype)
+        w = rng.integers(1, 50, m).astype(np.float64)
+        body = encode_frame(model="telemetry", device="device-0001", boot=2**63 + 12345,
+                            seq=123456, span=(10_000_000, 10_099_999), points=pts, weights=w,
+                            level=7, created=1.7e9)
+        raw = pts.nbytes + w.nbytes
+        wire.append({"m": m, "d": d, "dtype": np.dtype(dtype).name, "frame_bytes": len(body),
+                     "raw_bytes": raw, "overhead_bytes": len(body) - raw})
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ingest.json"
+        cmd = [sys.executable, str(HERE / "ingest.py"), "--seconds", str(cfg["ingest_seconds"]),
+               "--out", str(out)]
+        log("sync: " + shlex.join(cmd))
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        ingest = json.loads(out.read_text())
+    return {"wire": wire, "ingest": ingest, "ingest_command": shlex.join(
+        ["python", "benchmarks/ingest.py", "--seconds", str(cfg["ingest_seconds"])])}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="edgekm benchmark (see benchmarks/README.md)")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--quick", action="store_true", help="subsets; a check, < 3 minutes")
     mode.add_argument("--full", action="store_true", help="the full run (<= 30 minutes)")
-    p.add_argument("--sections", default="cost,throughput,query,memory",
-                   help="comma-separated subset of cost,throughput,query,memory")
+    p.add_argument("--sections", default="cost,throughput,query,memory,sync",
+                   help="comma-separated subset of cost,throughput,query,memory,sync")
     p.add_argument("--datasets", default="power,kdd99,shuttle,drift",
                    help="comma-separated subset of power,kdd99,shuttle,drift (cost section)")
     p.add_argument("--doc", default=None, help="markdown output (default depends on the mode)")
@@ -478,6 +510,9 @@ def main(argv=None):
         save()
     if "memory" in sections:
         result["sections"]["memory"] = section_memory(cfg)
+        save()
+    if "sync" in sections:
+        result["sections"]["sync"] = section_sync(cfg)
         save()
     result["seconds"] = time.perf_counter() - t0
     result["load_end"] = loadavg()
