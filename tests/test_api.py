@@ -51,7 +51,7 @@ def _stream(model, X, n_batches, query=True, sample_weight=None):
 
 DEFAULTS = {
     "n_clusters": 8, "algorithm": "cc", "coreset_size": None, "merge_degree": 2,
-    "nesting_depth": 3, "switch_threshold": 1.2, "n_init": 5, "max_iter": 20,
+    "nesting_depth": 3, "switch_threshold": 1.2, "n_init": 10, "max_iter": 20,
     "max_levels": None, "dtype": np.float32, "random_state": None,
 }
 
