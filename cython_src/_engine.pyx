@@ -175,7 +175,6 @@ cdef class Engine:
         self.sw.f4 = <double*>_ptr(wf[4])
 
     cdef _init_state(self, lay):
-        cdef Py_ssize_t j, g, lvl, gid
         b = self.buffers
         self.free_top = self.n_slots
         self.n_points = self.n_buckets = self.b_n = 0
@@ -185,23 +184,9 @@ cdef class Engine:
         self.n_iter = 0
         self.dirty = True
         self.initialised = False
-        if not lay.use_buckets:
-            return
-        b["free"][:] = np.arange(self.n_slots - 1, -1, -1)
-        for name in ("list_slot", "cache_key", "cache_slot", "child"):
-            b[name][...] = EMPTY
-        ids = {lay.n_orders - 1: [0]}
-        b["inst_i"][0, 0] = lay.n_orders - 1
-        gid = 1
-        for j in range(lay.n_orders - 1, 0, -1):
-            ids[j - 1] = []
-            for g in ids[j]:
-                for lvl in range(lay.levels[j]):
-                    b["child"][g, lvl] = gid
-                    b["inst_i"][gid, 0] = j - 1
-                    ids[j - 1].append(gid)
-                    gid += 1
-        self.b_slot = self._alloc()
+        _defaults.reset_buffers(lay, b)
+        if lay.use_buckets:
+            self.b_slot = self._alloc()
 
     # ------------------------------------------------------------ public
     @property

@@ -17,10 +17,15 @@ from _rng cimport rng_t, rng_uniform, rng_randbelow, rng_sample
 # to sum j % 4, in increasing j, and the result is (s0 + s1) + (s2 + s3).  The
 # order is fixed (so results are reproducible and match the NumPy twin), and
 # four independent chains run about twice as fast as one.
-cdef inline double sqdist_pp(const floating* a,            # IN (n_features)
-                             const floating* b,            # IN (n_features)
-                             Py_ssize_t n_features) noexcept nogil:
-    """Squared distance between two points, accumulated in float64."""
+ctypedef fused floating_b:
+    float
+    double
+
+
+cdef inline double sqdist(const floating* a,               # IN (n_features)
+                          const floating_b* b,             # IN (n_features)
+                          Py_ssize_t n_features) noexcept nogil:
+    """Squared distance between two points or a point and a centre, in float64."""
     cdef Py_ssize_t j = 0
     cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, t0, t1, t2, t3
     while j + 4 <= n_features:
@@ -45,34 +50,6 @@ cdef inline double sqdist_pp(const floating* a,            # IN (n_features)
     return (s0 + s1) + (s2 + s3)
 
 
-cdef inline double sqdist_pc(const floating* a,            # IN (n_features)
-                             const double* c,              # IN (n_features)
-                             Py_ssize_t n_features) noexcept nogil:
-    """Squared distance between a point and a float64 centre (same order as sqdist_pp)."""
-    cdef Py_ssize_t j = 0
-    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, t0, t1, t2, t3
-    while j + 4 <= n_features:
-        t0 = <double>a[j] - c[j]
-        t1 = <double>a[j + 1] - c[j + 1]
-        t2 = <double>a[j + 2] - c[j + 2]
-        t3 = <double>a[j + 3] - c[j + 3]
-        s0 = s0 + t0 * t0
-        s1 = s1 + t1 * t1
-        s2 = s2 + t2 * t2
-        s3 = s3 + t3 * t3
-        j += 4
-    if j < n_features:
-        t0 = <double>a[j] - c[j]
-        s0 = s0 + t0 * t0
-    if j + 1 < n_features:
-        t1 = <double>a[j + 1] - c[j + 1]
-        s1 = s1 + t1 * t1
-    if j + 2 < n_features:
-        t2 = <double>a[j + 2] - c[j + 2]
-        s2 = s2 + t2 * t2
-    return (s0 + s1) + (s2 + s3)
-
-
 cdef inline int nearest(const floating* x,                 # IN (n_features)
                         const double* centers,             # IN (n_clusters, n_features)
                         Py_ssize_t n_clusters,
@@ -81,9 +58,9 @@ cdef inline int nearest(const floating* x,                 # IN (n_features)
     """Index of the nearest centre (ties to the lowest) and its squared distance."""
     cdef Py_ssize_t c
     cdef int label = 0
-    cdef double best = sqdist_pc(x, centers, n_features), t
+    cdef double best = sqdist(x, centers, n_features), t
     for c in range(1, n_clusters):
-        t = sqdist_pc(x, centers + c * n_features, n_features)
+        t = sqdist(x, centers + c * n_features, n_features)
         if t < best:
             best = t
             label = <int>c
@@ -139,7 +116,7 @@ cdef inline void kmeanspp(const floating* X,               # IN (n_samples, n_fe
     cdef bint taken
     chosen[0] = rng_sample(rng, sample_weight, n_samples, cumsum)
     for i in range(n_samples):
-        dist[i] = sqdist_pp(X + i * n_features, X + chosen[0] * n_features, n_features)
+        dist[i] = sqdist(X + i * n_features, X + chosen[0] * n_features, n_features)
     for c in range(1, n_clusters):
         acc = 0.0
         for i in range(n_samples):
@@ -151,7 +128,7 @@ cdef inline void kmeanspp(const floating* X,               # IN (n_samples, n_fe
                 cand = rng_sample(rng, prob, n_samples, cumsum)
                 pot = 0.0
                 for i in range(n_samples):
-                    t = sqdist_pp(X + i * n_features, X + cand * n_features, n_features)
+                    t = sqdist(X + i * n_features, X + cand * n_features, n_features)
                     cand_dist[i] = t if t < dist[i] else dist[i]
                     pot = pot + sample_weight[i] * cand_dist[i]
                 if trial == 0 or pot < best_pot:
@@ -172,7 +149,7 @@ cdef inline void kmeanspp(const floating* X,               # IN (n_samples, n_fe
                     chosen[c] = i
                     break
             for i in range(n_samples):
-                t = sqdist_pp(X + i * n_features, X + chosen[c] * n_features, n_features)
+                t = sqdist(X + i * n_features, X + chosen[c] * n_features, n_features)
                 if t < dist[i]:
                     dist[i] = t
 
@@ -380,7 +357,7 @@ cdef inline Py_ssize_t reduce(const floating* X,           # IN (n_samples, n_fe
     for i in range(n):
         if i != r0:
             t.idx[q] = i
-            t.cost[q] = sample_weight[i] * sqdist_pp(X + i * d, X + r0 * d, d)
+            t.cost[q] = sample_weight[i] * sqdist(X + i * d, X + r0 * d, d)
             q += 1
     t.rep_leaf[0] = r0
     _make_leaf(t, 0, -1, 0, n - 1, 0, _seqsum(cost, n - 1))
@@ -434,7 +411,7 @@ cdef inline Py_ssize_t reduce(const floating* X,           # IN (n_samples, n_fe
                 continue
             i = idx[q]
             c_old = cost[q]
-            c_new = sample_weight[i] * sqdist_pp(X + i * d, xj, d)
+            c_new = sample_weight[i] * sqdist(X + i * d, xj, d)
             to_a = c_old < c_new
             idx[s0 + na] = i
             cost[s0 + na] = c_old

@@ -10,7 +10,7 @@ from libc.stdint cimport uint64_t
 from _rng cimport rng_t, rng_seed, rng_next, rng_uniform
 from _kernels cimport (assign_rows, kmeanspp as _kmeanspp, solve as _solve,
                        solve_work_t, reduce as _reduce, reduce_work_t, N_FIELDS,
-                       sqdist_pc, weighted_sum)
+                       sqdist, weighted_sum)
 
 
 def rng_stream(uint64_t seed, Py_ssize_t n):
@@ -169,5 +169,5 @@ def pairwise_sqdist(const floating[:, ::1] X, const double[:, ::1] centers):
     with nogil:
         for i in range(n):
             for c in range(k):
-                out[i, c] = sqdist_pc(&X[i, 0], &centers[c, 0], d)
+                out[i, c] = sqdist(&X[i, 0], &centers[c, 0], d)
     return np.asarray(out)

@@ -120,6 +120,39 @@ def plan(kind, coreset_size, degrees, max_levels):
     )
 
 
+EMPTY = -1
+
+
+def reset_buffers(layout, b):
+    """Initial state of an engine's buffers (both backends call this).
+
+    Frees every slot, empties the lists and caches, and lays out the nested
+    RCC instances: instance 0 is the outermost order; each instance of order
+    j > 0 owns one instance of order j - 1 per level (``child``), numbered
+    breadth-first.  ``inst_i[g] = (order, buckets received)``.
+    """
+    import numpy as np
+
+    for array in b.values():
+        array[...] = 0
+    if not layout.use_buckets:
+        return
+    b["free"][:] = np.arange(layout.n_slots - 1, -1, -1)
+    for name in ("list_slot", "cache_key", "cache_slot", "child"):
+        b[name][...] = EMPTY
+    b["inst_i"][0, 0] = layout.n_orders - 1
+    tier, gid = [0], 1
+    for j in range(layout.n_orders - 1, 0, -1):
+        below = []
+        for g in tier:
+            for lvl in range(layout.levels[j]):
+                b["child"][g, lvl] = gid
+                b["inst_i"][gid, 0] = j - 1
+                below.append(gid)
+                gid += 1
+        tier = below
+
+
 def buffers(layout, n_features, n_clusters, coreset_size, dtype):
     """Every buffer an engine owns: ``{name: (shape, dtype)}``.
 

@@ -13,7 +13,7 @@ from .. import _defaults
 from . import ops
 from .rng import Rng
 
-_EMPTY = -1
+_EMPTY = _defaults.EMPTY
 
 
 class Engine:
@@ -60,25 +60,9 @@ class Engine:
         self.est_cost = 0.0
         self.n_centers = 0
         self.n_iter = 0
-        if not lay.use_buckets:
-            return
-        a["free"][:] = np.arange(lay.n_slots - 1, -1, -1)
-        a["list_slot"][:] = _EMPTY
-        a["cache_key"][:] = _EMPTY
-        a["cache_slot"][:] = _EMPTY
-        a["child"][:] = _EMPTY
-        ids = {lay.n_orders - 1: [0]}
-        a["inst_i"][0, 0] = lay.n_orders - 1
-        gid = 1
-        for j in range(lay.n_orders - 1, 0, -1):
-            ids[j - 1] = []
-            for g in ids[j]:
-                for lvl in range(lay.levels[j]):
-                    a["child"][g, lvl] = gid
-                    a["inst_i"][gid, 0] = j - 1
-                    ids[j - 1].append(gid)
-                    gid += 1
-        self.b_slot = self._alloc()
+        _defaults.reset_buffers(lay, a)
+        if lay.use_buckets:
+            self.b_slot = self._alloc()
 
     @property
     def memory_bytes(self):
