@@ -163,22 +163,39 @@ def _header(res, json_path):
             ("native thread pools (scikit-learn)", pools),
         ]),
         "",
-        "**Noise.** The machine has two cores and was shared with other work while this ran "
-        "(test suites and builds of concurrent development); the load averages above and in each "
-        "section show how busy it was. Timings are therefore noisy, and ratios between methods "
-        "timed in the same run are more trustworthy than absolute figures. Timings that matter "
-        "for a target are repeated (see each section) and the median is reported. scikit-learn's "
-        "batch `KMeans` uses its default threads (both cores); `MiniBatchKMeans` runs in one "
-        "thread in section 1 and both ways in section 2; edgekm and river use one core.",
+        f"**Noise.** The machine has two cores; {_busy_sentence(res)} The load averages above "
+        "and in each section show how busy it was. Ratios between methods timed in the same run "
+        "are more trustworthy than absolute figures. Timings that matter for a target are "
+        "repeated (see each section) and the median is reported. scikit-learn's batch `KMeans` "
+        "uses its default threads (both cores); `MiniBatchKMeans` runs in one thread in section "
+        "1 and both ways in section 2; edgekm and river use one core.",
         "",
         "Every edgekm estimator is `StreamingKMeans(n_clusters=k, algorithm=..., random_state=0)` "
-        "with the defaults: float32, `coreset_size = 20 k`, `merge_degree = 2`, `n_init = 5`, "
-        "`max_iter = 20` (RCC `nesting_depth = 3`, OnlineCC `switch_threshold = 1.2`). Each "
-        "configuration is run once with seed 0 for the cost figures (the paper reports medians of "
-        "9 runs; this run does not).",
+        f"with the defaults: {_defaults_text(res)}. Each configuration is run once with seed 0 "
+        "for the cost figures (the paper reports medians of 9 runs; this run does not).",
         "",
     ]
     return out
+
+
+def _busy_sentence(res):
+    loads = [x[0] for x in (res.get("load_start"), res.get("load_end")) if x]
+    if loads and max(loads) < 1.5:
+        return ("nothing else ran during this run (1-minute load average at most "
+                f"{max(loads):.2f} at its start and end), so timings are as quiet as this "
+                "machine gets.")
+    return ("other work (test suites and builds of concurrent development) shared it during "
+            "this run, so timings are noisy.")
+
+
+def _defaults_text(res):
+    d = res.get("config", {}).get("edgekm_defaults")
+    if not d:
+        return "(not recorded by this run)"
+    return (f"{d['dtype']}, `coreset_size = {d['coreset_size_per_cluster']} k`, "
+            f"`merge_degree = {d['merge_degree']}`, `n_init = {d['n_init']}`, "
+            f"`max_iter = {d['max_iter']}` (RCC `nesting_depth = {d['nesting_depth']}`, "
+            f"OnlineCC `switch_threshold = {d['switch_threshold']}`)")
 
 
 def _targets_md(res):

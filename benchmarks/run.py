@@ -479,9 +479,20 @@ def main(argv=None):
     out_path = Path(args.out) if args.out else (
         results_dir / f"{mode_name}-{started.strftime('%Y%m%dT%H%M%SZ')}.json")
     argv_shown = sys.argv[1:] if argv is None else list(argv)
+    from edgekm import _defaults as ed
+    import inspect
+    sig = inspect.signature(edgekm.StreamingKMeans.__init__).parameters
+    edgekm_defaults = {
+        "dtype": np.dtype(sig["dtype"].default).name,
+        "coreset_size_per_cluster": ed.CORESET_SIZE_PER_CLUSTER,
+        "merge_degree": sig["merge_degree"].default, "n_init": sig["n_init"].default,
+        "max_iter": sig["max_iter"].default, "nesting_depth": sig["nesting_depth"].default,
+        "switch_threshold": sig["switch_threshold"].default,
+    }
     result = {
         "mode": mode_name,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+        "config": {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+                   "edgekm_defaults": edgekm_defaults},
         "command": shlex.join(["python", "benchmarks/run.py"] + argv_shown),
         "python_executable": sys.executable,
         "cwd": os.getcwd(),
