@@ -64,10 +64,13 @@ from .auth import AuthError
 from .frame import (DTYPES, MAX_FEATURES, MAX_FRAME_BYTES, MAX_POINTS, FrameError, check_id,
                     decode_frame)
 from .store import ALL_TIME
+from .telemetry import TelemetryError
+from .versions import RolloutError, UnknownVersionError, VersionsMixin
 
-__all__ = ["Aggregator", "Upload", "AuthError", "FrameError", "ForbiddenError",
+__all__ = ["Aggregator", "Upload", "Pull", "AuthError", "FrameError", "ForbiddenError",
            "UnknownModelError", "UnknownDeviceError", "ConflictError", "DimensionError",
-           "FrameTooLargeError", "DeviceExistsError", "UnavailableError"]
+           "FrameTooLargeError", "DeviceExistsError", "UnavailableError", "TelemetryError",
+           "RolloutError", "UnknownVersionError"]
 
 
 class ForbiddenError(PermissionError, EdgekmError):
@@ -119,11 +122,31 @@ class Upload:
 
 
 @dataclass(frozen=True)
+class Pull:
+    """A signed pull of centroids (``GET .../centroids?device=ID``), for :meth:`Aggregator.accept_signed`.
+
+    ``path`` is the path as signed, query string included; ``device`` the
+    ``device`` query parameter (None: the signing device).
+    """
+
+    model: str
+    path: str
+    headers: Mapping[str, str]
+    device: object = None
+
+
+@dataclass(frozen=True)
 class Prepared:
-    """An :class:`Upload` with its frame decoded (or the FrameError) and the body's sha256."""
+    """An :class:`Upload` with its body decoded, and the body's sha256.
+
+    ``kind`` is "frame" (``decoded``: (Frame, digest) or the FrameError),
+    "telemetry" ((TelemetrySummary, digest) or the TelemetryError) or "pull"
+    (``decoded``: the requested device id or None).
+    """
 
     upload: Upload
     decoded: object
+    kind: str = "frame"
 
 
 def _signed64(value):
@@ -141,7 +164,7 @@ def _check_positive_int(name, value):
     return int(value)
 
 
-class Aggregator:
+class Aggregator(VersionsMixin):
     """Merge coreset frames from many devices into bounded per-model aggregates.
 
     Parameters
@@ -539,17 +562,22 @@ class Aggregator:
 
         Parameters
         ----------
-        uploads : sequence of :class:`Upload` or of :meth:`prepare` results
+        uploads : sequence of :class:`Upload`, :class:`Pull` or :meth:`prepare` results
+            Uploads to ``.../telemetry`` and pulls are taken too, so that
+            they share the group commit.
 
         Returns
         -------
         list
-            One entry per upload, in order: the result dict of :meth:`accept`,
-            or the :class:`~edgekm.exceptions.EdgekmError` that rejected it.
+            One entry per upload, in order: the result dict of :meth:`accept`
+            (:meth:`accept_telemetry` for a summary, ``{"version":
+            CentroidVersion or None, "flags": ...}`` as :meth:`version_for`
+            for a pull), or the :class:`~edgekm.exceptions.EdgekmError` that
+            rejected it.
         """
         # CPU work that needs no database runs before the write lock is taken.
         uploads = [up if isinstance(up, Prepared) else self.prepare(up) for up in uploads]
-        prepared = [up.decoded for up in uploads]
+        prepared = [(up.kind, up.decoded) for up in uploads]
         uploads = [up.upload for up in uploads]
         now = float(self.clock())
 
@@ -582,8 +610,20 @@ class Aggregator:
         :meth:`accept_signed` takes the result in place of the :class:`Upload`;
         a server calls this in the request's thread so that the writer does
         less.  A frame that fails to decode is reported only after the
-        request is authenticated.
+        request is authenticated.  An upload whose path ends in
+        ``/telemetry`` is decoded as a telemetry summary; a :class:`Pull`
+        needs no decoding.
         """
+        if isinstance(upload, Pull):
+            return Prepared(Upload(upload.model, "GET", upload.path, b"", upload.headers),
+                            upload.device, "pull")
+        if upload.path.split("?", 1)[0].endswith("/telemetry"):
+            try:
+                decoded = (self._decode_telemetry(upload.body),
+                           hashlib.sha256(upload.body).digest())
+            except (TelemetryError, FrameTooLargeError) as exc:
+                decoded = exc
+            return Prepared(upload, decoded, "telemetry")
         try:
             decoded = (self._decode(upload.body), hashlib.sha256(upload.body).digest())
         except FrameError as exc:
@@ -591,6 +631,7 @@ class Aggregator:
         return Prepared(upload, decoded)
 
     def _accept_one_signed(self, conn, up, item, now):
+        kind, item = item
         conn.execute("SAVEPOINT upload")
         try:
             device_id = self._authenticate(conn, up.method, up.path, up.body, up.headers, now)
@@ -599,12 +640,21 @@ class Aggregator:
             conn.execute("RELEASE upload")
             return exc
         conn.execute("RELEASE upload")
-        if isinstance(item, FrameError):
+        if isinstance(item, (FrameError, TelemetryError)):
             return item
-        frame, digest = item
         conn.execute("SAVEPOINT upload")
         try:
-            result = self._accept(conn, up.model, device_id, frame, digest, now)
+            if kind == "pull":
+                if item is not None and item != device_id:
+                    raise ForbiddenError(f"device {device_id!r} may not pull for {item!r:.80}")
+                version, flags = self._resolve(conn, up.model, device_id, now)
+                result = {"version": version, "flags": flags}
+            elif kind == "telemetry":
+                summary, digest = item
+                result = self._accept_telemetry(conn, up.model, device_id, summary, digest, now)
+            else:
+                frame, digest = item
+                result = self._accept(conn, up.model, device_id, frame, digest, now)
         except EdgekmError as exc:
             self._cache.clear()
             conn.execute("ROLLBACK TO upload")

@@ -26,12 +26,35 @@ Schema v1 (every table is documented in ``sync/PROTOCOL.md`` §Aggregator):
 - ``windows``: per model and window, the exact weight and frame count.
 - ``nonces``: (device, nonce, request timestamp), expired after twice the
   allowed clock skew.
+
+Schema v2 adds the centroid versions (issue 4, :mod:`edgekm.sync.versions`):
+
+- ``versions``: one row per published version, keyed on (model, version):
+  the exact encoded document (``body``) and its ``digest``, a few columns
+  copied out of it for listing, the model's merged weight when it was
+  published, and ``status``.  Triggers make every column but ``status``
+  immutable and forbid deletes.
+- ``rollouts``: per model, the active version, the canary and its percentage.
+- ``active_history``: per model, the stack of versions made active
+  (``rollback`` pops it).
+- ``pins``: (model, device) -> version.
+- ``served``: (model, device) -> the last version served to that device and
+  when (the rollback header).
+- ``version_events``: every status change, pin and unpin, with its time and
+  actor (``cli``, ``http``, ``policy``, ``api``).
+- ``telemetry``: one row per accepted telemetry summary, keyed on (model,
+  device, boot, seq) with its digest (deduplication) and scalar fields.
+- ``device_drift``: per (model, device), the latest drift the device reported.
+- ``telemetry_totals``: per model, counts, bytes and anomalies summed.
+- ``version_usage``: per (model, version), the cluster counts devices reported.
+- ``anomalies``: the raw anomaly points forwarded with each summary.
+- ``publish_policies``: per model, the automatic publishing policy.
 """
 
 import sqlite3
 import threading
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ALL_TIME = -1
 
 _V1 = """
@@ -107,8 +130,154 @@ CREATE TABLE nonces (
 CREATE INDEX nonces_by_time ON nonces (timestamp);
 """
 
-#: MIGRATIONS[v] upgrades a database from version v to v + 1 (v = 0: empty file)
-MIGRATIONS = {0: _V1}
+_V2 = (
+    """CREATE TABLE versions (
+    model_id        INTEGER NOT NULL REFERENCES models(model_id),
+    version         INTEGER NOT NULL CHECK (version >= 1),
+    status          TEXT NOT NULL CHECK (status IN ('candidate', 'canary', 'active', 'retired')),
+    created         REAL NOT NULL,
+    parent          INTEGER,
+    k               INTEGER NOT NULL,
+    d               INTEGER NOT NULL,
+    training_weight REAL NOT NULL,
+    cost            REAL NOT NULL,
+    shift           REAL,
+    windows         INTEGER,
+    model_weight    REAL NOT NULL,      -- models.total_weight when it was published
+    digest          TEXT NOT NULL,
+    body            BLOB NOT NULL,      -- encode_version() bytes, served as they are
+    PRIMARY KEY (model_id, version)
+) WITHOUT ROWID""",
+    """CREATE TRIGGER versions_immutable BEFORE UPDATE OF model_id, version, created, parent, k,
+    d, training_weight, cost, shift, windows, model_weight, digest, body ON versions
+BEGIN
+    SELECT RAISE(ABORT, 'a published version is immutable (only its status changes)');
+END""",
+    """CREATE TRIGGER versions_kept BEFORE DELETE ON versions
+BEGIN
+    SELECT RAISE(ABORT, 'a published version is never deleted');
+END""",
+    """CREATE TABLE rollouts (
+    model_id        INTEGER PRIMARY KEY REFERENCES models(model_id),
+    active          INTEGER,
+    canary          INTEGER,
+    canary_percent  REAL NOT NULL DEFAULT 0,
+    updated         REAL NOT NULL
+)""",
+    """CREATE TABLE active_history (
+    model_id    INTEGER NOT NULL REFERENCES models(model_id),
+    position    INTEGER NOT NULL,
+    version     INTEGER NOT NULL,
+    since       REAL NOT NULL,
+    PRIMARY KEY (model_id, position)
+) WITHOUT ROWID""",
+    """CREATE TABLE pins (
+    model_id    INTEGER NOT NULL REFERENCES models(model_id),
+    device_id   TEXT NOT NULL REFERENCES devices(device_id),
+    version     INTEGER NOT NULL,
+    since       REAL NOT NULL,
+    PRIMARY KEY (model_id, device_id)
+) WITHOUT ROWID""",
+    """CREATE TABLE served (
+    model_id    INTEGER NOT NULL REFERENCES models(model_id),
+    device_id   TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    at          REAL NOT NULL,
+    PRIMARY KEY (model_id, device_id)
+) WITHOUT ROWID""",
+    """CREATE TABLE version_events (
+    event_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    model_id    INTEGER NOT NULL REFERENCES models(model_id),
+    version     INTEGER,
+    at          REAL NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    old_status  TEXT,
+    new_status  TEXT,
+    detail      TEXT                -- JSON
+)""",
+    "CREATE INDEX version_events_by_model ON version_events (model_id, event_id)",
+    """CREATE TABLE telemetry (
+    model_id        INTEGER NOT NULL REFERENCES models(model_id),
+    device_id       TEXT NOT NULL,
+    boot            INTEGER NOT NULL,   -- two's complement int64, as in frames
+    seq             INTEGER NOT NULL,
+    digest          BLOB NOT NULL,
+    received        REAL NOT NULL,
+    version         INTEGER NOT NULL,
+    window_start    REAL NOT NULL,
+    window_end      REAL NOT NULL,
+    n_points        INTEGER NOT NULL,
+    raw_bytes       INTEGER NOT NULL,
+    forwarded_bytes INTEGER NOT NULL,
+    n_anomalies     INTEGER NOT NULL,
+    psi             REAL NOT NULL,
+    drift_score     REAL NOT NULL,
+    assign_latency_us REAL NOT NULL,
+    PRIMARY KEY (model_id, device_id, boot, seq)
+) WITHOUT ROWID""",
+    """CREATE TABLE device_drift (
+    model_id        INTEGER NOT NULL REFERENCES models(model_id),
+    device_id       TEXT NOT NULL,
+    version         INTEGER NOT NULL,
+    received        REAL NOT NULL,
+    window_end      REAL NOT NULL,
+    n_points        INTEGER NOT NULL,
+    psi             REAL NOT NULL,
+    dist_p50        REAL NOT NULL,
+    dist_p95        REAL NOT NULL,
+    dist_p99        REAL NOT NULL,
+    drift_score     REAL NOT NULL,
+    compression     REAL NOT NULL,
+    assign_latency_us REAL NOT NULL,
+    PRIMARY KEY (model_id, device_id)
+) WITHOUT ROWID""",
+    """CREATE TABLE telemetry_totals (
+    model_id        INTEGER PRIMARY KEY REFERENCES models(model_id),
+    summaries       INTEGER NOT NULL,
+    n_points        INTEGER NOT NULL,
+    raw_bytes       INTEGER NOT NULL,
+    forwarded_bytes INTEGER NOT NULL,
+    n_anomalies     INTEGER NOT NULL
+)""",
+    """CREATE TABLE version_usage (
+    model_id    INTEGER NOT NULL REFERENCES models(model_id),
+    version     INTEGER NOT NULL,
+    counts      BLOB NOT NULL,      -- little-endian float64, one per cluster
+    n_points    INTEGER NOT NULL,
+    PRIMARY KEY (model_id, version)
+) WITHOUT ROWID""",
+    """CREATE TABLE anomalies (
+    model_id    INTEGER NOT NULL REFERENCES models(model_id),
+    device_id   TEXT NOT NULL,
+    boot        INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    version     INTEGER NOT NULL,
+    received    REAL NOT NULL,
+    n           INTEGER NOT NULL,
+    d           INTEGER NOT NULL,
+    dtype       TEXT NOT NULL,
+    points      BLOB NOT NULL,
+    labels      BLOB NOT NULL,      -- little-endian int32
+    scores      BLOB NOT NULL,      -- little-endian float64
+    PRIMARY KEY (model_id, device_id, boot, seq)
+) WITHOUT ROWID""",
+    """CREATE TABLE publish_policies (
+    model_id        INTEGER PRIMARY KEY REFERENCES models(model_id),
+    every_seconds   REAL,
+    every_weight    REAL,
+    drift_threshold REAL,
+    n_clusters      INTEGER,
+    windows         INTEGER,
+    n_init          INTEGER NOT NULL,
+    random_state    INTEGER,
+    since           REAL NOT NULL       -- when the policy was set
+)""",
+)
+
+#: MIGRATIONS[v] upgrades a database from version v to v + 1 (v = 0: empty file):
+#: a script split on ";", or a tuple of statements (needed for triggers)
+MIGRATIONS = {0: _V1, 1: _V2}
 
 DURABILITY = {"full": "FULL", "normal": "NORMAL"}
 
@@ -145,7 +314,8 @@ def migrate(conn):
             if version == SCHEMA_VERSION:
                 conn.execute("COMMIT")
                 return version
-            for statement in MIGRATIONS[version].split(";"):
+            steps = MIGRATIONS[version]
+            for statement in steps.split(";") if isinstance(steps, str) else steps:
                 if statement.strip():
                     conn.execute(statement)
             if version == 0:
