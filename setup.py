@@ -43,7 +43,7 @@ def ext(name):
 
 setup(
     ext_modules=cythonize(
-        [ext("_ops"), ext("_engine")],
+        [ext("_ops"), ext("_engine"), ext("_assign")],
         include_path=["cython_src"],
         compiler_directives=directives,
     ),

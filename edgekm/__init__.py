@@ -1,17 +1,20 @@
 """edgekm: fixed-memory streaming k-means for edge devices.
 
-Public surface: :class:`StreamingKMeans`, :class:`Coreset`,
+Public surface: :class:`StreamingKMeans`, :class:`Coreset`, :class:`Assigner`,
+:class:`AssignResult`, :class:`EdgeFilter`,
 :func:`show_config` and the exceptions.  Compiled modules are private.
 """
 
 from . import _backend
+from .assign import Assigner, AssignResult
 from .coreset import Coreset
 from .exceptions import BackendWarning, EdgekmError, NotFittedError
+from .filter import EdgeFilter
 from .streaming import StreamingKMeans
 
 __version__ = "0.1.0"
 
-__all__ = ["StreamingKMeans", "Coreset", "show_config", "EdgekmError", "NotFittedError",
+__all__ = ["StreamingKMeans", "Coreset", "Assigner", "AssignResult", "EdgeFilter", "show_config", "EdgekmError", "NotFittedError",
            "BackendWarning", "__version__"]
 
 

@@ -35,4 +35,20 @@ else:
         from ._reference.engine import Engine
         NAME = "reference"
 
-__all__ = ["ops", "Engine", "NAME", "FORCED", "IMPORT_ERROR"]
+# The assignment kernel of centroid versions (edgekm.Assigner), chosen the same way.
+if NAME == "cython":
+    try:
+        from ._core import _assign as assign
+    except ImportError as exc:  # pragma: no cover - an extension built before _assign existed
+        IMPORT_ERROR = exc
+        warnings.warn(
+            f"edgekm: the compiled assignment kernel could not be imported ({exc}); "
+            "edgekm.Assigner runs the pure-NumPy reference. Rebuild edgekm.",
+            BackendWarning,
+            stacklevel=2,
+        )
+        from ._reference import assign
+else:
+    from ._reference import assign
+
+__all__ = ["ops", "Engine", "assign", "NAME", "FORCED", "IMPORT_ERROR"]
