@@ -9,6 +9,18 @@ this module.  Routes (``sync/PROTOCOL.md`` §HTTP API):
 - ``GET /healthz``: ``{"status": "ok", "db": "ok"}``.
 - ``POST /v1/models/{model}/fit`` and ``GET /v1/models/{model}``: admin only
   (``authorization: Bearer <token>``); 403 when no admin token is configured.
+- ``GET /v1/models/{model}/centroids?device=ID`` (signed): the version this
+  device should use, with ``ETag``; 304 on ``If-None-Match``.
+- ``POST /v1/models/{model}/telemetry`` (signed): a telemetry summary.
+- Admin: ``/v1/models/{model}/versions`` (publish, list),
+  ``.../versions/{v}`` (one version), ``.../versions/{v}/canary``,
+  ``.../versions/{v}/promote``, ``.../rollback``, ``.../pins``, ``.../drift``,
+  ``.../policy`` and ``.../events``.
+- ``GET /metrics``: Prometheus text format, no auth.
+
+Signed device requests (frames, telemetry, pulls) share the writer thread
+and its group commits.  A timer evaluates the auto-publish policies every
+``policy_interval`` seconds, in the thread pool.
 
 Frame uploads go through one writer thread that commits them in groups: all
 uploads waiting when a transaction starts share it (each in its own
@@ -34,15 +46,19 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edgekm.exceptions import EdgekmError, NotFittedError
 
 from . import auth
 from .aggregator import (Aggregator, ConflictError, DimensionError, ForbiddenError,
-                         FrameTooLargeError, UnavailableError, UnknownModelError, Upload)
+                         FrameTooLargeError, Pull, UnavailableError, UnknownDeviceError,
+                         UnknownModelError, Upload)
 from .frame import FrameError, check_id
+from .metrics import Metrics
+from .telemetry import MAX_TELEMETRY_BYTES, TelemetryError
+from .versions import RolloutError, UnknownVersionError
 
 __all__ = ["create_app", "serve"]
 
@@ -58,9 +74,13 @@ ADMIN_TOKEN_ENV = "EDGEKM_ADMIN_TOKEN"
 _STATUS = [   # most specific first
     (FrameTooLargeError, 413, "too_large"),
     (FrameError, 400, "bad_frame"),
+    (TelemetryError, 400, "bad_telemetry"),
     (auth.AuthError, 401, "unauthorized"),
     (ForbiddenError, 403, "forbidden"),
     (UnknownModelError, 404, "unknown_model"),
+    (UnknownVersionError, 404, "unknown_version"),
+    (UnknownDeviceError, 404, "unknown_device"),
+    (RolloutError, 409, "rollout_conflict"),
     (ConflictError, 409, "conflict"),
     (DimensionError, 422, "wrong_dimension"),
     (UnavailableError, 503, "unavailable"),
@@ -76,6 +96,16 @@ def _error(status_code, reason, message, **extra):
     headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if status_code == 503 else None
     return JSONResponse({"error": message, "reason": reason, **extra}, status_code=status_code,
                         headers=headers)
+
+
+def _reason_of(exc):
+    """The ``reason`` code an exception is answered with (for the metrics)."""
+    if isinstance(exc, _BadRequest):
+        return "bad_request"
+    for cls, _, reason in _STATUS:
+        if isinstance(exc, cls):
+            return reason
+    return "internal"
 
 
 def _error_for(exc):
@@ -188,7 +218,8 @@ async def _read_body(request, limit, too_large):
     return b"".join(chunks)
 
 
-def create_app(aggregator, *, admin_token=None, max_concurrency=64):
+def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_interval=5.0,
+               metrics_ttl=5.0):
     """The Starlette application serving ``aggregator``.
 
     Parameters
@@ -200,6 +231,11 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64):
         them (403).
     max_concurrency : int, default=64
         Requests in progress at once; more are answered 503 with Retry-After.
+    policy_interval : float or None, default=5.0
+        Seconds between two evaluations of the auto-publish policies; None
+        never evaluates them (call :meth:`Aggregator.run_publish_policies`).
+    metrics_ttl : float, default=5.0
+        Seconds during which ``/metrics`` reuses its last database snapshot.
 
     Returns
     -------
@@ -208,6 +244,7 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64):
     if admin_token is not None and not admin_token:
         raise ValueError("admin_token must be a non-empty string or None.")
     committer = _GroupCommitter(aggregator)
+    metrics = Metrics(aggregator, state_ttl=metrics_ttl)
     state = {"in_flight": 0}
 
     def limited(endpoint):
@@ -245,18 +282,222 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64):
         except FrameError:
             raise UnknownModelError(f"no model {model!r:.80}") from None
 
-    async def upload_frame(request):
-        model = model_name(request)
-        body = await _read_body(request, aggregator.max_frame_bytes, FrameTooLargeError)
+    def signed_path(request, with_query=False):
         raw_path = request.scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else request.url.path
-        headers = {name: request.headers[name] for name in
-                   (auth.H_DEVICE, auth.H_TIMESTAMP, auth.H_NONCE, auth.H_SIGNATURE)
-                   if name in request.headers}
-        # decoding runs here, so that the writer thread only authenticates and merges
-        prepared = aggregator.prepare(Upload(model, "POST", path, body, headers))
-        result = await committer.submit(prepared)
+        query = request.scope.get("query_string") or b""
+        return path + "?" + query.decode("latin-1") if with_query and query else path
+
+    def signature_headers(request):
+        return {name: request.headers[name] for name in
+                (auth.H_DEVICE, auth.H_TIMESTAMP, auth.H_NONCE, auth.H_SIGNATURE)
+                if name in request.headers}
+
+    async def upload_frame(request):
+        started = time.perf_counter()
+        model = None
+        try:
+            model = model_name(request)
+            body = await _read_body(request, aggregator.max_frame_bytes, FrameTooLargeError)
+            # decoding runs here, so that the writer thread only authenticates and merges
+            prepared = aggregator.prepare(Upload(model, "POST", signed_path(request), body,
+                                                 signature_headers(request)))
+            result = await committer.submit(prepared)
+        except Exception as exc:
+            metrics.frame_rejected(_reason_of(exc), time.perf_counter() - started)
+            raise
+        metrics.frame_result(model, result, time.perf_counter() - started)
         return JSONResponse(result)
+
+    async def upload_telemetry(request):
+        try:
+            model = model_name(request)
+            body = await _read_body(request, MAX_TELEMETRY_BYTES, FrameTooLargeError)
+            prepared = aggregator.prepare(Upload(model, "POST", signed_path(request), body,
+                                                 signature_headers(request)))
+            result = await committer.submit(prepared)
+        except Exception as exc:
+            metrics.telemetry_result(None, _reason_of(exc))
+            raise
+        latency = None
+        if result["status"] == "accepted" and isinstance(prepared.decoded, tuple):
+            latency = prepared.decoded[0].assign_latency_us
+        metrics.telemetry_result(model, result["status"], latency)
+        return JSONResponse({"status": result["status"], "summary_id": result["summary_id"]})
+
+    async def centroids(request):
+        try:
+            model = model_name(request)
+            device = request.query_params.get("device")
+            if request.headers.get("content-length", "0") not in ("", "0"):
+                raise _BadRequest("a centroids request has no body")
+            prepared = aggregator.prepare(Pull(model, signed_path(request, with_query=True),
+                                               signature_headers(request), device))
+            result = await committer.submit(prepared)
+        except Exception as exc:
+            metrics.pulls.labels(_reason_of(exc)).inc()
+            raise
+        flags = result["flags"]
+        if result["version"] is None:
+            metrics.pulls.labels("no_version").inc()
+            return _error(404, "no_version", f"no version of model {model!r} for this device")
+        etag = f'"{flags["digest"]}"'
+        headers = {"etag": etag, "cache-control": "no-cache",
+                   "x-edgekm-version": str(result["version"].version)}
+        if flags["rollback"]:
+            headers["x-edgekm-rollback"] = "1"
+        if flags["pinned"]:
+            headers["x-edgekm-pinned"] = "1"
+        if _etag_matches(request.headers.get("if-none-match"), flags["digest"]):
+            metrics.pulls.labels("304").inc()
+            return Response(status_code=304, headers=headers)
+        metrics.pulls.labels("200").inc()
+        return Response(flags["body"], media_type="application/msgpack", headers=headers)
+
+    async def admin_json(request):
+        require_admin(request)
+        model = model_name(request)
+        body = await _read_body(request, MAX_JSON_BYTES, _BadRequest)
+        try:
+            params = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise _BadRequest("the body must be a JSON object") from None
+        if not isinstance(params, dict):
+            raise _BadRequest("the body must be a JSON object")
+        return model, params
+
+    def version_param(request):
+        text = request.path_params["version"]
+        if not (text.isdigit() and len(text) <= 18):
+            raise UnknownVersionError(f"no version {text!r:.40}")
+        return int(text)
+
+    async def publish(request):
+        model, body = await admin_json(request)
+        params = _fit_params(json.dumps(body).encode())
+
+        def work():
+            v = aggregator.publish(model, params["n_clusters"], params["windows"],
+                                   n_init=params["n_init"],
+                                   random_state=params["random_state"], actor="http")
+            return [i for i in aggregator.versions(model) if i["version"] == v][0]
+        try:
+            info = await run_in_threadpool(work)
+        except (NotFittedError, ValueError) as exc:
+            if isinstance(exc, EdgekmError) and not isinstance(exc, NotFittedError):
+                raise
+            return _error(422, "not_enough_data", str(exc))
+        metrics.published.labels(model, "http").inc()
+        return JSONResponse(info)
+
+    async def list_versions(request):
+        require_admin(request)
+        model = model_name(request)
+
+        def work():
+            return {"model": model, **aggregator.rollout_state(model),
+                    "versions": aggregator.versions(model)}
+        return JSONResponse(await run_in_threadpool(work))
+
+    async def show_version(request):
+        require_admin(request)
+        model = model_name(request)
+        v = version_param(request)
+
+        def work():
+            cv = aggregator.version(model, v)
+            info = [i for i in aggregator.versions(model) if i["version"] == v][0]
+            return {**info, "centers": cv.centers.tolist(),
+                    "cluster_weights": cv.cluster_weights.tolist(),
+                    "quantiles": cv.quantiles.tolist(), "new_clusters": list(cv.new_clusters),
+                    "vanished_clusters": list(cv.vanished_clusters)}
+        return JSONResponse(await run_in_threadpool(work))
+
+    async def canary(request):
+        model, params = await admin_json(request)
+        v = version_param(request)
+        if set(params) != {"percent"}:
+            raise _BadRequest("the body must be {\"percent\": P}")
+        percent = params["percent"]
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)):
+            raise _BadRequest("'percent' must be a number in (0, 100]")
+        try:
+            result = await run_in_threadpool(aggregator.canary, model, v, percent, actor="http")
+        except ValueError as exc:
+            if isinstance(exc, EdgekmError):
+                raise
+            raise _BadRequest(str(exc)) from None
+        return JSONResponse(result)
+
+    async def promote(request):
+        model, _ = await admin_json(request)
+        v = version_param(request)
+        return JSONResponse(await run_in_threadpool(aggregator.promote, model, v, actor="http"))
+
+    async def rollback(request):
+        model, _ = await admin_json(request)
+        return JSONResponse(await run_in_threadpool(aggregator.rollback, model, actor="http"))
+
+    async def pins(request):
+        model, params = await admin_json(request)
+        if set(params) != {"device", "version"}:
+            raise _BadRequest("the body must be {\"device\": ID, \"version\": V | null}")
+        device, v = params["device"], params["version"]
+        if not isinstance(device, str):
+            raise _BadRequest("'device' must be a device id")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise _BadRequest("'version' must be an int or null")
+        try:
+            result = await run_in_threadpool(aggregator.pin, model, device, v, actor="http")
+        except FrameError as exc:
+            raise _BadRequest(str(exc)) from None
+        return JSONResponse(result)
+
+    async def drift(request):
+        require_admin(request)
+        model = model_name(request)
+        return JSONResponse(await run_in_threadpool(aggregator.drift, model))
+
+    async def events(request):
+        require_admin(request)
+        model = model_name(request)
+        return JSONResponse(await run_in_threadpool(aggregator.version_events, model))
+
+    async def policy(request):
+        if request.method == "GET":
+            require_admin(request)
+            model = model_name(request)
+            return JSONResponse({"policy": await run_in_threadpool(aggregator.publish_policy,
+                                                                   model)})
+        model, params = await admin_json(request)
+        allowed = {"every_seconds", "every_weight", "drift_threshold", "n_clusters", "windows",
+                   "n_init", "random_state"}
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise _BadRequest(f"unknown fields {unknown[:5]}")
+        try:
+            result = await run_in_threadpool(
+                lambda: aggregator.set_publish_policy(model, actor="http", **params))
+        except (ValueError, TypeError) as exc:
+            if isinstance(exc, EdgekmError):
+                raise
+            raise _BadRequest(str(exc)) from None
+        return JSONResponse({"policy": result})
+
+    async def metrics_endpoint(request):
+        body, content_type = await run_in_threadpool(metrics.render)
+        return Response(body, headers={"content-type": content_type})
+
+    async def policy_timer():
+        while True:
+            await asyncio.sleep(policy_interval)
+            if committer.stopping:
+                return
+            try:
+                for model, _, _ in await run_in_threadpool(aggregator.run_publish_policies):
+                    metrics.published.labels(model, "policy").inc()
+            except Exception as exc:       # noqa: BLE001 - the timer must survive
+                logger.error("auto-publish failed: %s", exc)
 
     async def healthz(request):
         try:
@@ -301,9 +542,16 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64):
     @asynccontextmanager
     async def lifespan(app):
         committer.start()
+        timer = asyncio.create_task(policy_timer()) if policy_interval else None
         try:
             yield
         finally:
+            if timer is not None:
+                timer.cancel()
+                try:
+                    await timer
+                except asyncio.CancelledError:
+                    pass
             await run_in_threadpool(committer.stop)
 
     routes = [
@@ -311,12 +559,43 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64):
         Route("/v1/models/{model}/frames", limited(upload_frame), methods=["POST"]),
         Route("/v1/models/{model}/fit", limited(fit), methods=["POST"]),
         Route("/v1/models/{model}", limited(model_info), methods=["GET"]),
+        Route("/v1/models/{model}/centroids", limited(centroids), methods=["GET"]),
+        Route("/v1/models/{model}/telemetry", limited(upload_telemetry), methods=["POST"]),
+        Route("/v1/models/{model}/versions", limited(publish), methods=["POST"]),
+        Route("/v1/models/{model}/versions", limited(list_versions), methods=["GET"]),
+        Route("/v1/models/{model}/versions/{version}", limited(show_version), methods=["GET"]),
+        Route("/v1/models/{model}/versions/{version}/canary", limited(canary),
+              methods=["POST"]),
+        Route("/v1/models/{model}/versions/{version}/promote", limited(promote),
+              methods=["POST"]),
+        Route("/v1/models/{model}/rollback", limited(rollback), methods=["POST"]),
+        Route("/v1/models/{model}/pins", limited(pins), methods=["POST"]),
+        Route("/v1/models/{model}/drift", limited(drift), methods=["GET"]),
+        Route("/v1/models/{model}/events", limited(events), methods=["GET"]),
+        Route("/v1/models/{model}/policy", limited(policy), methods=["GET", "POST"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: not_found, Exception: internal})
     app.state.aggregator = aggregator
     app.state.committer = committer
+    app.state.metrics = metrics
     return app
+
+
+def _etag_matches(header, digest):
+    """True when an If-None-Match header names ``digest`` (quoted or not, weak or not, or *)."""
+    if not header:
+        return False
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag == "*":
+            return True
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag.strip('"') == digest:
+            return True
+    return False
 
 
 def _fit_params(body):
