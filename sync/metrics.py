@@ -73,7 +73,7 @@ class _StateCollector:
                                   "telemetry summary: mean and max over devices.",
                                   labels=["model", "stat"])
         over = GaugeMetricFamily("edgekm_devices_drifting", "Devices whose latest drift score "
-                                 "exceeds the model's threshold.", labels=["model"])
+                                 "reaches the model's threshold (default 1).", labels=["model"])
         ratio = GaugeMetricFamily("edgekm_telemetry_compression_ratio", "Bytes forwarded by "
                                   "devices over the raw bytes they summarised.", labels=["model"])
         devices = GaugeMetricFamily("edgekm_devices_registered", "Registered devices.",

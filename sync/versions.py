@@ -47,7 +47,8 @@ STATUSES = ("candidate", "canary", "active", "retired")
 QUANTILES = (0.50, 0.95, 0.99)
 #: cohort buckets: a device is in a canary of ``percent`` when its bucket < round(percent * 100)
 COHORT_BUCKETS = 10_000
-#: devices whose latest drift score exceeds this count as drifting (when no policy sets one)
+#: devices whose latest drift score reaches this count as drifting (when no policy sets
+#: one); the device filter documents a score of 1 or more as drift
 DEFAULT_DRIFT_THRESHOLD = 1.0
 ACTORS = ("api", "cli", "http", "policy")
 _VERSION_CACHE_SIZE = 64
@@ -765,7 +766,7 @@ class VersionsMixin:
               (largest gap to the training shares);
             - ``devices``: from each device's latest summary: ``reporting``,
               ``mean_drift_score``, ``max_drift_score``, ``mean_psi``,
-              ``max_psi``, ``over_threshold`` (devices whose score exceeds
+              ``max_psi``, ``over_threshold`` (devices whose score reaches
               ``threshold``) and ``top`` (the ten highest scores);
             - ``telemetry``: summaries, points, raw and forwarded bytes,
               ``compression_ratio`` (forwarded / raw) and anomalies;
@@ -826,7 +827,7 @@ class VersionsMixin:
             "max_drift_score": float(scores.max()) if len(scores) else None,
             "mean_psi": float(psis.mean()) if len(psis) else None,
             "max_psi": float(psis.max()) if len(psis) else None,
-            "over_threshold": int((scores > threshold).sum()),
+            "over_threshold": int((scores >= threshold).sum()),
             "top": [{"device": d[0], "version": d[1], "drift_score": d[2], "psi": d[3],
                      "received": d[4]} for d in devices[:10]],
         }
@@ -991,7 +992,7 @@ class VersionsMixin:
                                                "GROUP BY model_id"):
                 thr = thresholds.get(mid, DEFAULT_DRIFT_THRESHOLD)
                 over = conn.execute("SELECT count(*) FROM device_drift WHERE model_id = ? AND "
-                                    "drift_score > ?", (mid, thr)).fetchone()[0]
+                                    "drift_score >= ?", (mid, thr)).fetchone()[0]
                 models[mid].update(drift_mean=mean, drift_max=top, over_threshold=over)
             for mid, summaries, raw, forwarded, anomalies in conn.execute(
                     "SELECT model_id, summaries, raw_bytes, forwarded_bytes, n_anomalies "
