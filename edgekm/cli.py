@@ -508,7 +508,112 @@ def _print_versions_result(action, result):
                   f"{e['old_status'] or '-'} -> {e['new_status'] or '-'} {e['detail'] or ''}")
 
 
-_SUBCOMMANDS = (_add_demo, _add_serve, _add_devices, _add_models, _add_versions)
+# ---------------------------------------------------------------- assign
+
+
+def _add_assign(subparsers):
+    p = subparsers.add_parser(
+        "assign",
+        help="assign the points of a file to a centroid version (offline)",
+        description=(
+            "Assign each row of a .npy, .csv or .csv.gz file to its nearest centre of a "
+            "centroid version and write a CSV with the columns label, sqdist (squared "
+            "distance), score (anomaly score: sqdist over the cluster's 99th percentile) and "
+            "version. The version is an encoded version document (as served by the "
+            "aggregator, digest checked), or read from an aggregator database with --db."
+        ),
+    )
+    p.add_argument("--version", dest="version_file", metavar="FILE",
+                   help="an encoded version document")
+    p.add_argument("--db", metavar="PATH", help="read the version from this aggregator database")
+    p.add_argument("--model", metavar="M", help="the model (with --db)")
+    p.add_argument("--version-id", type=_positive_int, metavar="V",
+                   help="the version id (with --db)")
+    p.add_argument("input", metavar="INPUT", help="a .npy, .csv or .csv.gz file")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the CSV to write")
+    p.add_argument("--batch-size", type=_positive_int, default=65536, metavar="N",
+                   help="rows assigned and written at a time (default 65536)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    p.set_defaults(handler=_cmd_assign)
+
+
+def _load_version(args):
+    from edgekm.sync.version import VersionError, decode_version
+
+    if args.version_file is not None:
+        if args.db is not None:
+            raise UsageError("give either --version FILE or --db with --model and --version-id")
+        try:
+            with open(args.version_file, "rb") as fh:
+                return decode_version(fh.read())
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.version_file!r}: {exc}") from None
+        except VersionError as exc:
+            raise UsageError(f"{args.version_file!r} is not a valid version: {exc}") from None
+    if args.db is None or args.model is None or args.version_id is None:
+        raise UsageError("give --version FILE, or --db PATH --model M --version-id V")
+    with _open_aggregator(args.db) as agg:
+        if not hasattr(agg, "version"):
+            raise UsageError("this aggregator has no versions; use --version FILE")
+        try:
+            return agg.version(args.model, args.version_id)
+        except (KeyError, LookupError, ValueError) as exc:
+            raise UsageError(f"no version {args.version_id} of {args.model!r}: {exc}") from None
+
+
+def _cmd_assign(args):
+    import time
+
+    import numpy as np
+
+    from edgekm import Assigner
+    from edgekm._progress import Progress
+    from edgekm.datasets import load_array
+
+    version = _load_version(args)
+    try:
+        X = load_array(args.input, dtype=version.centers.dtype.type)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {args.input!r}: {exc}") from None
+    if X.shape[1] != version.n_features:
+        raise UsageError(f"{args.input!r} has {X.shape[1]} columns; version "
+                         f"{version.version} has {version.n_features} features")
+    assigner = Assigner(version)
+    n = X.shape[0]
+    counts = np.zeros(version.n_clusters, dtype=np.int64)
+    anomalies = 0
+    start = time.perf_counter()
+    assign_seconds = 0.0
+    try:
+        out = open(args.output, "w", encoding="ascii", newline="")
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output!r}: {exc}") from None
+    with out, Progress(n, "assign", enabled=not args.no_progress) as bar:
+        out.write("label,sqdist,score,version\n")
+        for a in range(0, n, args.batch_size):
+            t0 = time.perf_counter()
+            r = assigner.assign(X[a:a + args.batch_size])
+            assign_seconds += time.perf_counter() - t0
+            counts += np.bincount(r.labels, minlength=version.n_clusters)
+            anomalies += int((r.scores > 1.0).sum())
+            out.writelines(f"{lab},{d!r},{s!r},{r.version}\n" for lab, d, s in
+                           zip(r.labels.tolist(), r.distances.tolist(), r.scores.tolist()))
+            bar.update(len(r.labels))
+    summary = {"input": args.input, "output": args.output, "model": version.model,
+               "version": version.version, "digest": version.digest, "n_points": int(n),
+               "n_clusters": version.n_clusters, "counts": counts.tolist(),
+               "anomalies": anomalies, "assign_seconds": assign_seconds,
+               "seconds": time.perf_counter() - start}
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"assigned {n} points to version {version.version} of {version.model!r} "
+              f"({anomalies} beyond their cluster's p99) -> {args.output}")
+    return 0
+
+
+_SUBCOMMANDS = (_add_demo, _add_serve, _add_devices, _add_models, _add_versions, _add_assign)
 
 
 # ---------------------------------------------------------------- main
