@@ -26,13 +26,14 @@ import urllib.request
 
 import numpy as np
 
-from edgekm import StreamingKMeans
+from edgekm import Assigner, EdgeFilter, StreamingKMeans
 from edgekm._validation import check_array, check_params, resolve_seed
 from edgekm.exceptions import EdgekmError
 
 from . import auth as _auth
 from . import frame as _frame
-from .outbox import Outbox
+from .outbox import Outbox, _fsync_dir
+from .version import VersionError, decode_version
 
 try:
     import fcntl
@@ -40,6 +41,10 @@ except ImportError:         # pragma: no cover - not POSIX: no cross-process loc
     fcntl = None
 
 LOCK_FILE = "agent.lock"
+#: the centroid version in use and the one before it (encoded documents, digest inside)
+VERSION_FILE = "version.current"
+PREVIOUS_VERSION_FILE = "version.previous"
+_VERSION_TMP = "version.tmp"
 
 #: answers that are final for this frame only: it goes to the ``rejected`` table and
 #: the next frames are uploaded
@@ -149,7 +154,8 @@ class DeviceAgent:
     def __init__(self, server_url, model, device_id, key, state_dir, n_clusters=8, *,
                  coreset_size=200, algorithm="cc", max_pending=64, timeout=10.0,
                  max_retries=5, backoff_base=0.5, backoff_max=30.0, dtype=np.float32,
-                 random_state=None, sleep=time.sleep, rng=None):
+                 random_state=None, sleep=time.sleep, rng=None, anomaly_threshold=1.0,
+                 telemetry_window_seconds=60.0, max_anomalies=32, clock=time.time):
         parts = urllib.parse.urlsplit(server_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"server_url must be an http(s) URL; got {server_url!r}.")
@@ -195,6 +201,18 @@ class DeviceAgent:
         self._path = parts.path.rstrip("/") + f"/v1/models/{model}/frames"
         self._url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, self._path, "", ""))
         self._opener = urllib.request.build_opener(_NoRedirect)
+        self._base_path = parts.path.rstrip("/")
+        self._centroids_path = self._base_path + f"/v1/models/{model}/centroids?device={device_id}"
+        self._telemetry_path = self._base_path + f"/v1/models/{model}/telemetry"
+        self._netloc = (parts.scheme, parts.netloc)
+        self.anomaly_threshold = anomaly_threshold
+        self.telemetry_window_seconds = telemetry_window_seconds
+        self.max_anomalies = max_anomalies
+        self._clock = clock
+        self.assigner = None              # the Assigner of the version in use, or None
+        self.filter = None                # its EdgeFilter
+        self.last_pull = None             # what the last pull() did (a dict)
+        self._version_doc = None
         self._clock_offset = 0.0          # server clock - ours, learnt from a 401 for skew
         self._window = None
         self._window_weight = 0.0
@@ -214,6 +232,7 @@ class DeviceAgent:
                                  f"is {self._dtype_code}.")
             self.model = self._new_model()
             self._restore_model()
+            self._load_stored_version()
         except BaseException:
             self.close()
             raise
@@ -239,6 +258,7 @@ class DeviceAgent:
         try:
             if self._outbox is not None:
                 self.flush()
+                self._flush_filter()
         finally:
             if self._outbox is not None:
                 self._outbox.close()
@@ -320,6 +340,8 @@ class DeviceAgent:
             self._window.learn_one(X)
             self._window_weight += 1
             self._next_point += 1
+            if self.filter is not None:
+                self._observe(X)
             return
         raw = X
         if not (hasattr(X, "toarray") or hasattr(X, "tocsr")):   # sparse: check_array refuses
@@ -344,6 +366,8 @@ class DeviceAgent:
         self._window.partial_fit(X)
         self._window_weight += X.shape[0]
         self._next_point += X.shape[0]
+        if self.filter is not None:
+            self._observe(X)
 
     # ------------------------------------------------------------ sync
     def flush(self):
@@ -385,7 +409,13 @@ class DeviceAgent:
             HTTP attempts that failed with a retryable error;
             ``pending``, ``pending_weight``: what is still queued; ``error``:
             the last error of this call (even if a retry then succeeded), or
-            None.
+            None; ``telemetry_uploaded``, ``telemetry_pending``: telemetry
+            summaries acknowledged during this call and still queued;
+            ``version``: the centroid version in use (None before the first
+            successful :meth:`pull`).  Telemetry goes up after the frames, in
+            seq order; a retryable failure (or a 404 from an aggregator without
+            the endpoint) keeps the rest for the next call, a 400/409/413/422
+            drops that summary (counted in ``outbox.telemetry_stats()``).
         """
         report = {"uploaded": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "merged": 0,
                   "failed_attempts": 0, "error": None}
@@ -412,6 +442,10 @@ class DeviceAgent:
         stats = self._outbox.stats()
         report["pending"] = stats["pending"]
         report["pending_weight"] = stats["pending_weight"]
+        self._flush_filter()
+        report["telemetry_uploaded"] = self._upload_telemetry(report)
+        report["telemetry_pending"] = self._outbox.telemetry_stats()["telemetry_pending"]
+        report["version"] = self.version
         return report
 
     def _upload(self, pending, report):
@@ -507,6 +541,236 @@ class DeviceAgent:
             return False
         self._clock_offset = offset
         return True
+
+    # ------------------------------------------------------------ centroid versions
+    @property
+    def version(self):
+        """Id of the centroid version in use, or None."""
+        return None if self.assigner is None else self.assigner.version_id
+
+    def _version_path(self, name):
+        return os.path.join(self.state_dir, name)
+
+    def _read_version_file(self, name):
+        try:
+            with open(self._version_path(name), "rb") as fh:
+                body = fh.read()
+            v = decode_version(body)
+        except (OSError, VersionError):
+            return None
+        if v.model != self.model_name:
+            return None
+        return v
+
+    def _load_stored_version(self):
+        """Use the stored version (a corrupt current file falls back to the previous one)."""
+        try:
+            os.unlink(self._version_path(_VERSION_TMP))    # an interrupted store: ignored
+        except OSError:
+            pass
+        for name in (VERSION_FILE, PREVIOUS_VERSION_FILE):
+            v = self._read_version_file(name)
+            if v is not None and self._usable(v) is None:
+                self._switch(v)
+                return
+
+    def _usable(self, v):
+        """None if this agent can assign with ``v``, else why not."""
+        if v.model != self.model_name:
+            return f"the version is for model {v.model!r}"
+        if self._n_features is not None and v.n_features != self._n_features:
+            return (f"the version has {v.n_features} features; this device's points have "
+                    f"{self._n_features}")
+        return None
+
+    def _store_version(self, body):
+        """Write ``body`` as the current version, keeping the old one as previous.
+
+        Temp file, fsync, rename the current file to previous, rename the temp
+        file to current, fsync the directory: a crash at any point leaves the
+        old version or the new one readable (current, else previous), never a
+        mix, and a half-written temp file is never read.
+        """
+        tmp = self._version_path(_VERSION_TMP)
+        current = self._version_path(VERSION_FILE)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if os.path.exists(current):
+            os.replace(current, self._version_path(PREVIOUS_VERSION_FILE))
+        os.replace(tmp, current)
+        _fsync_dir(self.state_dir)
+
+    def _switch(self, v):
+        closed = None
+        if self.filter is None:
+            self.filter = EdgeFilter(
+                v, anomaly_threshold=self.anomaly_threshold,
+                window_seconds=self.telemetry_window_seconds, clock=self._clock,
+                max_anomalies=self.max_anomalies, device=self.device_id, boot=self.boot,
+                seq_source=self._outbox.take_telemetry_seq)
+        else:
+            closed = self.filter.set_version(v)
+        self.assigner = self.filter.assigner
+        self._version_doc = v
+        if closed is not None:
+            self._queue_summaries([closed])
+
+    def pull(self):
+        """Fetch this device's centroid version; returns the id in use (or None).
+
+        A signed conditional GET (``If-None-Match`` with the digest in use).
+        On 200 the body is checked against its digest and the ``ETag``;
+        a lower version id than the one in use is refused unless the answer
+        says ``x-edgekm-rollback: 1`` or ``x-edgekm-pinned: 1``; the version is
+        stored in ``state_dir`` (see :meth:`_store_version`) before the agent
+        switches to it.  304, 404, refusals and network errors keep the
+        version in use.  Never raises for the network or the server's
+        answers; :attr:`last_pull` says what happened.
+        """
+        self._open_outbox()
+        current = getattr(self, "_version_doc", None)
+        outcome = {"status": None, "changed": False, "error": None, "version": self.version}
+        self.last_pull = outcome
+        for _ in range(2):                       # a second try after a clock-skew 401
+            headers = _auth.signed_headers(self._key, "GET", self._centroids_path, b"",
+                                           self.device_id, now=time.time() + self._clock_offset)
+            headers["Accept"] = "application/msgpack"
+            if current is not None:
+                headers["If-None-Match"] = f'"{current.digest}"'
+            url = urllib.parse.urlunsplit(self._netloc + (self._centroids_path.split("?")[0],
+                                                          f"device={self.device_id}", ""))
+            request = urllib.request.Request(url, headers=headers, method="GET")
+            try:
+                with self._opener.open(request, timeout=self.timeout) as response:
+                    status, body, rheaders = response.status, response.read(), response.headers
+            except urllib.error.HTTPError as exc:
+                try:
+                    body = exc.read()
+                except (OSError, http.client.HTTPException):
+                    body = b""
+                status, rheaders = exc.code, exc.headers
+                exc.close()
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                outcome["error"] = f"network: {type(exc).__name__}: {exc}"[:300]
+                return self.version
+            outcome["status"] = status
+            if status == 401 and self._clock_skewed(rheaders):
+                continue
+            break
+        if status == 304:
+            return self.version
+        if status != 200:
+            outcome["error"] = f"HTTP {status}: {body[:200]!r}"
+            return self.version
+        etag = (rheaders.get("ETag") or "").strip()
+        if etag.startswith("W/"):
+            etag = etag[2:]
+        etag = etag.strip('"')
+        try:
+            if not etag:
+                raise VersionError("the answer has no ETag")
+            v = decode_version(body, expected_digest=etag)
+        except VersionError as exc:
+            outcome["error"] = f"refused: {exc}"
+            return self.version
+        flag = lambda name: (rheaders.get(name) or "").strip() == "1"   # noqa: E731
+        allowed = flag("x-edgekm-rollback") or flag("x-edgekm-pinned")
+        why = self._usable(v)
+        if why is None and current is not None:
+            if v.digest == current.digest:
+                return self.version
+            if v.version < current.version and not allowed:
+                why = (f"downgrade from version {current.version} to {v.version} without a "
+                       "rollback or pin")
+            elif v.version == current.version:
+                why = f"version {v.version} with another digest (versions are immutable)"
+        if why is not None:
+            outcome["error"] = f"refused: {why}"
+            return self.version
+        try:
+            self._store_version(body)
+        except OSError as exc:
+            outcome["error"] = f"cannot store the version: {exc}"
+            return self.version
+        self._switch(v)
+        outcome["changed"] = True
+        outcome["version"] = self.version
+        return self.version
+
+    # ------------------------------------------------------------ telemetry
+    def _observe(self, X):
+        if self.filter.assigner.n_features != self._n_features:
+            # a version pulled before the first point, for another layout: unusable
+            self.last_pull = {"status": None, "changed": False, "version": None,
+                              "error": f"version {self.version} has "
+                              f"{self.filter.assigner.n_features} features; the points have "
+                              f"{self._n_features}: not used"}
+            self.filter = self.assigner = self._version_doc = None
+            return
+        self._queue_summaries(self.filter.observe(X))
+
+    def _queue_summaries(self, summaries):
+        from .telemetry import encode_telemetry
+
+        for summary in summaries:
+            self._outbox.append_telemetry(summary.seq, summary.boot, encode_telemetry(summary),
+                                          created=summary.window[1])
+
+    def _flush_filter(self):
+        if self.filter is not None:
+            summary = self.filter.flush()
+            if summary is not None:
+                self._queue_summaries([summary])
+
+    def _upload_telemetry(self, report):
+        uploaded = 0
+        url = urllib.parse.urlunsplit(self._netloc + (self._telemetry_path, "", ""))
+        for seq, body in self._outbox.pending_telemetry():
+            headers = _auth.signed_headers(self._key, "POST", self._telemetry_path, body,
+                                           self.device_id, now=time.time() + self._clock_offset)
+            headers["Content-Type"] = "application/msgpack"
+            headers["Accept"] = "application/json"
+            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            try:
+                with self._opener.open(request, timeout=self.timeout) as response:
+                    status, payload = response.status, response.read()
+            except urllib.error.HTTPError as exc:
+                try:
+                    payload = exc.read()
+                except (OSError, http.client.HTTPException):
+                    payload = b""
+                status = exc.code
+                exc.close()
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                error = f"telemetry: network: {type(exc).__name__}: {exc}"[:300]
+                self._outbox.record_telemetry_error(seq, error)
+                report["error"] = error
+                break
+            try:
+                answer = json.loads(payload) if payload else {}
+            except ValueError:
+                answer = {}
+            if not isinstance(answer, dict):
+                answer = {}
+            if 200 <= status < 300 and answer.get("status") in ("accepted", "duplicate"):
+                self._outbox.ack_telemetry(seq)
+                uploaded += 1
+                continue
+            error = f"telemetry: HTTP {status} {answer.get('reason', '')}".strip()
+            if status in FRAME_REFUSALS:
+                self._outbox.drop_telemetry(seq, error)
+                report["error"] = error
+                continue
+            self._outbox.record_telemetry_error(seq, error)
+            report["error"] = error
+            break
+        return uploaded
 
     # ------------------------------------------------------------ accounting
     def stats(self):

@@ -14,6 +14,11 @@ The outbox lives in ``state_dir/outbox.sqlite3`` and holds four tables:
   reason so that their weight is never dropped silently.
   :meth:`Outbox.requeue_rejected` puts them back in the queue.
 - ``boots``: every boot id this outbox has used, with its start time.
+- ``telemetry``: encoded telemetry summaries (``edgekm.EdgeFilter``) waiting
+  for an acknowledgement, keyed on their ``seq`` (``state.next_tseq``), at
+  most :data:`MAX_PENDING_TELEMETRY` (the oldest are dropped and counted in
+  ``state.telemetry_dropped``).  Added without a schema bump: the table is
+  created when an older outbox is opened.
 - ``state``: ``device_id``, ``model``, ``next_seq``, ``next_point`` (the
   index of the next point the device will ingest), ``n_features`` and
   ``dtype`` once known, the counters ``weight_ingested``, ``weight_acked``,
@@ -147,7 +152,20 @@ CREATE TABLE IF NOT EXISTS rejected (
     reason      TEXT NOT NULL,
     rejected_at REAL NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS telemetry (
+    seq         INTEGER PRIMARY KEY,       -- unique per outbox, so per (boot) too
+    boot        INTEGER NOT NULL,
+    body        BLOB NOT NULL,             -- encode_telemetry bytes, sent byte for byte
+    created     REAL NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT
+);
 """
+
+#: telemetry summaries kept at most; beyond it the oldest are dropped (and counted):
+#: summaries are statistics, the coreset frames carry the data
+MAX_PENDING_TELEMETRY = 256
 
 _COUNTERS = ("next_seq", "next_point", "weight_ingested", "weight_acked", "frames_acked",
              "frames_merged")
@@ -521,6 +539,62 @@ class Outbox:
                     "WHERE seq = ?", (seq,))
                 db.execute("DELETE FROM rejected WHERE seq = ?", (seq,))
         return len(chosen)
+
+    # ------------------------------------------------------------ telemetry
+    def take_telemetry_seq(self):
+        """The next telemetry seq (durably consumed: a crash leaves a gap, never a reuse)."""
+        with self._transaction():
+            seq = self._get("next_tseq", 0)
+            self._set("next_tseq", seq + 1)
+        return seq
+
+    def append_telemetry(self, seq, boot, body, created=None):
+        """Queue an encoded summary; drops the oldest beyond the cap. Returns the drop count."""
+        created = time.time() if created is None else float(created)
+        with self._transaction() as db:
+            db.execute("INSERT INTO telemetry (seq, boot, body, created) VALUES (?, ?, ?, ?)",
+                       (int(seq), _to_sql_u64(int(boot)), bytes(body), created))
+            n = db.execute("SELECT count(*) FROM telemetry").fetchone()[0]
+            dropped = max(0, n - MAX_PENDING_TELEMETRY)
+            if dropped:
+                db.execute("DELETE FROM telemetry WHERE seq IN (SELECT seq FROM telemetry "
+                           "ORDER BY seq LIMIT ?)", (dropped,))
+                self._set("telemetry_dropped", self._get("telemetry_dropped", 0) + dropped)
+        return dropped
+
+    def pending_telemetry(self):
+        """``(seq, body)`` of the queued summaries, oldest first."""
+        return [(seq, bytes(body)) for seq, body in
+                self._db.execute("SELECT seq, body FROM telemetry ORDER BY seq")]
+
+    def ack_telemetry(self, seq):
+        with self._transaction() as db:
+            n = db.execute("DELETE FROM telemetry WHERE seq = ?", (seq,)).rowcount
+            if n:
+                self._set("telemetry_acked", self._get("telemetry_acked", 0) + 1)
+        return n == 1
+
+    def drop_telemetry(self, seq, reason):
+        """Discard a summary the aggregator refused for good (counted)."""
+        with self._transaction() as db:
+            n = db.execute("DELETE FROM telemetry WHERE seq = ?", (seq,)).rowcount
+            if n:
+                self._set("telemetry_rejected", self._get("telemetry_rejected", 0) + 1)
+                self._set("telemetry_last_rejection", str(reason)[:500])
+        return n == 1
+
+    def record_telemetry_error(self, seq, error):
+        with self._transaction() as db:
+            db.execute("UPDATE telemetry SET attempts = attempts + 1, last_error = ? "
+                       "WHERE seq = ?", (str(error)[:500], seq))
+
+    def telemetry_stats(self):
+        with self._transaction("DEFERRED") as db:
+            n = db.execute("SELECT count(*) FROM telemetry").fetchone()[0]
+            return {"telemetry_pending": n,
+                    "telemetry_acked": self._get("telemetry_acked", 0),
+                    "telemetry_rejected": self._get("telemetry_rejected", 0),
+                    "telemetry_dropped": self._get("telemetry_dropped", 0)}
 
     # ------------------------------------------------------------ model snapshot
     def save_snapshot(self, body):

@@ -11,6 +11,16 @@ build coresets.  ``script`` injects faults into the next requests:
   without answering (a lost ACK);
 - ``"drop_before"``: close the connection without processing.
 
+It also serves centroid versions and takes telemetry summaries (issue 4):
+``GET /v1/models/{model}/centroids?device=ID`` (signed over the path with its
+query) answers :attr:`FakeAggregator.versions` ``[model]`` = ``(body, digest,
+headers)`` with an ``ETag``, 304 on ``If-None-Match``, 404 ``no_version``;
+``get_script`` injects faults into the next GETs (an int status,
+``"corrupt"``: a changed payload byte under the same ETag, ``"drop_before"``).
+``POST /v1/models/{model}/telemetry`` decodes with the real
+:func:`edgekm.sync.telemetry.decode_telemetry` and deduplicates on the
+summary id (:attr:`FakeAggregator.telemetry`).
+
 :meth:`FakeAggregator.stop` and :meth:`FakeAggregator.start` take the server
 down and bring it back on the same port (connections are refused meanwhile),
 keeping its state.
@@ -26,8 +36,11 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from edgekm.sync import auth, frame
+from edgekm.sync import telemetry as _telemetry
 
 _PATH = re.compile(r"/v1/models/([^/]+)/frames\Z")
+_TELEMETRY = re.compile(r"/v1/models/([^/]+)/telemetry\Z")
+_CENTROIDS = re.compile(r"/v1/models/([^/?]+)/centroids\?device=([^&]+)\Z")
 
 
 class FakeAggregator:
@@ -46,6 +59,9 @@ class FakeAggregator:
         self.log = []                           # (path, status or action)
         self.accepted = 0
         self.duplicates = 0
+        self.versions = {}                      # model -> (body, digest, extra headers)
+        self.get_script = []
+        self.telemetry = {}                     # summary id -> decoded summary
         self._server = None
         self._thread = None
         self.port = _free_port()
@@ -81,9 +97,91 @@ class FakeAggregator:
         with self.lock:
             return self.total.get(model, 0.0)
 
+    # ------------------------------------------------------------ versions
+    def publish(self, model, version, **flags):
+        """Serve ``version`` (a CentroidVersion) to every device of ``model``.
+
+        ``rollback=True`` / ``pinned=True`` add the matching answer header.
+        """
+        from edgekm.sync.version import encode_version
+
+        body, digest = encode_version(version)
+        extra = {}
+        if flags.get("rollback"):
+            extra["x-edgekm-rollback"] = "1"
+        if flags.get("pinned"):
+            extra["x-edgekm-pinned"] = "1"
+        with self.lock:
+            self.versions[model] = (body, digest, extra)
+        return digest
+
+    def handle_get(self, path, headers):
+        """Returns (status, body bytes, headers) or "drop"."""
+        match = _CENTROIDS.match(path)
+        if match is None:
+            return 404, b'{"reason": "not_found"}', {"Content-Type": "application/json"}
+        model, device = match.groups()
+        with self.lock:
+            action = self.get_script.pop(0) if self.get_script else None
+        self.log.append((path, action))
+        if isinstance(action, int):
+            return action, b'{"reason": "scripted"}', {"Content-Type": "application/json"}
+        if action == "drop_before":
+            return "drop"
+        key = self.keys.get(headers.get(auth.H_DEVICE, ""))
+        if key is None or headers.get(auth.H_DEVICE) != device:
+            return 401, b'{"reason": "unauthorized"}', {"Content-Type": "application/json"}
+        try:
+            _, _, nonce = auth.verify(key, "GET", path, b"", headers, now=self.now())
+        except auth.AuthError:
+            return 401, b'{"reason": "unauthorized"}', {"Content-Type": "application/json"}
+        with self.lock:
+            if (device, nonce) in self.nonces:
+                return 401, b'{"reason": "unauthorized"}', {"Content-Type": "application/json"}
+            self.nonces.add((device, nonce))
+            served = self.versions.get(model)
+        if served is None:
+            return 404, b'{"reason": "no_version"}', {"Content-Type": "application/json"}
+        body, digest, extra = served
+        out = {"ETag": f'"{digest}"', **extra}
+        if headers.get("if-none-match") == f'"{digest}"':
+            return 304, b"", out
+        if action == "corrupt":
+            body = body[:-1] + bytes([body[-1] ^ 1])
+        out["Content-Type"] = "application/msgpack"
+        return 200, body, out
+
+    def handle_telemetry(self, model, headers, body, path):
+        device = headers.get(auth.H_DEVICE, "")
+        key = self.keys.get(device)
+        if key is None:
+            return 401, {"reason": "unauthorized"}
+        try:
+            auth.verify(key, "POST", path, body, headers, now=self.now())
+            s = _telemetry.decode_telemetry(body)
+        except auth.AuthError:
+            return 401, {"reason": "unauthorized"}
+        except _telemetry.TelemetryError as exc:
+            return 400, {"error": str(exc), "reason": "bad_telemetry"}
+        if s.device != device or s.model != model:
+            return 403, {"reason": "forbidden"}
+        with self.lock:
+            if s.summary_id in self.telemetry:
+                return 200, {"status": "duplicate"}
+            self.telemetry[s.summary_id] = s
+        return 200, {"status": "accepted"}
+
     # ------------------------------------------------------------ the endpoint
     def handle(self, path, headers, body):
         """Returns (status, json) or the string "drop" (close without answering)."""
+        tmatch = _TELEMETRY.match(path)
+        if tmatch is not None:
+            with self.lock:
+                action = self.script.pop(0) if self.script else None
+            self.log.append((path, action))
+            if isinstance(action, int):
+                return action, {"error": "scripted", "reason": "scripted"}
+            return self.handle_telemetry(tmatch.group(1), headers, body, path)
         match = _PATH.match(path)
         if match is None:
             return 404, {"error": "no such route", "reason": "not_found"}
@@ -157,6 +255,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         self._reply(*result)
+
+    def do_GET(self):
+        fake = self.server.fake
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        result = fake.handle_get(self.path, headers)
+        if result == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        status, data, extra = result
+        self.send_response(status)
+        for name, value in extra.items():
+            self.send_header(name, value)
+        if status != 304:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if status != 304:
+            self.wfile.write(data)
 
     def _reply(self, status, payload):
         data = json.dumps(payload).encode()
