@@ -80,7 +80,8 @@ def test_ingest_sync_and_exact_weight(fake, tmp_path):
             report = agent.sync()
             assert report == {"uploaded": 1, "accepted": 1, "duplicates": 0, "rejected": 0,
                               "merged": 0, "failed_attempts": 0, "error": None, "pending": 0,
-                              "pending_weight": 0.0}
+                              "pending_weight": 0.0, "telemetry_uploaded": 0,
+                              "telemetry_pending": 0, "version": None}
             _check(agent, n)
         assert agent.sync()["uploaded"] == 0        # nothing new: no empty frame
         assert agent.model.n_seen_ == n

@@ -211,7 +211,8 @@ def test_show_config_prints_to_stdout_by_default(capsys):
 
 def test_public_surface():
     assert set(edgekm.__all__) == {"StreamingKMeans", "Coreset", "show_config", "EdgekmError",
-                                   "NotFittedError", "BackendWarning", "__version__"}
+                                   "NotFittedError", "BackendWarning", "__version__",
+                                   "Assigner", "AssignResult", "EdgeFilter"}
     for name in edgekm.__all__:
         assert hasattr(edgekm, name)
     assert issubclass(edgekm.BackendWarning, UserWarning)
