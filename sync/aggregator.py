@@ -39,6 +39,12 @@ device's.  ``window_seconds`` is fixed per model when it is created.
 ``aggregate(model, windows=N)`` is the union of the windows
 ``current - N + 1 .. current``, ``current`` being the window of ``clock()``.
 
+**Centroid versions** (:mod:`edgekm.sync.versions`, mixed in): publishing
+with stable labels, the rollout (candidate, canary, active, retired; pins;
+rollback), device pulls, telemetry summaries and the drift report.  Pulls
+and telemetry uploads go through :meth:`Aggregator.accept_signed` like
+frames, so that they share its group commit.
+
 **Reproducibility.** Each model has a seed (drawn at creation, or derived
 from ``random_state``) and a persisted counter of reduces; reduce number i
 uses the seed ``sha256(seed, i)``, so replaying the same frames in the same

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import math
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -236,20 +237,23 @@ class VersionsMixin:
     def _load_version(self, conn, mid, version):
         """(CentroidVersion, body, digest) of a stored version, cached (immutable)."""
         cache = self.__dict__.setdefault("_versions_cache", OrderedDict())
-        key = (self.db_path, mid, int(version))
-        hit = cache.get(key)
-        if hit is not None:
-            cache.move_to_end(key)
-            return hit
+        lock = self.__dict__.setdefault("_versions_cache_lock", threading.Lock())
+        key = (mid, int(version))
+        with lock:
+            hit = cache.get(key)
+            if hit is not None:
+                cache.move_to_end(key)
+                return hit
         row = conn.execute("SELECT body, digest FROM versions WHERE model_id = ? AND "
                            "version = ?", (mid, int(version))).fetchone()
         if row is None:
             raise UnknownVersionError(f"no version {version!r}.")
         body, digest = bytes(row[0]), row[1]
         hit = (decode_version(body, expected_digest=digest), body, digest)
-        cache[key] = hit
-        while len(cache) > _VERSION_CACHE_SIZE:
-            cache.popitem(last=False)
+        with lock:
+            cache[key] = hit
+            while len(cache) > _VERSION_CACHE_SIZE:
+                cache.popitem(last=False)
         return hit
 
     def _rollout(self, conn, mid):
