@@ -356,7 +356,8 @@ class EdgeFilter:
             anomaly_scores=self._anom_s[:a].copy(), psi=float(drift["psi"]),
             dist_quantiles=np.minimum(drift["dist_quantiles"], 2.0 ** LOG2_MAX),
             drift_score=drift["drift_score"],
-            assign_latency_us=float(self.assign_seconds / self.n_points * 1e6))
+            assign_latency_us=float(self.assign_seconds / self.n_points * 1e6),
+            anomalies_dropped=int(self.anomalies_dropped))
         size = 0
         for _ in range(8):                       # the size is part of the encoding
             summary = TelemetrySummary(forwarded_bytes=size, **fields)

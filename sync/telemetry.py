@@ -28,7 +28,7 @@ _FIELDS = {
     "v": int, "kind": str, "model": str, "device": str, "boot": int, "seq": int,
     "window": list, "version": int, "k": int, "d": int, "dtype": str,
     "counts": bytes, "sums": bytes, "sumsq": bytes, "n_points": int,
-    "raw_bytes": int, "forwarded_bytes": int, "n_anomalies": int,
+    "raw_bytes": int, "forwarded_bytes": int, "n_anomalies": int, "anomalies_dropped": int,
     "anomalies": bytes, "anomaly_labels": bytes, "anomaly_scores": bytes,
     "psi": (float, int), "dist_quantiles": bytes, "drift_score": (float, int),
     "assign_latency_us": (float, int),
@@ -46,7 +46,8 @@ class TelemetrySummary:
     counts (k,), sums (k, d), sumsq (k, d): per-cluster weight, sum and sum of
     squares of the points assigned to each cluster.  anomalies (a, d) in
     ``dtype``, anomaly_labels (a,) int32, anomaly_scores (a,).
-    dist_quantiles (3,): the window's p50/p95/p99 of squared assignment
+    anomalies_dropped: anomalies over the device's per-window cap, counted
+    but not forwarded.  dist_quantiles (3,): the window's p50/p95/p99 of squared assignment
     distance.  psi: population stability index of the cluster shares against
     the version's training shares.  drift_score: the device's combined score
     (see ``edgekm.filter``).  ``version`` is 0 when no version was in use.
@@ -71,6 +72,7 @@ class TelemetrySummary:
     dist_quantiles: np.ndarray
     drift_score: float
     assign_latency_us: float
+    anomalies_dropped: int = 0
 
     @property
     def summary_id(self):
@@ -97,6 +99,7 @@ def encode_telemetry(s):
         "sumsq": np.ascontiguousarray(s.sumsq, dtype="<f8").tobytes(),
         "n_points": int(s.n_points), "raw_bytes": int(s.raw_bytes),
         "forwarded_bytes": int(s.forwarded_bytes), "n_anomalies": int(anomalies.shape[0]),
+        "anomalies_dropped": int(s.anomalies_dropped),
         "anomalies": anomalies.astype(code).tobytes(),
         "anomaly_labels": np.ascontiguousarray(s.anomaly_labels, dtype="<i4").tobytes(),
         "anomaly_scores": np.ascontiguousarray(s.anomaly_scores, dtype="<f8").tobytes(),
@@ -147,7 +150,8 @@ def decode_telemetry(data, *, max_bytes=MAX_TELEMETRY_BYTES):
     k, d, a = b["k"], b["d"], b["n_anomalies"]
     ints_ok = (1 <= k <= MAX_CLUSTERS and 1 <= d <= MAX_FEATURES and 0 <= a <= MAX_ANOMALIES
                and 0 <= b["boot"] < 2**64 and 0 <= b["seq"] < 2**63 and b["version"] >= 0
-               and b["n_points"] >= 0 and b["raw_bytes"] >= 0 and b["forwarded_bytes"] >= 0)
+               and b["n_points"] >= 0 and b["raw_bytes"] >= 0 and b["forwarded_bytes"] >= 0
+               and 0 <= b["anomalies_dropped"] <= b["n_points"])
     if not ints_ok:
         raise TelemetryError("an integer field is out of range.")
     window = b["window"]
@@ -175,4 +179,5 @@ def decode_telemetry(data, *, max_bytes=MAX_TELEMETRY_BYTES):
         anomalies=_array(b, "anomalies", dtype, (a, d)), anomaly_labels=labels,
         anomaly_scores=_array(b, "anomaly_scores", "<f8", (a,)), psi=float(b["psi"]),
         dist_quantiles=_array(b, "dist_quantiles", "<f8", (3,)),
-        drift_score=float(b["drift_score"]), assign_latency_us=float(b["assign_latency_us"]))
+        drift_score=float(b["drift_score"]), assign_latency_us=float(b["assign_latency_us"]),
+        anomalies_dropped=b["anomalies_dropped"])

@@ -58,8 +58,8 @@ class CentroidVersion:
     training_weight, cost : float
         Weight of the aggregate it was fitted on, and its cost there.
     shift : float or None
-        Largest Euclidean distance between a centre and the parent's centre
-        of the same label (None without a parent).
+        Largest Euclidean distance between matched centres (a centre and the
+        parent's centre it was matched to; None without a parent).
     windows : int or None
         The number of time windows fitted on (None: all time).
     new_clusters, vanished_clusters : tuple of int
