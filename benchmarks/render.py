@@ -24,6 +24,9 @@ QUERY_Q = "100"
 INGEST_MIN_FPS = 1000.0
 INGEST_MAX_P99_MS = 50.0
 WIRE_MAX_OVERHEAD = 200
+ASSIGN_MIN_SPEEDUP = 1.5
+ASSIGN_ONE_MAX_US = 2.0
+FORWARD_MAX_RATIO = 0.01
 RSS_FLAT_TOLERANCE = 1 << 20   # bytes: max - min of RSS after warm-up
 
 
@@ -106,6 +109,20 @@ def targets(res):
                          f"{w['dtype']})", f"<= {WIRE_MAX_OVERHEAD}",
                          f"{w['overhead_bytes']} ({w['frame_bytes']:,} vs {w['raw_bytes']:,})",
                          w["overhead_bytes"] <= WIRE_MAX_OVERHEAD))
+    asg = secs.get("assign")
+    if asg:
+        for b in asg["batch"]:
+            rows.append(("Assign", f"Assigner.assign / KMeans.predict speed, n={b['n']:,}, "
+                         f"d={b['d']}, k={b['k']}", f">= {ASSIGN_MIN_SPEEDUP:g}x",
+                         f"{b['speedup']:.2f}x", b["speedup"] >= ASSIGN_MIN_SPEEDUP))
+        one = asg["assign_one"]
+        rows.append(("Assign", f"assign_one from Python (d={one['d']}, k={one['k']})",
+                     f"< {ASSIGN_ONE_MAX_US:g} us", f"{one['us_per_call']:.3f} us",
+                     one["us_per_call"] < ASSIGN_ONE_MAX_US))
+        comp = asg["compression"]
+        rows.append(("Assign", f"bytes forwarded / raw bytes, no drift ({comp['data']}, "
+                     f"k={comp['k']}, windows of {comp['window']:,})", f"<= {FORWARD_MAX_RATIO:.0%}",
+                     f"{comp['ratio']:.3%}", comp["ratio"] <= FORWARD_MAX_RATIO))
     mem = secs.get("memory")
     if mem:
         for run in mem["runs"]:
@@ -566,6 +583,42 @@ def _sync_md(res):
     ]
 
 
+def _assign_md(res):
+    asg = res["sections"].get("assign")
+    if not asg:
+        return []
+    rows = [[f"{b['n']:,}", b["d"], b["k"], f"{b['sklearn_predict_ms']:.2f}", f"{b['assign_ms']:.2f}",
+             f"{b['assign_1thread_ms']:.2f}", f"{b['speedup']:.2f}", f"{b['speedup_1thread']:.2f}",
+             f"{b['labels_agree']:.4f}"] for b in asg["batch"]]
+    comp = asg["compression"]
+    wins = [[w["n_points"], f"{w['raw_bytes']:,}", f"{w['forwarded_bytes']:,}", f"{w['ratio']:.3%}",
+             w["anomalies"], w["anomalies_dropped"], f"{w['psi']:.5f}", f"{w['drift_score']:.4f}"]
+            for w in comp["windows"]]
+    return [
+        "## Assign: offline assignment and telemetry compression",
+        "",
+        f"Command: `{asg['command']}` (kernel `{asg['machine'].get('assign_kernel')}`). Batch "
+        "assignment of float64 points against the same centres as a fitted scikit-learn "
+        "`KMeans`, whose `predict` uses BLAS and OpenMP threads; `Assigner.assign` uses its "
+        "default threads, and the 1-thread column pins it to one.",
+        "",
+        _table(["n", "d", "k", "KMeans.predict ms", "assign ms", "assign 1-thread ms",
+                "speed-up", "speed-up 1 thread", "labels agree"], rows),
+        "",
+        f"`assign_one`: {asg['assign_one']['us_per_call']:.3f} µs per call from Python "
+        f"(d={asg['assign_one']['d']}, k={asg['assign_one']['k']}).",
+        "",
+        f"Compression with no drift: {comp['data']} through a version fitted on it, k={comp['k']}, "
+        f"windows of {comp['window']:,} points, anomaly threshold {comp['anomaly_threshold']}, "
+        f"at most {comp['max_anomalies']} raw anomalies forwarded per window "
+        f"(the rest are counted in `anomalies_dropped`): {comp['ratio']:.3%} of the raw bytes.",
+        "",
+        _table(["points", "raw bytes", "forwarded bytes", "ratio", "anomalies sent",
+                "anomalies dropped", "PSI", "drift score"], wins),
+        "",
+    ]
+
+
 def render(res, json_path="(unknown)"):
     try:
         shown = Path(json_path).resolve().relative_to(Path(__file__).resolve().parent.parent)
@@ -578,6 +631,7 @@ def render(res, json_path="(unknown)"):
     parts += _query_md(res)
     parts += _memory_md(res)
     parts += _sync_md(res)
+    parts += _assign_md(res)
     return "\n".join(parts).rstrip() + "\n"
 
 

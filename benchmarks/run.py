@@ -456,13 +456,29 @@ def section_sync(cfg):
         ["python", "benchmarks/ingest.py", "--seconds", str(cfg["ingest_seconds"])])}
 
 
+def section_assign(cfg):
+    """Issue 4: offline assignment against KMeans.predict, assign_one latency, and
+    the telemetry compression of a device with no drift (benchmarks/assign.py)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "assign.json"
+        cmd = [sys.executable, str(HERE / "assign.py"), "--out", str(out)]
+        log("assign: " + shlex.join(cmd))
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        res = json.loads(out.read_text())
+    res["command"] = "python benchmarks/assign.py"
+    return res
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="edgekm benchmark (see benchmarks/README.md)")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--quick", action="store_true", help="subsets; a check, < 3 minutes")
     mode.add_argument("--full", action="store_true", help="the full run (<= 30 minutes)")
-    p.add_argument("--sections", default="cost,throughput,query,memory,sync",
-                   help="comma-separated subset of cost,throughput,query,memory,sync")
+    p.add_argument("--sections", default="cost,throughput,query,memory,sync,assign",
+                   help="comma-separated subset of cost,throughput,query,memory,sync,assign")
     p.add_argument("--datasets", default="power,kdd99,shuttle,drift",
                    help="comma-separated subset of power,kdd99,shuttle,drift (cost section)")
     p.add_argument("--doc", default=None, help="markdown output (default depends on the mode)")
@@ -524,6 +540,9 @@ def main(argv=None):
         save()
     if "sync" in sections:
         result["sections"]["sync"] = section_sync(cfg)
+        save()
+    if "assign" in sections:
+        result["sections"]["assign"] = section_assign(cfg)
         save()
     result["seconds"] = time.perf_counter() - t0
     result["load_end"] = loadavg()
