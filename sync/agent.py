@@ -83,6 +83,10 @@ class _Outcome:
         self.duplicate = duplicate
 
 
+
+class _NetworkFailure(Exception):
+    """No HTTP answer at all (refused, reset, timeout, DNS): always retryable."""
+
 class DeviceAgent:
     """Streams points into a local model and ships coreset frames to an aggregator.
 
@@ -469,27 +473,35 @@ class DeviceAgent:
             self._sleep(delay)
         raise AssertionError("unreachable")         # pragma: no cover
 
+    def _send(self, request):
+        """Send one request and return ``(status, body, headers)``.  HTTP error
+        statuses are answers; a network failure raises :class:`_NetworkFailure`."""
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return response.status, response.read(), response.headers
+        except urllib.error.HTTPError as exc:
+            try:
+                payload = exc.read()
+            except (OSError, http.client.HTTPException):
+                payload = b""
+            exc.close()
+            return exc.code, payload, exc.headers
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            # URLError, refused, reset, timeout, a dropped connection after a lost ACK
+            raise _NetworkFailure(f"network: {type(exc).__name__}: {exc}"[:300]) from None
+
     def _post(self, pending):
         body = pending.body
         headers = _auth.signed_headers(self._key, "POST", self._path, body, self.device_id,
                                        now=time.time() + self._clock_offset)
         headers["Content-Type"] = "application/msgpack"
         headers["Accept"] = "application/json"
-        request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                status, payload, date = response.status, response.read(), response.headers
-        except urllib.error.HTTPError as exc:
-            try:
-                payload = exc.read()
-            except (OSError, http.client.HTTPException):
-                payload = b""
-            status, date = exc.code, exc.headers
-            exc.close()
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            # URLError, refused, reset, timeout, a dropped connection after a lost ACK
-            return _Outcome("retry", error=f"network: {type(exc).__name__}: {exc}"[:300])
-        return self._classify(pending, status, payload, date)
+            answer = self._send(urllib.request.Request(self._url, data=body, headers=headers,
+                                                       method="POST"))
+        except _NetworkFailure as exc:
+            return _Outcome("retry", error=str(exc))
+        return self._classify(pending, *answer)
 
     def _classify(self, pending, status, payload, headers):
         try:
@@ -645,19 +657,11 @@ class DeviceAgent:
                 headers["If-None-Match"] = f'"{current.digest}"'
             url = urllib.parse.urlunsplit(self._netloc + (self._centroids_path.split("?")[0],
                                                           f"device={self.device_id}", ""))
-            request = urllib.request.Request(url, headers=headers, method="GET")
             try:
-                with self._opener.open(request, timeout=self.timeout) as response:
-                    status, body, rheaders = response.status, response.read(), response.headers
-            except urllib.error.HTTPError as exc:
-                try:
-                    body = exc.read()
-                except (OSError, http.client.HTTPException):
-                    body = b""
-                status, rheaders = exc.code, exc.headers
-                exc.close()
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                outcome["error"] = f"network: {type(exc).__name__}: {exc}"[:300]
+                status, body, rheaders = self._send(
+                    urllib.request.Request(url, headers=headers, method="GET"))
+            except _NetworkFailure as exc:
+                outcome["error"] = str(exc)
                 return self.version
             outcome["status"] = status
             if status == 401 and self._clock_skewed(rheaders):
@@ -736,19 +740,11 @@ class DeviceAgent:
                                            self.device_id, now=time.time() + self._clock_offset)
             headers["Content-Type"] = "application/msgpack"
             headers["Accept"] = "application/json"
-            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
             try:
-                with self._opener.open(request, timeout=self.timeout) as response:
-                    status, payload = response.status, response.read()
-            except urllib.error.HTTPError as exc:
-                try:
-                    payload = exc.read()
-                except (OSError, http.client.HTTPException):
-                    payload = b""
-                status = exc.code
-                exc.close()
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                error = f"telemetry: network: {type(exc).__name__}: {exc}"[:300]
+                status, payload, _ = self._send(
+                    urllib.request.Request(url, data=body, headers=headers, method="POST"))
+            except _NetworkFailure as exc:
+                error = f"telemetry: {exc}"[:300]
                 self._outbox.record_telemetry_error(seq, error)
                 report["error"] = error
                 break

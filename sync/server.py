@@ -358,13 +358,7 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_inter
         require_admin(request)
         model = model_name(request)
         body = await _read_body(request, MAX_JSON_BYTES, _BadRequest)
-        try:
-            params = json.loads(body or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            raise _BadRequest("the body must be a JSON object") from None
-        if not isinstance(params, dict):
-            raise _BadRequest("the body must be a JSON object")
-        return model, params
+        return model, _json_object(body)
 
     def version_param(request):
         text = request.path_params["version"]
@@ -598,13 +592,19 @@ def _etag_matches(header, digest):
     return False
 
 
-def _fit_params(body):
+def _json_object(body):
+    """The request body as a JSON object (an empty body is {})."""
     try:
         params = json.loads(body or b"{}")
     except (ValueError, UnicodeDecodeError):
         raise _BadRequest("the body must be a JSON object") from None
     if not isinstance(params, dict):
         raise _BadRequest("the body must be a JSON object")
+    return params
+
+
+def _fit_params(body):
+    params = _json_object(body)
     unknown = sorted(set(params) - {"n_clusters", "windows", "n_init", "random_state"})
     if unknown:
         raise _BadRequest(f"unknown fields {unknown[:5]}")
