@@ -170,6 +170,16 @@ def _check_positive_int(name, value):
     return int(value)
 
 
+
+def check_sender(what, item, model, device_id):
+    """An upload (frame or summary) must name the signing device and the URL's model."""
+    if item.device != device_id:
+        raise ForbiddenError(f"the {what} is from device {item.device!r} but the request is "
+                             f"signed by {device_id!r}")
+    if item.model != model:
+        raise ForbiddenError(f"the {what} is for model {item.model!r} but was sent to "
+                             f"model {model!r}")
+
 class Aggregator(VersionsMixin):
     """Merge coreset frames from many devices into bounded per-model aggregates.
 
@@ -676,12 +686,7 @@ class Aggregator(VersionsMixin):
 
     def _accept(self, conn, model, device_id, frame, digest, now):
         """Inside a transaction: check, deduplicate, merge and record one decoded frame."""
-        if frame.device != device_id:
-            raise ForbiddenError(f"the frame is from device {frame.device!r} but the request "
-                                 f"is signed by {device_id!r}")
-        if frame.model != model:
-            raise ForbiddenError(f"the frame is for model {frame.model!r} but was sent to "
-                                 f"model {model!r}")
+        check_sender("frame", frame, model, device_id)
         row = self._model_row(conn, model)
         if row is None:
             if not self.auto_create_models:

@@ -664,14 +664,9 @@ class VersionsMixin:
         return self._transaction(work)
 
     def _accept_telemetry(self, conn, model, device_id, s, digest, now):
-        from .aggregator import ConflictError, DimensionError, ForbiddenError, _signed64
+        from .aggregator import ConflictError, DimensionError, _signed64, check_sender
 
-        if s.device != device_id:
-            raise ForbiddenError(f"the summary is from device {s.device!r} but the request is "
-                                 f"signed by {device_id!r}")
-        if s.model != model:
-            raise ForbiddenError(f"the summary is for model {s.model!r} but was sent to "
-                                 f"model {model!r}")
+        check_sender("summary", s, model, device_id)
         row = self._mid(conn, model)
         mid = row["model_id"]
         k, d = s.sums.shape
