@@ -27,24 +27,23 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(minimum, what="an integer", bound=None):
+    """An argparse type: an int >= minimum, with the messages the CLI uses."""
+    bound = bound or f"must be at least {minimum}"
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{bound}, got {value}")
+        return value
+    return parse
 
 
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+_positive_int = _int_at_least(1)
+_seed = _int_at_least(0, bound="must be >= 0")
 
 
 # ---------------------------------------------------------------- demo
@@ -358,14 +357,7 @@ def _cmd_models(args):
     return 0
 
 
-def _version_id(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a version id, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"a version id is at least 1, got {value}")
-    return value
+_version_id = _int_at_least(1, "a version id", "a version id is at least 1")
 
 
 def _pin_version(text):
