@@ -51,6 +51,7 @@ uses the seed ``sha256(seed, i)``, so replaying the same frames in the same
 order into a fresh database gives the same trees, bit for bit.
 """
 
+import contextlib
 import hashlib
 import math
 import secrets
@@ -325,6 +326,17 @@ class Aggregator(VersionsMixin):
         if self._closed:
             raise UnavailableError("the aggregator is closed.")
 
+    @contextlib.contextmanager
+    def _snapshot(self):
+        """This thread's read-only connection inside one read transaction, so that
+        every query in the block sees the same state."""
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
     def _reader(self):
         self._check_open()
         conn = getattr(self._local, "conn", None)
@@ -439,9 +451,7 @@ class Aggregator(VersionsMixin):
     def model_info(self, model, *, with_windows=True):
         """A dict: model, n_features, dtype, window_seconds, total_weight, frames,
         devices, buckets and (``with_windows``) the windows with their weights."""
-        conn = self._reader()
-        conn.execute("BEGIN")          # one snapshot for every query below
-        try:
+        with self._snapshot() as conn:          # one snapshot for every query below
             row = self._model_row(conn, model)
             if row is None:
                 raise UnknownModelError(f"no model {model!r}.")
@@ -463,8 +473,6 @@ class Aggregator(VersionsMixin):
                     for w, tw, nf in conn.execute(
                         "SELECT window, total_weight, n_frames FROM windows WHERE model_id = ? "
                         "ORDER BY window", (mid,))]
-        finally:
-            conn.execute("COMMIT")
         return info
 
     _MODEL_COLUMNS = ("model_id", "n_features", "dtype", "window_seconds", "total_weight",
@@ -822,9 +830,7 @@ class Aggregator(VersionsMixin):
         """
         if windows is not None:
             windows = _check_positive_int("windows", windows)
-        conn = self._reader()
-        conn.execute("BEGIN")
-        try:
+        with self._snapshot() as conn:
             row = self._model_row(conn, model)
             if row is None:
                 raise UnknownModelError(f"no model {model!r}.")
@@ -842,8 +848,6 @@ class Aggregator(VersionsMixin):
                     select + "AND window > ? AND window <= ? "
                     "ORDER BY window, level DESC, position",
                     (mid, current - windows, current)).fetchall()
-        finally:
-            conn.execute("COMMIT")
         if not rows:
             which = "all time" if windows is None else f"the last {windows} window(s)"
             raise NotFittedError(f"model {model!r} has no data for {which}.")

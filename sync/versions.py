@@ -214,6 +214,12 @@ _INFO_COLUMNS = ("version, status, created, parent, k, d, training_weight, cost,
                  "windows, model_weight, digest")
 
 
+def _version_rows(conn, mid):
+    """Every version row of a model (the _INFO_COLUMNS), oldest first."""
+    return conn.execute(f"SELECT {_INFO_COLUMNS} FROM versions WHERE model_id = ? "
+                        "ORDER BY version", (mid,)).fetchall()
+
+
 # ---------------------------------------------------------------- the mixin
 
 
@@ -398,15 +404,10 @@ class VersionsMixin:
         """Every version of ``model``, oldest first, as dicts: version, status, created,
         parent, k, d, training_weight, cost, shift, windows, model_weight, digest
         (and ``canary_percent`` for the canary)."""
-        conn = self._reader()
-        conn.execute("BEGIN")
-        try:
+        with self._snapshot() as conn:
             mid = self._mid(conn, model)["model_id"]
             _, _, percent = self._rollout(conn, mid)
-            rows = conn.execute(f"SELECT {_INFO_COLUMNS} FROM versions WHERE model_id = ? "
-                                "ORDER BY version", (mid,)).fetchall()
-        finally:
-            conn.execute("COMMIT")
+            rows = _version_rows(conn, mid)
         return [_version_info(r, percent) for r in rows]
 
     def version(self, model, version):
@@ -425,9 +426,7 @@ class VersionsMixin:
     def rollout_state(self, model):
         """``{"active": v|None, "canary": v|None, "canary_percent": p, "history": [...],
         "pins": {device: v}}``."""
-        conn = self._reader()
-        conn.execute("BEGIN")
-        try:
+        with self._snapshot() as conn:
             mid = self._mid(conn, model)["model_id"]
             active, canary, percent = self._rollout(conn, mid)
             history = [r[0] for r in conn.execute(
@@ -435,8 +434,6 @@ class VersionsMixin:
                 (mid,))]
             pins = dict(conn.execute("SELECT device_id, version FROM pins WHERE model_id = ? "
                                      "ORDER BY device_id", (mid,)).fetchall())
-        finally:
-            conn.execute("COMMIT")
         return {"active": active, "canary": canary,
                 "canary_percent": percent if canary is not None else 0.0,
                 "history": history, "pins": pins}
@@ -771,13 +768,10 @@ class VersionsMixin:
               ``compression_ratio`` (forwarded / raw) and anomalies;
             - ``active``, ``canary``, ``canary_percent``.
         """
-        conn = self._reader()
-        conn.execute("BEGIN")
-        try:
+        with self._snapshot() as conn:
             mid = self._mid(conn, model)["model_id"]
             active, canary, percent = self._rollout(conn, mid)
-            rows = conn.execute(f"SELECT {_INFO_COLUMNS} FROM versions WHERE model_id = ? "
-                                "ORDER BY version", (mid,)).fetchall()
+            rows = _version_rows(conn, mid)
             docs = {r[0]: self._load_version(conn, mid, r[0])[0] for r in rows}
             usage = {v: np.frombuffer(c, dtype="<f8") for v, c in conn.execute(
                 "SELECT version, counts FROM version_usage WHERE model_id = ?", (mid,))}
@@ -791,8 +785,6 @@ class VersionsMixin:
             totals = conn.execute("SELECT summaries, n_points, raw_bytes, forwarded_bytes, "
                                   "n_anomalies FROM telemetry_totals WHERE model_id = ?",
                                   (mid,)).fetchone()
-        finally:
-            conn.execute("COMMIT")
 
         def shares(w):
             total = float(np.sum(w))
@@ -906,9 +898,7 @@ class VersionsMixin:
         A cheap read (one query per policy), safe to call after every batch.
         """
         now = float(self.clock()) if now is None else float(now)
-        conn = self._reader()
-        conn.execute("BEGIN")
-        try:
+        with self._snapshot() as conn:
             due = []
             for (name, mid, total, every_s, every_w, thr, k, windows, n_init, seed,
                  since) in conn.execute(
@@ -937,8 +927,6 @@ class VersionsMixin:
                 if reason is not None:
                     due.append((name, reason, {"n_clusters": k, "windows": windows,
                                                "n_init": n_init, "random_state": seed}))
-        finally:
-            conn.execute("COMMIT")
         return due
 
     def run_publish_policies(self, now=None):
@@ -965,9 +953,7 @@ class VersionsMixin:
         """State for ``/metrics``, read in one snapshot: per model, the merged weight,
         frames, versions per status, the active version, devices with frames, the
         devices' drift and the telemetry totals."""
-        conn = self._reader()
-        conn.execute("BEGIN")
-        try:
+        with self._snapshot() as conn:
             models = {}
             for mid, name, total, n_frames in conn.execute(
                     "SELECT model_id, name, total_weight, n_frames FROM models"):
@@ -1000,8 +986,6 @@ class VersionsMixin:
                                    forwarded_bytes=forwarded, anomalies=anomalies)
             devices = dict(conn.execute("SELECT revoked IS NOT NULL, count(*) FROM devices "
                                         "GROUP BY revoked IS NOT NULL"))
-        finally:
-            conn.execute("COMMIT")
         return {"models": list(models.values()),
                 "devices": {"active": devices.get(0, 0), "revoked": devices.get(1, 0)}}
 
