@@ -529,21 +529,12 @@ def main(argv=None):
         result["sections"]["cost"] = {}
         section_cost(cfg, dsets, result["sections"]["cost"], save)
         save()
-    if "throughput" in sections:
-        result["sections"]["throughput"] = section_throughput(cfg)
-        save()
-    if "query" in sections:
-        result["sections"]["query"] = section_query(cfg)
-        save()
-    if "memory" in sections:
-        result["sections"]["memory"] = section_memory(cfg)
-        save()
-    if "sync" in sections:
-        result["sections"]["sync"] = section_sync(cfg)
-        save()
-    if "assign" in sections:
-        result["sections"]["assign"] = section_assign(cfg)
-        save()
+    for name, section in (("throughput", section_throughput), ("query", section_query),
+                          ("memory", section_memory), ("sync", section_sync),
+                          ("assign", section_assign)):
+        if name in sections:
+            result["sections"][name] = section(cfg)
+            save()
     result["seconds"] = time.perf_counter() - t0
     result["load_end"] = loadavg()
     result["finished_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
