@@ -345,6 +345,71 @@ class VersionsMixin:
         coreset = self.aggregate(model, windows)            # a read snapshot
         centers, _, cost = coreset.fit_centers(int(n_clusters), n_init=n_init,
                                                random_state=random_state)
+        return self._store_version(model, centers, coreset, cost, windows, actor, reason)
+
+    def publish_centers(self, model, centers, coreset=None, *, actor="api", reason=None):
+        """Store centres fitted elsewhere as a new immutable version.
+
+        For centres that were not fitted on the aggregate, for example by an
+        offline fit on a cluster (:func:`edgekm.dask.fit_coreset`).  The
+        version is built exactly as :meth:`publish` builds one (stable labels
+        against the parent, status, rollout), with the centres as given.
+
+        Parameters
+        ----------
+        model : str
+            An existing model.
+        centers : array-like of shape (n_clusters, n_features)
+            Finite centres; stored in the model's dtype.
+        coreset : edgekm.Coreset or None, default=None
+            The data the centres were fitted on: the cluster weights, anomaly
+            quantiles, training weight and cost of the version are computed on
+            it.  None uses the model's all-time aggregate.
+        actor : {"api", "cli", "http", "policy"}
+        reason : str or None
+            Recorded in the event log.
+
+        Returns
+        -------
+        int
+            The new version id (status as in :meth:`publish`).
+
+        Raises
+        ------
+        UnknownModelError, edgekm.NotFittedError
+            No model, or (``coreset=None``) no data in the aggregate.
+        ValueError
+            Centres that are not a finite 2-D array with the model's
+            n_features, or a coreset with another n_features.
+        """
+        from edgekm import Coreset
+
+        self._check_actor(actor)
+        info = self.model_info(model, with_windows=False)
+        C = np.asarray(centers)
+        if C.ndim != 2 or C.shape[0] < 1 or C.dtype.kind not in "iuf" \
+                or not np.isfinite(C).all():
+            raise ValueError("centers must be a finite 2-D numeric array with at least one "
+                             f"row; got shape {C.shape} of {C.dtype}.")
+        if C.shape[1] != info["n_features"]:
+            raise ValueError(f"centers have {C.shape[1]} features; model {model!r} has "
+                             f"{info['n_features']}.")
+        if coreset is None:
+            coreset = self.aggregate(model)
+        elif not isinstance(coreset, Coreset):
+            raise TypeError(f"coreset must be an edgekm.Coreset or None; "
+                            f"got {type(coreset).__name__}.")
+        if coreset.n_features != C.shape[1]:
+            raise ValueError(f"the coreset has {coreset.n_features} features; the centers "
+                             f"have {C.shape[1]}.")
+        dtype = np.dtype(info["dtype"]).newbyteorder("=")
+        if coreset.dtype != dtype:           # versions hold the model's dtype
+            coreset = Coreset(coreset.points.astype(dtype), coreset.weights, level=coreset.level)
+        C = np.ascontiguousarray(C, dtype=dtype)
+        return self._store_version(model, C, coreset, coreset.cost(C), None, actor, reason)
+
+    def _store_version(self, model, centers, coreset, cost, windows, actor, reason):
+        """Label, summarise (weights, quantiles on ``coreset``) and store one version."""
         centers = np.ascontiguousarray(centers, dtype=coreset.points.dtype)
         k = centers.shape[0]
         fit_labels, sqdist = squared_distances(coreset.points, centers)
