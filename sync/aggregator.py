@@ -69,15 +69,19 @@ from edgekm.exceptions import EdgekmError, NotFittedError
 from . import auth, store
 from .auth import AuthError
 from .frame import (DTYPES, MAX_FEATURES, MAX_FRAME_BYTES, MAX_POINTS, FrameError, check_id,
-                    decode_frame)
-from .store import ALL_TIME
+                    decode_frame, seqsum)
+from .store import ALL_TIME, COMPACTED
 from .telemetry import TelemetryError
 from .versions import RolloutError, UnknownVersionError, VersionsMixin
 
 __all__ = ["Aggregator", "Upload", "Pull", "AuthError", "FrameError", "ForbiddenError",
            "UnknownModelError", "UnknownDeviceError", "ConflictError", "DimensionError",
            "FrameTooLargeError", "DeviceExistsError", "UnavailableError", "TelemetryError",
-           "RolloutError", "UnknownVersionError"]
+           "RolloutError", "UnknownVersionError", "WeightCapError", "FrameOverCapError",
+           "DeviceWeightCapError", "WEIGHT_CAP_POLICIES"]
+
+#: what the aggregator does with a frame that would take its device over the weight cap
+WEIGHT_CAP_POLICIES = ("reject", "clip")
 
 
 class ForbiddenError(PermissionError, EdgekmError):
@@ -107,6 +111,25 @@ class DimensionError(ValueError, EdgekmError):
 
 class FrameTooLargeError(FrameError):
     """A body larger than ``max_frame_bytes`` (HTTP 413)."""
+
+
+class WeightCapError(ValueError, EdgekmError):
+    """A frame refused by the per-device, per-window weight cap (policy ``reject``)."""
+
+    retry_after = None
+
+
+class FrameOverCapError(WeightCapError):
+    """The frame's weight alone exceeds the cap: it can never be merged (HTTP 422)."""
+
+
+class DeviceWeightCapError(WeightCapError):
+    """The device's merged weight in the current window plus this frame would exceed
+    the cap; the frame fits in a later window (HTTP 429, ``retry_after`` seconds)."""
+
+    def __init__(self, message, retry_after):
+        super().__init__(message)
+        self.retry_after = int(retry_after)
 
 
 class UnavailableError(RuntimeError, EdgekmError):
@@ -171,6 +194,16 @@ def _check_positive_int(name, value):
     return int(value)
 
 
+def _check_cap(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"max_device_weight must be None or a finite number > 0; "
+                         f"got {value!r}.")
+    return float(value)
+
+
 
 def check_sender(what, item, model, device_id):
     """An upload (frame or summary) must name the signing device and the URL's model."""
@@ -220,6 +253,28 @@ class Aggregator(VersionsMixin):
         Copy the WAL into the database from a background thread every this
         many seconds, so that commits never pay for it; None leaves it to
         SQLite's automatic checkpoints, run by the committing thread.
+    max_device_weight : float or None, default=None
+        The weight cap: the most weight one device may have merged into one
+        model in one time window (the aggregator's window of
+        ``window_seconds``).  None: no cap.  A model may have its own
+        (:meth:`add_model`).
+    weight_cap_policy : {"reject", "clip"}, default="reject"
+        What happens to a frame that would take its device over the cap.
+        "reject": nothing is merged; a frame heavier than the cap on its own
+        raises :class:`FrameOverCapError` (HTTP 422 ``frame_over_cap``), any
+        other :class:`DeviceWeightCapError` (HTTP 429 ``device_weight_cap``,
+        retry after the window ends).  "clip": the frame is merged with its
+        weights scaled so that the device reaches the cap exactly; the weight
+        removed is recorded (frame, device window, model) and reported as
+        ``clipped_weight`` in the answer.
+    compact_windows : int or None, default=168
+        Compaction (:meth:`compact`) keeps this many most recent windows per
+        model as separate trees and merges the older ones (already folded
+        into the all-time tree) into one compacted tree.  None: never.
+    dedup_seconds : float or None, default=604800
+        Compaction collapses the dedup rows (frames, telemetry) received
+        more than this many seconds ago into runs of consecutive ``seq``, and
+        deletes forwarded anomalies older than this.  None: never.
 
     The object is thread-safe: writes are serialised on one connection, and
     each reading thread has its own connection (WAL readers never block the
@@ -247,7 +302,9 @@ class Aggregator(VersionsMixin):
                  auto_create_models=True, max_frame_bytes=MAX_FRAME_BYTES,
                  max_points=MAX_POINTS, max_features=MAX_FEATURES,
                  max_skew=auth.MAX_SKEW_SECONDS, durability="full", retain_windows=None,
-                 clock=time.time, random_state=None, checkpoint_interval=0.5):
+                 clock=time.time, random_state=None, checkpoint_interval=0.5,
+                 max_device_weight=None, weight_cap_policy="reject", compact_windows=168,
+                 dedup_seconds=7 * 86400.0):
         self.coreset_size = _check_positive_int("coreset_size", coreset_size)
         self.merge_degree = _check_positive_int("merge_degree", merge_degree)
         if self.merge_degree < 2:
@@ -260,6 +317,20 @@ class Aggregator(VersionsMixin):
                              f"got {durability!r}.")
         if retain_windows is not None:
             retain_windows = _check_positive_int("retain_windows", retain_windows)
+        self.max_device_weight = _check_cap(max_device_weight)
+        if weight_cap_policy not in WEIGHT_CAP_POLICIES:
+            raise ValueError(f"weight_cap_policy must be one of {WEIGHT_CAP_POLICIES}; "
+                             f"got {weight_cap_policy!r}.")
+        self.weight_cap_policy = weight_cap_policy
+        if compact_windows is not None:
+            compact_windows = _check_positive_int("compact_windows", compact_windows)
+        self.compact_windows = compact_windows
+        if dedup_seconds is not None and not (
+                isinstance(dedup_seconds, (int, float)) and not isinstance(dedup_seconds, bool)
+                and math.isfinite(dedup_seconds) and dedup_seconds >= 2 * max_skew):
+            raise ValueError(f"dedup_seconds must be None or a number >= 2 * max_skew; "
+                             f"got {dedup_seconds!r}.")
+        self.dedup_seconds = None if dedup_seconds is None else float(dedup_seconds)
         self.window_seconds = float(window_seconds)
         self.auto_create_models = bool(auto_create_models)
         self.max_frame_bytes = _check_positive_int("max_frame_bytes", max_frame_bytes)
@@ -407,21 +478,31 @@ class Aggregator(VersionsMixin):
         """Every device, as dicts with ``device_id``, ``created``, ``revoked`` (time or
         None), ``frames`` and ``last_received`` (keys are never listed)."""
         rows = self._reader().execute(
-            "SELECT d.device_id, d.created, d.revoked, count(f.seq), max(f.received) "
-            "FROM devices d LEFT JOIN frames f ON f.device_id = d.device_id "
-            "GROUP BY d.device_id ORDER BY d.device_id").fetchall()
+            "SELECT d.device_id, d.created, d.revoked, "
+            "(SELECT count(*) FROM frames f WHERE f.device_id = d.device_id) + "
+            "(SELECT coalesce(sum(n_items), 0) FROM seq_ranges r WHERE r.kind = 'frame' "
+            "AND r.device_id = d.device_id), "
+            "(SELECT max(received) FROM frames f WHERE f.device_id = d.device_id) "
+            "FROM devices d ORDER BY d.device_id").fetchall()
         return [{"device_id": r[0], "created": r[1], "revoked": r[2], "frames": r[3],
                  "last_received": r[4]} for r in rows]
 
     # ------------------------------------------------------------ models
-    def add_model(self, model, n_features, *, dtype="float32", window_seconds=None):
+    def add_model(self, model, n_features, *, dtype="float32", window_seconds=None,
+                  max_device_weight=None, weight_cap_policy=None):
         """Register a model with ``n_features`` features.
 
         ``dtype`` ("float32" or "float64") is the storage type of its
         buckets (frames of the other type are converted); ``window_seconds``
-        defaults to the aggregator's.  Raises ``ValueError`` if the model
-        exists with another n_features.
+        defaults to the aggregator's.  ``max_device_weight`` and
+        ``weight_cap_policy`` set the model's own weight cap (None: the
+        aggregator's); given for an existing model, they replace its cap.
+        Raises ``ValueError`` if the model exists with another n_features.
         """
+        cap = _check_cap(max_device_weight)
+        if weight_cap_policy is not None and weight_cap_policy not in WEIGHT_CAP_POLICIES:
+            raise ValueError(f"weight_cap_policy must be None or one of {WEIGHT_CAP_POLICIES}; "
+                             f"got {weight_cap_policy!r}.")
         check_id(model, "model")
         n_features = _check_positive_int("n_features", n_features)
         if n_features > self.max_features:
@@ -439,8 +520,11 @@ class Aggregator(VersionsMixin):
                 if row["n_features"] != n_features:
                     raise ValueError(f"model {model!r} exists with n_features="
                                      f"{row['n_features']}, not {n_features}.")
-                return
-            self._create_model(conn, model, n_features, code, seconds)
+            else:
+                row = self._create_model(conn, model, n_features, code, seconds)
+            if cap is not None or weight_cap_policy is not None:
+                conn.execute("UPDATE models SET max_device_weight = ?, weight_cap_policy = ? "
+                             "WHERE model_id = ?", (cap, weight_cap_policy, row["model_id"]))
         self._transaction(work)
 
     def list_models(self):
@@ -460,11 +544,19 @@ class Aggregator(VersionsMixin):
                                    "WHERE model_id = ?", (mid,)).fetchone()[0]
             buckets = conn.execute("SELECT count(*) FROM buckets WHERE model_id = ?",
                                    (mid,)).fetchone()[0]
+            cap, policy = self._cap(row)
+            compacted = conn.execute("SELECT total_weight, n_frames FROM windows WHERE "
+                                     "model_id = ? AND window = ?", (mid, COMPACTED)).fetchone()
             info = {"model": model, "n_features": row["n_features"],
                     "dtype": np.dtype(row["dtype"]).name,
                     "window_seconds": row["window_seconds"],
                     "total_weight": row["total_weight"], "frames": row["n_frames"],
-                    "devices": devices, "buckets": buckets}
+                    "devices": devices, "buckets": buckets,
+                    "weight_cap": {"max_device_weight": cap, "policy": policy,
+                                   "clipped_weight": row["clipped_weight"]},
+                    "compacted": {"through": row["compacted_through"],
+                                  "total_weight": compacted[0] if compacted else 0.0,
+                                  "frames": compacted[1] if compacted else 0}}
             if with_windows:
                 ws = row["window_seconds"]
                 info["windows"] = [
@@ -472,11 +564,19 @@ class Aggregator(VersionsMixin):
                      "frames": nf}
                     for w, tw, nf in conn.execute(
                         "SELECT window, total_weight, n_frames FROM windows WHERE model_id = ? "
-                        "ORDER BY window", (mid,))]
+                        "AND window >= 0 ORDER BY window", (mid,))]
         return info
 
     _MODEL_COLUMNS = ("model_id", "n_features", "dtype", "window_seconds", "total_weight",
-                      "n_frames", "seed", "n_reduces", "folded_through")
+                      "n_frames", "seed", "n_reduces", "folded_through", "clipped_weight",
+                      "max_device_weight", "weight_cap_policy", "compacted_through")
+
+    def _cap(self, row):
+        """The (cap, policy) of a model row: its own, else the aggregator's."""
+        cap = row["max_device_weight"]
+        if cap is None:
+            cap = self.max_device_weight
+        return cap, row["weight_cap_policy"] or self.weight_cap_policy
 
     def _model_row(self, conn, model):
         row = conn.execute(f"SELECT {', '.join(self._MODEL_COLUMNS)} FROM models WHERE name = ?",
@@ -708,47 +808,88 @@ class Aggregator(VersionsMixin):
         mid = row["model_id"]
         key = (mid, device_id, _signed64(frame.boot), frame.seq)
         frame_id = [model, device_id, frame.boot, frame.seq]
-        seen = conn.execute("SELECT digest, weight FROM frames WHERE model_id = ? AND "
+        seen = conn.execute("SELECT digest, weight, clipped FROM frames WHERE model_id = ? AND "
                             "device_id = ? AND boot = ? AND seq = ?", key).fetchone()
         if seen is not None:
             if bytes(seen[0]) != digest:
                 raise ConflictError(f"frame {frame_id} was accepted before with a different "
                                     "body")
-            return {"status": "duplicate", "frame_id": frame_id, "weight": seen[1],
-                    "total_weight": row["total_weight"]}
+            result = {"status": "duplicate", "frame_id": frame_id, "weight": seen[1],
+                      "total_weight": row["total_weight"]}
+            if seen[2] > 0:
+                result["clipped_weight"] = seen[2]
+            return result
+        if _in_ranges(conn, "frame", key):
+            # collapsed by compaction: accepted once, body digest no longer kept
+            return {"status": "duplicate", "frame_id": frame_id, "weight": None,
+                    "total_weight": row["total_weight"], "collapsed": True}
 
         window = max(0, math.floor(now / row["window_seconds"]))
         weight = frame.total_weight
+        weights = frame.weights
+        clipped = 0.0
+        cap, policy = self._cap(row)
+        if cap is not None:
+            used = conn.execute("SELECT weight FROM device_windows WHERE model_id = ? AND "
+                                "device_id = ? AND window = ?",
+                                (mid, device_id, window)).fetchone()
+            used = 0.0 if used is None else used[0]
+            if used + weight > cap:
+                if policy == "reject":
+                    if weight > cap:
+                        raise FrameOverCapError(
+                            f"frame {frame_id} has weight {weight!r}, over the cap of {cap!r} "
+                            "per device and window")
+                    end = (window + 1) * row["window_seconds"]
+                    raise DeviceWeightCapError(
+                        f"device {device_id!r} has merged {used!r} of its cap of {cap!r} in "
+                        f"this window; frame {frame_id} (weight {weight!r}) fits after it ends",
+                        retry_after=max(1, math.ceil(end - now)))
+                room = max(0.0, cap - used)
+                weights = frame.weights * (room / weight)
+                if room <= 0 or not (weights > 0).all():
+                    weights = None          # nothing left to merge
+                    merged = 0.0
+                else:
+                    merged = seqsum(weights)
+                clipped = weight - merged
+                weight = merged
         counter = [row["n_reduces"]]
 
         def next_seed():
             counter[0] += 1
             return _reduce_seed(row["seed"], counter[0] - 1)
 
-        dtype = np.dtype(row["dtype"])
-        points = frame.points.astype(dtype.newbyteorder("="), copy=False)
-        bucket = Coreset(points, frame.weights, level=frame.level)
-        if len(bucket) > self.coreset_size:
-            bucket = bucket.merge(size=self.coreset_size, random_state=next_seed())
         trees = self._trees(conn, row)
         folded = row["folded_through"]
-        if folded is not None and window <= folded:
-            # the clock stepped back into a folded window: it goes to both trees
-            trees.push(conn, ALL_TIME, bucket, 0, next_seed)
-        elif folded is None or folded < window - 1:
-            self._fold(conn, trees, mid, folded, window, next_seed)
-            folded = window - 1
-        trees.push(conn, window, bucket, 0, next_seed)
+        if weights is not None:
+            dtype = np.dtype(row["dtype"])
+            points = frame.points.astype(dtype.newbyteorder("="), copy=False)
+            bucket = Coreset(points, weights, level=frame.level)
+            if len(bucket) > self.coreset_size:
+                bucket = bucket.merge(size=self.coreset_size, random_state=next_seed())
+            if folded is not None and window <= folded:
+                # the clock stepped back into a folded window: it goes to both trees
+                trees.push(conn, ALL_TIME, bucket, 0, next_seed)
+            elif folded is None or folded < window - 1:
+                self._fold(conn, trees, mid, folded, window, next_seed)
+                folded = window - 1
+            trees.push(conn, window, bucket, 0, next_seed)
 
         conn.execute("INSERT INTO frames (model_id, device_id, boot, seq, digest, weight, "
-                     "n_points, span_first, span_last, level, created, received, window) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     "n_points, span_first, span_last, level, created, received, window, "
+                     "clipped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      key + (digest, weight, len(frame.weights), frame.span[0], frame.span[1],
-                            frame.level, frame.created, now, window))
+                            frame.level, frame.created, now, window, clipped))
+        conn.execute("INSERT INTO device_windows VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT "
+                     "(model_id, device_id, window) DO UPDATE SET weight = weight + ?, "
+                     "n_frames = n_frames + 1, clipped = clipped + ?",
+                     (mid, device_id, window, weight, clipped, weight, clipped))
         total = row["total_weight"] + weight
         conn.execute("UPDATE models SET total_weight = ?, n_frames = n_frames + 1, "
-                     "n_reduces = ?, folded_through = ? WHERE model_id = ?",
-                     (total, counter[0], folded, mid))
+                     "n_reduces = ?, folded_through = ?, clipped_weight = clipped_weight + ? "
+                     "WHERE model_id = ?",
+                     (total, counter[0], folded, clipped, mid))
         trees.stamp = (row["n_frames"] + 1, counter[0])
         updated = conn.execute("UPDATE windows SET total_weight = total_weight + ?, "
                                "n_frames = n_frames + 1, last_received = ? "
@@ -758,8 +899,11 @@ class Aggregator(VersionsMixin):
                          (mid, window, weight, now, now))
             if self.retain_windows is not None:
                 self._expire_windows(conn, mid, window)
-        return {"status": "accepted", "frame_id": frame_id, "weight": weight,
-                "total_weight": total}
+        result = {"status": "accepted", "frame_id": frame_id, "weight": weight,
+                  "total_weight": total}
+        if clipped > 0:
+            result["clipped_weight"] = clipped
+        return result
 
     def _expire_windows(self, conn, mid, window):
         oldest = window - self.retain_windows + 1
@@ -789,6 +933,133 @@ class Aggregator(VersionsMixin):
                 for bucket in list(buckets):
                     trees.push(conn, ALL_TIME, bucket, level, next_seed)
             trees.forget(old)
+
+    def _accept_telemetry(self, conn, model, device_id, s, digest, now):
+        """A summary whose dedup row was collapsed by :meth:`compact` is a duplicate;
+        anything else goes to the versions mixin."""
+        check_sender("summary", s, model, device_id)
+        row = self._model_row(conn, model)
+        if row is not None:
+            key = (row["model_id"], device_id, _signed64(s.boot), s.seq)
+            if _in_ranges(conn, "telemetry", key):
+                return {"status": "duplicate", "summary_id": [model, device_id, s.boot, s.seq],
+                        "version": s.version, "drift_score": s.drift_score, "collapsed": True}
+        return super()._accept_telemetry(conn, model, device_id, s, digest, now)
+
+    # ------------------------------------------------------------ compaction
+    def compact(self, now=None):
+        """Bound the database: compact old windows and collapse old dedup rows, in ONE
+        transaction.
+
+        1. Per model, the windows older than the ``compact_windows`` most
+           recent (counting from the window of ``now``) and already folded
+           into the all-time tree are merged into the model's compacted tree
+           (``window = -2``): their buckets are pushed into it level by level,
+           as a fold does, so their weight is kept exactly; their ``windows``
+           and ``device_windows`` rows are summed into one row at
+           ``window = -2``.  Windowed queries (``aggregate(windows=N)``) see
+           only the windows not compacted; the all-time aggregate is unchanged.
+        2. The dedup rows of frames and telemetry summaries received more than
+           ``dedup_seconds`` before ``now`` are collapsed, per (model, device,
+           boot), into runs of consecutive ``seq`` (``seq_ranges``), except
+           the most recent frame row of each (model, device).  A frame (or
+           summary) whose ``seq`` is in a run is answered ``duplicate`` and
+           never merged again; its body digest is gone, so a changed body
+           there is a duplicate too, not a 409.  Forwarded anomalies older
+           than ``dedup_seconds`` are deleted.
+
+        Parameters
+        ----------
+        now : float or None
+            The time to compact at (Unix seconds); None: ``clock()``.
+
+        Returns
+        -------
+        dict
+            ``windows_compacted``, ``buckets_before``, ``buckets_after``,
+            ``frames_collapsed``, ``telemetry_collapsed``, ``ranges``,
+            ``anomalies_deleted``.
+        """
+        now = float(self.clock()) if now is None else float(now)
+
+        def work(conn):
+            stats = {"windows_compacted": 0, "frames_collapsed": 0, "telemetry_collapsed": 0,
+                     "anomalies_deleted": 0,
+                     "buckets_before": conn.execute("SELECT count(*) FROM buckets").fetchone()[0]}
+            if self.compact_windows is not None:
+                names = [r[0] for r in conn.execute("SELECT name FROM models ORDER BY model_id")]
+                for name in names:
+                    stats["windows_compacted"] += self._compact_model(
+                        conn, self._model_row(conn, name), now)
+            if self.dedup_seconds is not None:
+                cutoff = now - self.dedup_seconds
+                stats["frames_collapsed"] = _collapse(conn, "frame", cutoff)
+                stats["telemetry_collapsed"] = _collapse(conn, "telemetry", cutoff)
+                stats["anomalies_deleted"] = conn.execute(
+                    "DELETE FROM anomalies WHERE received < ?", (cutoff,)).rowcount
+            stats["buckets_after"] = conn.execute("SELECT count(*) FROM buckets").fetchone()[0]
+            stats["ranges"] = conn.execute("SELECT count(*) FROM seq_ranges").fetchone()[0]
+            return stats
+        return self._transaction(work)
+
+    def _compact_model(self, conn, row, now):
+        mid = row["model_id"]
+        folded = row["folded_through"]
+        if folded is None:
+            return 0
+        limit = min(folded, math.floor(now / row["window_seconds"]) - self.compact_windows)
+        old = [r[0] for r in conn.execute(
+            "SELECT window FROM windows WHERE model_id = ? AND window >= 0 AND window <= ? "
+            "ORDER BY window", (mid, limit))]
+        if not old:
+            return 0
+        counter = [row["n_reduces"]]
+
+        def next_seed():
+            counter[0] += 1
+            return _reduce_seed(row["seed"], counter[0] - 1)
+        trees = _Trees(mid, None, self)        # a private mirror; the cache is dropped below
+        for window in old:
+            for level, buckets in enumerate(trees.tree(conn, window)):
+                for bucket in list(buckets):
+                    trees.push(conn, COMPACTED, bucket, level, next_seed)
+            trees.forget(window)
+        marks = ",".join("?" * len(old))
+        conn.execute(f"DELETE FROM buckets WHERE model_id = ? AND window IN ({marks})",
+                     (mid, *old))
+        conn.execute(
+            "INSERT INTO windows SELECT model_id, ?, sum(total_weight), sum(n_frames), "
+            f"min(first_received), max(last_received) FROM windows WHERE model_id = ? AND "
+            f"window IN ({marks}) GROUP BY model_id ON CONFLICT (model_id, window) DO UPDATE SET "
+            "total_weight = total_weight + excluded.total_weight, "
+            "n_frames = n_frames + excluded.n_frames, "
+            "first_received = min(first_received, excluded.first_received), "
+            "last_received = max(last_received, excluded.last_received)",
+            (COMPACTED, mid, *old))
+        conn.execute(f"DELETE FROM windows WHERE model_id = ? AND window IN ({marks})",
+                     (mid, *old))
+        conn.execute(
+            "INSERT INTO device_windows SELECT model_id, device_id, ?, sum(weight), "
+            f"sum(n_frames), sum(clipped) FROM device_windows WHERE model_id = ? AND "
+            f"window IN ({marks}) GROUP BY device_id ON CONFLICT (model_id, device_id, window) "
+            "DO UPDATE SET weight = weight + excluded.weight, "
+            "n_frames = n_frames + excluded.n_frames, clipped = clipped + excluded.clipped",
+            (COMPACTED, mid, *old))
+        conn.execute(f"DELETE FROM device_windows WHERE model_id = ? AND window IN ({marks})",
+                     (mid, *old))
+        through = max(old) if row["compacted_through"] is None \
+            else max(old[-1], row["compacted_through"])
+        conn.execute("UPDATE models SET n_reduces = ?, compacted_through = ? WHERE model_id = ?",
+                     (counter[0], through, mid))
+        self._cache.pop(mid, None)
+        return len(old)
+
+    def table_rows(self):
+        """Row counts of the tables that grow with use (for metrics and capacity checks)."""
+        conn = self._reader()
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("frames", "seq_ranges", "buckets", "windows", "device_windows",
+                          "telemetry", "anomalies", "nonces", "version_events")}
 
     # ------------------------------------------------------------ queries
     def total_weight(self, model):
@@ -844,8 +1115,8 @@ class Aggregator(VersionsMixin):
                     "position", (mid, ALL_TIME, -1 if folded is None else folded)).fetchall()
             else:
                 current = math.floor(float(self.clock()) / row["window_seconds"])
-                rows = conn.execute(
-                    select + "AND window > ? AND window <= ? "
+                rows = conn.execute(    # never the all-time (-1) or compacted (-2) trees
+                    select + "AND window >= 0 AND window > ? AND window <= ? "
                     "ORDER BY window, level DESC, position",
                     (mid, current - windows, current)).fetchall()
         if not rows:
@@ -869,7 +1140,7 @@ class Aggregator(VersionsMixin):
         """Number of accepted frames (of one model, or of all)."""
         conn = self._reader()
         if model is None:
-            return conn.execute("SELECT count(*) FROM frames").fetchone()[0]
+            return conn.execute("SELECT coalesce(sum(n_frames), 0) FROM models").fetchone()[0]
         row = self._model_row(conn, model)
         if row is None:
             raise UnknownModelError(f"no model {model!r}.")
@@ -956,6 +1227,53 @@ class _Trees:
                          (self.mid, window, level))
             held.clear()
             level += 1
+
+
+def _in_ranges(conn, kind, key):
+    """True when ``key`` (model_id, device_id, boot, seq) lies in a collapsed seq run."""
+    mid, device_id, boot, seq = key
+    hit = conn.execute("SELECT seq_hi FROM seq_ranges WHERE kind = ? AND model_id = ? AND "
+                       "device_id = ? AND boot = ? AND seq_lo <= ? ORDER BY seq_lo DESC LIMIT 1",
+                       (kind, mid, device_id, boot, seq)).fetchone()
+    return hit is not None and hit[0] >= seq
+
+
+def _collapse(conn, kind, cutoff):
+    """Collapse the dedup rows of ``kind`` received before ``cutoff`` into seq runs."""
+    table, weight = ("frames", "weight") if kind == "frame" else ("telemetry", "0.0")
+    keep = set()
+    if kind == "frame":     # the newest frame row of each (model, device) stays
+        keep = set(conn.execute(
+            "SELECT f.model_id, f.device_id, f.boot, f.seq FROM frames f JOIN "
+            "(SELECT model_id, device_id, max(received) AS r FROM frames GROUP BY model_id, "
+            "device_id) m ON f.model_id = m.model_id AND f.device_id = m.device_id AND "
+            "f.received = m.r").fetchall())
+    groups = {}
+    for mid, device, boot, seq, w in conn.execute(
+            f"SELECT model_id, device_id, boot, seq, {weight} FROM {table} WHERE received < ? "
+            "ORDER BY model_id, device_id, boot, seq", (cutoff,)):
+        if (mid, device, boot, seq) not in keep:
+            groups.setdefault((mid, device, boot), []).append((seq, seq, 1, w))
+    collapsed = 0
+    for (mid, device, boot), items in groups.items():
+        runs = [tuple(r) for r in conn.execute(
+            "SELECT seq_lo, seq_hi, n_items, weight FROM seq_ranges WHERE kind = ? AND "
+            "model_id = ? AND device_id = ? AND boot = ?", (kind, mid, device, boot))]
+        merged = []
+        for lo, hi, n, w in sorted(runs + items):
+            if merged and lo == merged[-1][1] + 1:
+                plo, _, pn, pw = merged[-1]
+                merged[-1] = (plo, hi, pn + n, pw + w)
+            else:
+                merged.append((lo, hi, n, w))
+        conn.execute("DELETE FROM seq_ranges WHERE kind = ? AND model_id = ? AND device_id = ? "
+                     "AND boot = ?", (kind, mid, device, boot))
+        conn.executemany("INSERT INTO seq_ranges VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         [(kind, mid, device, boot, *m) for m in merged])
+        conn.executemany(f"DELETE FROM {table} WHERE model_id = ? AND device_id = ? AND "
+                         "boot = ? AND seq = ?", [(mid, device, boot, i[0]) for i in items])
+        collapsed += len(items)
+    return collapsed
 
 
 def _write_bucket(conn, mid, window, level, position, bucket):

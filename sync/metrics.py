@@ -97,6 +97,36 @@ class _StateCollector:
         yield from (weight, frames, versions, active, seen, drift, over, ratio, devices)
 
 
+class _TableCollector:
+    """``edgekm_db_rows{table}``: row counts of the tables that grow with use, cached for
+    ``ttl`` seconds (capacity alerts: they stay bounded when compaction runs)."""
+
+    def __init__(self, aggregator, ttl):
+        self.aggregator = aggregator
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._cached = (float("-inf"), None)
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        with self._lock:
+            at, rows = self._cached
+            now = time.monotonic()
+            if rows is None or now - at >= self.ttl:
+                try:
+                    rows = self.aggregator.table_rows()
+                except Exception:   # noqa: BLE001 - a closed or broken database
+                    return
+                self._cached = (now, rows)
+        family = GaugeMetricFamily("edgekm_db_rows", "Rows of the aggregator tables that grow "
+                                   "with use.", labels=["table"])
+        for table, n in rows.items():
+            family.add_metric([table], n)
+        yield family
+
+
 class Metrics:
     """The metrics of one app.
 
@@ -132,11 +162,30 @@ class Metrics:
                                         buckets=ASSIGN_BUCKETS_US, registry=r)
         self.published = Counter("edgekm_versions_published", "Versions published, by actor.",
                                  ["model", "actor"], registry=r)
+        self.clipped = Counter("edgekm_weight_clipped", "Weight removed from accepted frames "
+                               "by the clip policy of the per-device weight cap.", ["model"],
+                               registry=r)
+        self.compactions = Counter("edgekm_compactions", "Compaction runs (timer or admin call).",
+                                   registry=r)
+        self.compacted = Counter("edgekm_compacted_items", "Items compacted, by kind: windows "
+                                 "merged into the compacted tree, frame and telemetry dedup "
+                                 "rows collapsed into seq runs, anomalies deleted.", ["kind"],
+                                 registry=r)
         r.register(_StateCollector(aggregator, state_ttl))
+        r.register(_TableCollector(aggregator, state_ttl))
+
+    def compaction(self, stats):
+        """Count one compaction run from the stats :meth:`Aggregator.compact` returns."""
+        self.compactions.inc()
+        for kind in ("windows_compacted", "frames_collapsed", "telemetry_collapsed",
+                     "anomalies_deleted"):
+            self.compacted.labels(kind).inc(stats.get(kind, 0))
 
     def frame_result(self, model, result, seconds):
         if result.get("status") == "accepted":
             self.frames_accepted.labels(model).inc()
+            if result.get("clipped_weight"):
+                self.clipped.labels(model).inc(result["clipped_weight"])
         else:
             self.frames_duplicate.labels(model).inc()
         self.accept_latency.observe(seconds)

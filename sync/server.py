@@ -4,7 +4,7 @@ Needs the ``server`` extra (starlette, uvicorn); nothing on a device imports
 this module.  Routes (``sync/PROTOCOL.md`` §HTTP API):
 
 - ``POST /v1/models/{model}/frames``: a signed msgpack frame; 200 accepted or
-  duplicate, else 400/401/403/404/409/413/422/503 with
+  duplicate, else 400/401/403/404/409/413/422/429/503 with
   ``{"error": message, "reason": code}``.
 - ``GET /healthz``: ``{"status": "ok", "db": "ok"}``.
 - ``POST /v1/models/{model}/fit`` and ``GET /v1/models/{model}``: admin only
@@ -15,7 +15,9 @@ this module.  Routes (``sync/PROTOCOL.md`` §HTTP API):
 - Admin: ``/v1/models/{model}/versions`` (publish, list),
   ``.../versions/{v}`` (one version), ``.../versions/{v}/canary``,
   ``.../versions/{v}/promote``, ``.../rollback``, ``.../pins``, ``.../drift``,
-  ``.../policy`` and ``.../events``.
+  ``.../policy`` and ``.../events``; ``POST /v1/admin/compact`` (run
+  :meth:`Aggregator.compact` now; a timer also runs it every
+  ``compact_interval`` seconds).
 - ``GET /metrics``: Prometheus text format, no auth.
 
 Signed device requests (frames, telemetry, pulls) share the writer thread
@@ -52,9 +54,9 @@ from starlette.routing import Route
 from edgekm.exceptions import EdgekmError, NotFittedError
 
 from . import auth
-from .aggregator import (Aggregator, ConflictError, DimensionError, ForbiddenError,
-                         FrameTooLargeError, Pull, UnavailableError, UnknownDeviceError,
-                         UnknownModelError, Upload)
+from .aggregator import (Aggregator, ConflictError, DeviceWeightCapError, DimensionError,
+                         ForbiddenError, FrameOverCapError, FrameTooLargeError, Pull,
+                         UnavailableError, UnknownDeviceError, UnknownModelError, Upload)
 from .frame import FrameError, check_id
 from .metrics import Metrics
 from .telemetry import MAX_TELEMETRY_BYTES, TelemetryError
@@ -83,6 +85,8 @@ _STATUS = [   # most specific first
     (RolloutError, 409, "rollout_conflict"),
     (ConflictError, 409, "conflict"),
     (DimensionError, 422, "wrong_dimension"),
+    (FrameOverCapError, 422, "frame_over_cap"),
+    (DeviceWeightCapError, 429, "device_weight_cap"),
     (UnavailableError, 503, "unavailable"),
     (sqlite3.Error, 503, "unavailable"),
 ]
@@ -92,8 +96,10 @@ class _BadRequest(ValueError):
     pass
 
 
-def _error(status_code, reason, message, **extra):
-    headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if status_code == 503 else None
+def _error(status_code, reason, message, retry_after=None, **extra):
+    if status_code == 503 and retry_after is None:
+        retry_after = RETRY_AFTER_SECONDS
+    headers = {"retry-after": str(retry_after)} if retry_after is not None else None
     return JSONResponse({"error": message, "reason": reason, **extra}, status_code=status_code,
                         headers=headers)
 
@@ -115,7 +121,8 @@ def _error_for(exc):
             if isinstance(exc, sqlite3.Error):
                 logger.error("database error: %s", exc)
             extra = {"server_time": int(time.time())} if status == 401 else {}
-            return _error(status, reason, message, **extra)
+            retry_after = getattr(exc, "retry_after", None) if status == 429 else None
+            return _error(status, reason, message, retry_after=retry_after, **extra)
     logger.error("internal error", exc_info=exc)
     return _error(500, "internal", "internal error")
 
@@ -219,7 +226,7 @@ async def _read_body(request, limit, too_large):
 
 
 def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_interval=5.0,
-               metrics_ttl=5.0):
+               metrics_ttl=5.0, compact_interval=600.0):
     """The Starlette application serving ``aggregator``.
 
     Parameters
@@ -236,6 +243,10 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_inter
         never evaluates them (call :meth:`Aggregator.run_publish_policies`).
     metrics_ttl : float, default=5.0
         Seconds during which ``/metrics`` reuses its last database snapshot.
+    compact_interval : float or None, default=600.0
+        Seconds between two runs of :meth:`Aggregator.compact` (in the thread
+        pool; it takes the writer lock for one transaction); None never runs
+        it (``POST /v1/admin/compact`` still does).
 
     Returns
     -------
@@ -482,6 +493,23 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_inter
         body, content_type = await run_in_threadpool(metrics.render)
         return Response(body, headers={"content-type": content_type})
 
+    async def compact(request):
+        require_admin(request)
+        await _read_body(request, MAX_JSON_BYTES, _BadRequest)
+        stats = await run_in_threadpool(aggregator.compact)
+        metrics.compaction(stats)
+        return JSONResponse(stats)
+
+    async def compact_timer():
+        while True:
+            await asyncio.sleep(compact_interval)
+            if committer.stopping:
+                return
+            try:
+                metrics.compaction(await run_in_threadpool(aggregator.compact))
+            except Exception as exc:       # noqa: BLE001 - the timer must survive
+                logger.error("compaction failed: %s", exc)
+
     async def policy_timer():
         while True:
             await asyncio.sleep(policy_interval)
@@ -536,11 +564,12 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_inter
     @asynccontextmanager
     async def lifespan(app):
         committer.start()
-        timer = asyncio.create_task(policy_timer()) if policy_interval else None
+        timers = [asyncio.create_task(t()) for t, every in
+                  ((policy_timer, policy_interval), (compact_timer, compact_interval)) if every]
         try:
             yield
         finally:
-            if timer is not None:
+            for timer in timers:
                 timer.cancel()
                 try:
                     await timer
@@ -567,6 +596,7 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_inter
         Route("/v1/models/{model}/drift", limited(drift), methods=["GET"]),
         Route("/v1/models/{model}/events", limited(events), methods=["GET"]),
         Route("/v1/models/{model}/policy", limited(policy), methods=["GET", "POST"]),
+        Route("/v1/admin/compact", limited(compact), methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,

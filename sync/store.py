@@ -49,13 +49,34 @@ Schema v2 adds the centroid versions (issue 4, :mod:`edgekm.sync.versions`):
 - ``version_usage``: per (model, version), the cluster counts devices reported.
 - ``anomalies``: the raw anomaly points forwarded with each summary.
 - ``publish_policies``: per model, the automatic publishing policy.
+
+Schema v3 adds the weight cap and the compaction (issue 5, hardening):
+
+- ``models`` gains ``clipped_weight`` (weight removed by the ``clip`` cap
+  policy, all time), ``max_device_weight`` and ``weight_cap_policy`` (a
+  per-model cap; NULL: the aggregator's) and ``compacted_through`` (the last
+  window merged into the compacted tree, ``window = -2`` of ``buckets``).
+- ``frames`` gains ``clipped``: the weight the cap removed from the frame
+  (``weight`` is the weight merged).
+- ``device_windows``: per (model, device, window), the weight merged, the
+  frames and the weight clipped; the cap is checked against it.  Compaction
+  sums the rows of compacted windows into one row per (model, device) at
+  ``window = -2``.
+- ``seq_ranges``: per (kind, model, device, boot), runs ``[seq_lo, seq_hi]``
+  of consecutive sequence numbers whose dedup rows (``frames`` or
+  ``telemetry``) were collapsed by compaction: every seq of a run was
+  accepted, so a frame in a run is a duplicate (``kind`` is ``frame`` or
+  ``telemetry``).
 """
 
 import sqlite3
 import threading
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ALL_TIME = -1
+#: the ``window`` of the compacted tree (buckets) and of the compacted totals (windows,
+#: device_windows)
+COMPACTED = -2
 
 _V1 = """
 CREATE TABLE devices (
@@ -275,9 +296,45 @@ END""",
 )""",
 )
 
+_V3 = (
+    "ALTER TABLE models ADD COLUMN clipped_weight REAL NOT NULL DEFAULT 0",
+    "ALTER TABLE models ADD COLUMN max_device_weight REAL",
+    "ALTER TABLE models ADD COLUMN weight_cap_policy TEXT CHECK (weight_cap_policy IN "
+    "('reject', 'clip'))",
+    "ALTER TABLE models ADD COLUMN compacted_through INTEGER",
+    "ALTER TABLE frames ADD COLUMN clipped REAL NOT NULL DEFAULT 0",
+    """CREATE TABLE device_windows (
+    model_id    INTEGER NOT NULL REFERENCES models(model_id),
+    device_id   TEXT NOT NULL,
+    window      INTEGER NOT NULL,   -- -2: the compacted windows
+    weight      REAL NOT NULL,      -- merged
+    n_frames    INTEGER NOT NULL,
+    clipped     REAL NOT NULL,      -- removed by the clip policy
+    PRIMARY KEY (model_id, device_id, window)
+) WITHOUT ROWID""",
+    """CREATE TABLE seq_ranges (
+    kind        TEXT NOT NULL CHECK (kind IN ('frame', 'telemetry')),
+    model_id    INTEGER NOT NULL REFERENCES models(model_id),
+    device_id   TEXT NOT NULL,
+    boot        INTEGER NOT NULL,   -- two's complement int64, as in frames
+    seq_lo      INTEGER NOT NULL,
+    seq_hi      INTEGER NOT NULL CHECK (seq_hi >= seq_lo),
+    n_items     INTEGER NOT NULL,   -- rows collapsed (seq_hi - seq_lo + 1)
+    weight      REAL NOT NULL,      -- their merged weight (0 for telemetry)
+    PRIMARY KEY (kind, model_id, device_id, boot, seq_lo)
+) WITHOUT ROWID""",
+    # the frames of the existing rows, per device and window, so that the cap sees them
+    """INSERT INTO device_windows (model_id, device_id, window, weight, n_frames, clipped)
+    SELECT model_id, device_id, window, sum(weight), count(*), 0 FROM frames
+    GROUP BY model_id, device_id, window""",
+    "CREATE INDEX frames_by_received ON frames (received)",
+    "CREATE INDEX telemetry_by_received ON telemetry (received)",
+    "CREATE INDEX anomalies_by_received ON anomalies (received)",
+)
+
 #: MIGRATIONS[v] upgrades a database from version v to v + 1 (v = 0: empty file):
 #: a script split on ";", or a tuple of statements (needed for triggers)
-MIGRATIONS = {0: _V1, 1: _V2}
+MIGRATIONS = {0: _V1, 1: _V2, 2: _V3}
 
 DURABILITY = {"full": "FULL", "normal": "NORMAL"}
 
