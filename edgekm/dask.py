@@ -431,8 +431,10 @@ def push_seed(result, server_url, model, device_id, key=None, *, boot=None, max_
     The frames join the model's aggregate exactly as a device's would: its
     total weight grows by ``result.n_samples``.  The device must be
     registered on the aggregator (``edgekm devices add``).  Pushing the same
-    result again sends identical frames, which the aggregator answers as
-    duplicates, so a failed push can simply be repeated.
+    result again with the same frame limits sends identical frames, which
+    the aggregator answers as duplicates, so a failed push can simply be
+    repeated; with other limits it answers 409 (conflict) instead of counting
+    the data twice.
 
     Parameters
     ----------
@@ -521,7 +523,8 @@ def _http(request, timeout):
 
 
 def publish(result, aggregator_or_url, model, *, device_id=None, key=None, admin_token=None,
-            n_init=DEFAULT_N_INIT, random_state=0, timeout=30.0):
+            n_init=DEFAULT_N_INIT, random_state=0, max_points=None, max_frame_bytes=None,
+            timeout=30.0):
     """Publish the fit as a centroid version of ``model`` on an aggregator.
 
     - With an in-process :class:`~edgekm.sync.aggregator.Aggregator`:
@@ -536,6 +539,9 @@ def publish(result, aggregator_or_url, model, *, device_id=None, key=None, admin
       ``admin_token``), which now holds the seed.  The published centres are
       the aggregator's fit, not ``result.centers``: close when the seed
       dominates the aggregate, and they also reflect the devices' data.
+      If the seed was pushed before, pass the same ``max_points`` and
+      ``max_frame_bytes``: the frames are then duplicates.  (Frames split
+      differently answer 409 rather than count the data twice.)
 
     Returns
     -------
@@ -554,7 +560,8 @@ def publish(result, aggregator_or_url, model, *, device_id=None, key=None, admin
     if device_id is None or key is None or admin_token is None:
         raise ValueError("publishing to a URL needs device_id and key (to push the seed) and "
                          "admin_token (to publish).")
-    push_seed(result, aggregator_or_url, model, device_id, key, timeout=timeout)
+    push_seed(result, aggregator_or_url, model, device_id, key, max_points=max_points,
+              max_frame_bytes=max_frame_bytes, timeout=timeout)
     parts = urllib.parse.urlsplit(aggregator_or_url)
     path = parts.path.rstrip("/") + f"/v1/models/{model}/versions"
     body = json.dumps({"n_clusters": int(result.n_clusters), "n_init": int(n_init),
