@@ -140,7 +140,7 @@ def run(url, token, devices, state_root):
     info = admin(url, token, "GET", f"/v1/models/{MODEL}")
     merged = info["total_weight"] - weight_before
     print(f"\naggregator, model {MODEL!r}: {info['frames']} frames from {info['devices']} "
-          f"devices merged into {info['buckets']} buckets")
+          f"devices merged into {info['buckets']} bucket(s) of at most 200 weighted points")
     print(f"total weight {merged:,.0f} == points ingested {len(X):,}: {merged == len(X)}")
 
     version = admin(url, token, "POST", f"/v1/models/{MODEL}/versions",
@@ -160,11 +160,11 @@ def run(url, token, devices, state_root):
     single_cost = everything.cost(single_centers)
     batch_centers, _, batch_cost = everything.fit_centers(N_CLUSTERS, random_state=0)
     print("\nk-means cost on all 49,097 points (lower is better):")
-    print(f"  merged from {len(devices)} devices (version {version['version']}): "
-          f"{merged_cost:.4g}  ({merged_cost / batch_cost:.3f} x batch)")
-    print(f"  one machine, streaming coreset:        {single_cost:.4g}  "
-          f"({single_cost / batch_cost:.3f} x batch)")
-    print(f"  one machine, batch k-means (10 runs):  {batch_cost:.4g}  (1.000 x batch)")
+    rows = [(f"merged from {len(devices)} devices (version {version['version']})", merged_cost),
+            ("one machine, streaming coreset", single_cost),
+            ("one machine, batch k-means (best of 10)", batch_cost)]
+    for what, cost in rows:
+        print(f"  {what:<42} {cost:.4g}  ({cost / batch_cost:.3f} x batch)")
     return 0 if merged == len(X) else 1
 
 

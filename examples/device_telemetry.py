@@ -190,8 +190,9 @@ def run(url, device, key, admin_token, csv_path, state_dir):
               f"forwarded raw")
         devices = report["devices"]
         if devices["reporting"]:
-            print(f"drift score (latest window; 1 or more means drift): "
-                  f"{devices['max_drift_score']:.3f}")
+            print(f"drift score of the device's latest window: {devices['max_drift_score']:.2f} "
+                  f"(1 or more means drift)\n  version 1 was fitted on the first day alone; "
+                  f"`edgekm versions publish` fits a new one on all the data merged since")
         print(f"uploaded in all: {uploaded:,} bytes = {uploaded / raw:.1%} of the float32 "
               f"readings, {uploaded / totals['csv_bytes']:.1%} of the CSV "
               f"(request bodies; HTTP headers not counted)")

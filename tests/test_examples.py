@@ -47,7 +47,7 @@ EXPECTED = {
         r"4 devices registered",
         r"total weight 49,097 == points ingested 49,097: True",
         r"published version 1 \(active\): k=10",
-        r"merged from 4 devices \(version 1\): +\S+ +\(1\.0\d\d x batch\)",
+        r"merged from 4 devices \(version 1\) +\S+ +\(1\.0\d\d x batch\)",
     ],
     "assign_file.py": [
         r"published version 1 ",
