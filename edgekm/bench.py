@@ -1,6 +1,6 @@
-"""The ``edgekm demo``: stream a data set through every algorithm and compare.
+"""``edgekm bench``: stream a data set through every algorithm and compare.
 
-For each algorithm the demo feeds the data to a fresh
+For each algorithm the benchmark feeds the data to a fresh
 :class:`edgekm.StreamingKMeans` in batches, reads ``cluster_centers_`` (a
 query) every ``query_every`` points, and reports:
 
@@ -11,6 +11,12 @@ query) every ``query_every`` points, and reports:
 - ``memory_bytes``, the fixed memory of the estimator.
 
 It uses the public API only, so it doubles as a smoke test of an installation.
+
+Baselines from other libraries run the same stream when they are installed,
+and are reported as skipped otherwise: scikit-learn's ``MiniBatchKMeans``
+(``partial_fit`` on the same batches) and river's ``STREAMKMeans`` (one
+``learn_one`` per point).  Their cost ratio and times are measured the same
+way; their memory is not reported (they have no fixed-memory figure).
 """
 
 import contextlib
@@ -20,6 +26,7 @@ import math
 import sys
 import time
 import traceback
+import warnings
 
 import numpy
 
@@ -27,43 +34,55 @@ import edgekm
 from edgekm._progress import Progress
 from edgekm.datasets import load_array, load_shuttle
 
-__all__ = ["ALGORITHMS", "DemoInputError", "run_demo", "format_table", "to_json"]
+__all__ = ["ALGORITHMS", "BASELINES", "BenchInputError", "run_bench", "format_table", "to_json"]
 
-#: Algorithms that ``StreamingKMeans(algorithm=...)`` accepts, in the demo's order.
+#: Algorithms that ``StreamingKMeans(algorithm=...)`` accepts, in the benchmark's order.
 ALGORITHMS = ("ct", "cc", "rcc", "onlinecc", "sequential")
+
+#: Baselines from other libraries, run when they are installed.
+BASELINES = ("minibatch", "river")
+
+#: Points per chunk of river's STREAMKMeans.
+RIVER_CHUNK_SIZE = 100
 
 #: Restarts of the batch k-means reference.
 BATCH_N_INIT = 10
 
 
-class DemoInputError(ValueError):
-    """A problem with the demo's input (data file or parameters), not with edgekm."""
+class BenchInputError(ValueError):
+    """A problem with the benchmark's input (data file or parameters), not with edgekm."""
 
 
 def _check_int(name, value, minimum, allow_none=False):
     if value is None and allow_none:
         return None
     if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, numpy.integer)):
-        raise DemoInputError(f"{name} must be an integer, got {value!r}")
+        raise BenchInputError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
-        raise DemoInputError(f"{name} must be >= {minimum}, got {value}")
+        raise BenchInputError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
-def _check_algorithms(algorithms):
-    if isinstance(algorithms, str):
-        algorithms = algorithms.split(",")
-    algorithms = tuple(a.strip().lower() for a in algorithms)
-    if not algorithms:
-        raise DemoInputError("no algorithm given")
-    unknown = [a for a in algorithms if a not in ALGORITHMS]
+def _check_names(names, known, what, allow_empty=False):
+    if isinstance(names, str):
+        names = [] if names.strip().lower() in ("", "none") and allow_empty else names.split(",")
+    names = tuple(a.strip().lower() for a in names)
+    if not names and not allow_empty:
+        raise BenchInputError(f"no {what} given")
+    unknown = [a for a in names if a not in known]
     if unknown:
-        raise DemoInputError(
-            f"unknown algorithm {unknown[0]!r}; choose from {', '.join(ALGORITHMS)}"
-        )
-    if len(set(algorithms)) != len(algorithms):
-        raise DemoInputError(f"an algorithm is listed twice: {','.join(algorithms)}")
-    return algorithms
+        raise BenchInputError(f"unknown {what} {unknown[0]!r}; choose from {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise BenchInputError(f"an {what} is listed twice: {','.join(names)}")
+    return names
+
+
+def _check_algorithms(algorithms):
+    return _check_names(algorithms, ALGORITHMS, "algorithm")
+
+
+def _check_baselines(baselines):
+    return _check_names(baselines, BASELINES, "baseline", allow_empty=True)
 
 
 def _load(data, seed, shuffle):
@@ -79,15 +98,15 @@ def _load(data, seed, shuffle):
         try:
             X = load_array(data)
         except ValueError as exc:
-            raise DemoInputError(str(exc)) from None
+            raise BenchInputError(str(exc)) from None
         name = str(data)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise DemoInputError(f"the data must be a non-empty 2-D array, got shape {X.shape}")
+        raise BenchInputError(f"the data must be a non-empty 2-D array, got shape {X.shape}")
     if X.dtype.kind not in "biuf":
-        raise DemoInputError(f"the data must be numeric, got dtype {X.dtype}")
+        raise BenchInputError(f"the data must be numeric, got dtype {X.dtype}")
     X = numpy.ascontiguousarray(X, dtype=numpy.float32)
     if not numpy.isfinite(X).all():
-        raise DemoInputError(f"{name}: the data contains NaN or infinite values")
+        raise BenchInputError(f"{name}: the data contains NaN or infinite values")
     if shuffle:
         X = X[numpy.random.default_rng(seed).permutation(X.shape[0])]
     return X, {"name": name, "shuffled": bool(shuffle)}
@@ -155,7 +174,110 @@ def _stream(X, name, n_clusters, query_every, batch_size, seed, progress):
     }
 
 
-def run_demo(
+def _batches(n, batch_size, query_every):
+    """Yield (start, end, query_after) cutting at batch_size and at every query point."""
+    pos = 0
+    next_query = query_every
+    while pos < n:
+        end = min(pos + batch_size, next_query, n)
+        query = end == next_query
+        if query:
+            next_query += query_every
+        yield pos, end, query
+        pos = end
+
+
+def _import_baseline(name):
+    """The baseline's module, or None when its library is not installed."""
+    try:
+        if name == "minibatch":
+            from sklearn import cluster
+        else:
+            from river import cluster
+    except ImportError:
+        return None
+    return cluster
+
+
+_BASELINE_LIBRARY = {"minibatch": "scikit-learn", "river": "river"}
+
+
+def _stream_baseline(X, name, cluster, n_clusters, query_every, batch_size, seed, progress):
+    """Stream X through a baseline of another library; same cadence and cost as _stream."""
+    n, d = X.shape
+    update_s = query_s = 0.0
+    n_queries = 0
+    centers = None
+    if name == "minibatch":
+        est = cluster.MiniBatchKMeans(n_clusters=n_clusters, batch_size=batch_size,
+                                      random_state=seed, n_init="auto")
+        pending = 0                  # MiniBatchKMeans needs >= k points in its first call
+
+        def learn(a, b):
+            nonlocal pending
+            if not hasattr(est, "cluster_centers_") and b - pending < n_clusters:
+                return
+            est.partial_fit(X[pending:b])
+            pending = b
+
+        def query():
+            return est.cluster_centers_ if hasattr(est, "cluster_centers_") else None
+    else:
+        # river draws its initial centres from N(mu, sigma): centre them on the data.
+        est = cluster.STREAMKMeans(chunk_size=RIVER_CHUNK_SIZE, n_clusters=n_clusters,
+                                   seed=seed, mu=float(X.mean()), sigma=float(X.std()) or 1.0)
+        rows = None
+
+        def learn(a, b):
+            for row in rows:
+                est.learn_one(row)
+
+        def query():
+            if len(est.centers) < n_clusters:
+                return None
+            return numpy.array([[c.get(j, 0.0) for j in range(d)]
+                                for c in est.centers.values()])
+
+    with warnings.catch_warnings(), Progress(n, f"{name:<10}", enabled=progress) as bar:
+        # Another library's warnings (e.g. fewer distinct points than clusters in a
+        # batch) are about its own run; they must not stop the benchmark.
+        warnings.simplefilter("ignore")
+        for a, b, at_query in _batches(n, batch_size, query_every):
+            if name == "river":
+                rows = [dict(enumerate(r)) for r in X[a:b].tolist()]   # outside the timer
+            t0 = time.perf_counter()
+            learn(a, b)
+            update_s += time.perf_counter() - t0
+            bar.update(b - a)
+            if at_query and b >= n_clusters:
+                t0 = time.perf_counter()
+                centers = query()
+                query_s += time.perf_counter() - t0
+                n_queries += centers is not None
+        centers = query()
+    if centers is None:
+        raise RuntimeError("no centres after the whole stream")
+    centers = numpy.ascontiguousarray(centers, dtype=numpy.float64)
+    if centers.shape != (n_clusters, d):
+        raise RuntimeError(f"the centres have shape {centers.shape}")
+    cost = edgekm.Coreset(X, numpy.ones(n)).cost(centers)
+    if not math.isfinite(cost) or cost < 0:
+        raise RuntimeError(f"the final cost is {cost!r}")
+    return {
+        "library": _BASELINE_LIBRARY[name],
+        "cost": cost,
+        "update_us_per_point": update_s / n * 1e6,
+        "update_seconds": update_s,
+        "n_queries": n_queries,
+        "query_ms_per_query": query_s / n_queries * 1e3 if n_queries else None,
+        "query_seconds": query_s,
+        "memory_bytes": None,
+        "memory_kib": None,
+        "n_seen": float(n),
+    }
+
+
+def run_bench(
     data=None,
     n_clusters=10,
     algorithms=ALGORITHMS,
@@ -166,6 +288,7 @@ def run_demo(
     progress=True,
     out=sys.stdout,
     shuffle=None,
+    baselines=BASELINES,
 ):
     """Stream a data set through each algorithm and compare it with batch k-means.
 
@@ -196,6 +319,10 @@ def run_demo(
         Shuffle the rows before streaming.  None shuffles the bundled data set
         and keeps the order of ``data`` given by the caller (a file's order may
         be the real stream order).
+    baselines : sequence of str or comma-separated str, default=BASELINES
+        Baselines of other libraries to run when installed: ``minibatch``
+        (scikit-learn ``MiniBatchKMeans``), ``river`` (river ``STREAMKMeans``).
+        ``"none"`` or an empty sequence runs none.
 
     Returns
     -------
@@ -206,11 +333,14 @@ def run_demo(
         name to its ``cost``, ``cost_ratio``, ``update_us_per_point``,
         ``n_queries``, ``query_ms_per_query``, ``memory_bytes``,
         ``memory_kib`` and ``n_seen``, or to ``{"error": message}`` if it
-        failed.  ``"ok"`` is False if anything failed.
+        failed.  ``"baselines"`` maps each requested baseline to the same
+        fields plus ``library`` (``memory_bytes`` is None), or to
+        ``{"skipped": reason}`` when its library is not installed.  ``"ok"`` is
+        False if anything failed.
 
     Raises
     ------
-    DemoInputError
+    BenchInputError
         (a ValueError) for a bad parameter or unreadable data.
     """
     n_clusters = _check_int("n_clusters", n_clusters, 1)
@@ -219,13 +349,14 @@ def run_demo(
     limit = _check_int("limit", limit, 1, allow_none=True)
     seed = _check_int("seed", seed, 0)
     algorithms = _check_algorithms(algorithms)
+    baselines = _check_baselines(baselines)
 
     X, data_info = _load(data, seed, shuffle)
     if limit is not None:
         X = X[:limit]
     n_samples, n_features = X.shape
     if n_samples < n_clusters:
-        raise DemoInputError(
+        raise BenchInputError(
             f"the data has {n_samples} points, fewer than n_clusters={n_clusters}"
         )
 
@@ -241,11 +372,12 @@ def run_demo(
         "backend": _backend_text(),
         "batch": None,
         "algorithms": {},
+        "baselines": {},
     }
 
     def fail(where, exc):
         result["ok"] = False
-        print(f"edgekm demo: {where} failed:", file=sys.stderr)
+        print(f"edgekm bench: {where} failed:", file=sys.stderr)
         traceback.print_exception(exc, file=sys.stderr)
         return {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -267,19 +399,36 @@ def run_demo(
         except Exception as exc:  # report, carry on with the next algorithm
             result["algorithms"][name] = fail(f"algorithm {name!r}", exc)
             continue
-        if batch_cost is None:
-            ratio = None
-        elif batch_cost > 0:
-            ratio = row["cost"] / batch_cost
-        else:  # every point is a center: any exact solution is as good
-            ratio = 1.0 if row["cost"] == 0 else None
-        row["cost_ratio"] = ratio
+        row["cost_ratio"] = _ratio(row["cost"], batch_cost)
         result["algorithms"][name] = row
+
+    for name in baselines:
+        cluster = _import_baseline(name)
+        if cluster is None:
+            result["baselines"][name] = {
+                "skipped": f"{_BASELINE_LIBRARY[name]} is not installed"}
+            continue
+        try:
+            row = _stream_baseline(X, name, cluster, n_clusters, query_every, batch_size, seed,
+                                   progress)
+        except Exception as exc:  # report, carry on
+            result["baselines"][name] = fail(f"baseline {name!r}", exc)
+            continue
+        row["cost_ratio"] = _ratio(row["cost"], batch_cost)
+        result["baselines"][name] = row
 
     if out is not None:
         out.write(format_table(result, stream=out))
         out.flush()
     return result
+
+
+def _ratio(cost, batch_cost):
+    if batch_cost is None:
+        return None
+    if batch_cost > 0:
+        return cost / batch_cost
+    return 1.0 if cost == 0 else None  # every point is a center: any exact solution is as good
 
 
 def _fmt(x, spec):
@@ -297,7 +446,7 @@ def _micro(stream):
 
 
 def format_table(result, stream=None):
-    """Render a :func:`run_demo` result as a plain-text table."""
+    """Render a :func:`run_bench` result as a plain-text table."""
     mu = _micro(stream if stream is not None else sys.stdout)
     lines = []
     data = result["data"]
@@ -322,21 +471,31 @@ def format_table(result, stream=None):
     )
     lines.append(header)
     lines.append("-" * len(header))
-    for name, row in result["algorithms"].items():
+    rows = list(result["algorithms"].items())
+    rows += [(f"{name} *", row) for name, row in result.get("baselines", {}).items()]
+    for name, row in rows:
         if "error" in row:
             lines.append(f"{name:<11}FAILED: {row['error']}")
+            continue
+        if "skipped" in row:
+            lines.append(f"{name:<11}skipped: {row['skipped']}")
             continue
         lines.append(
             f"{name:<11}{_fmt(row['cost_ratio'], '.4f'):>11}"
             f"{_fmt(row['update_us_per_point'], '.2f'):>16}"
             f"{_fmt(row['query_ms_per_query'], '.3f'):>11}{row['n_queries']:>9}"
-            f"{row['memory_bytes']:>12}{row['memory_kib']:>9.1f}"
+            f"{_fmt(row['memory_bytes'], 'd'):>12}{_fmt(row['memory_kib'], '.1f'):>9}"
         )
     lines.append("")
     lines.append(
         "cost/batch: final cost on all the data / batch k-means cost (lower is better, "
         "1 = as good)."
     )
+    if result.get("baselines"):
+        lines.append(
+            "* baselines of other libraries: minibatch = scikit-learn MiniBatchKMeans "
+            "(partial_fit), river = river STREAMKMeans (learn_one); memory not comparable."
+        )
     if not result["ok"]:
         lines.append("Some runs FAILED; see the messages on stderr.")
     return "\n".join(lines) + "\n"

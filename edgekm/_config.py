@@ -1,0 +1,299 @@
+"""Settings of the ``edgekm`` command line: flags, environment variables, a TOML file.
+
+Every option of every command (except ``--help``, ``--json`` and ``--config``)
+can come from, in this order of precedence:
+
+1. the command-line flag;
+2. the environment variable ``EDGEKM_<NAME>``, where ``NAME`` is the option's
+   name in upper case with ``_`` for ``-`` (``--chunk-rows`` ->
+   ``EDGEKM_CHUNK_ROWS``); the device key is ``EDGEKM_DEVICE_KEY``;
+3. the TOML file named by ``--config FILE`` or ``EDGEKM_CONFIG``: a key at the
+   top level applies to every command that has the option; a table per command
+   (``[serve]``, ``[fit]``, ...) and per subcommand (``[versions.publish]``)
+   overrides it for that command.  Keys are option names (``chunk_rows`` or
+   ``chunk-rows``); a key that no command knows is an error;
+4. the option's default.
+
+A value from the environment or the file goes through the same checks as the
+flag, and a bad one is a usage error naming the variable, or the file and the
+key.  Flag values of the boolean options (``--no-progress``) are written in
+the environment as ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``
+and in the file as TOML booleans.
+"""
+
+import argparse
+import os
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                                      # pragma: no cover - the tomli dependency on 3.10
+    import tomli as tomllib
+
+__all__ = ["ConfigError", "Settings", "UNSET", "prepare", "load_file", "find_file",
+           "CONFIG_ENV", "DEBUG_ENV", "ENV_PREFIX"]
+
+ENV_PREFIX = "EDGEKM_"
+CONFIG_ENV = "EDGEKM_CONFIG"
+DEBUG_ENV = "EDGEKM_DEBUG"
+
+#: options that are never read from the environment or a file
+NOT_CONFIGURABLE = frozenset({"help", "version", "json", "config_file"})
+#: environment variables whose name is not EDGEKM_<dest>
+ENV_NAMES = {"key": "EDGEKM_DEVICE_KEY"}
+#: settings whose values are shown masked
+SECRETS = frozenset({"key", "admin_token"})
+
+SOURCES = ("flag", "env", "file", "default")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+class ConfigError(Exception):
+    """A bad configuration file, environment variable or missing setting (exit status 2)."""
+
+
+class _Unset:
+    def __repr__(self):
+        return "UNSET"
+
+
+#: the parse-time default of every configurable option
+UNSET = _Unset()
+
+
+def env_name(dest):
+    """The environment variable of the option ``dest``."""
+    return ENV_NAMES.get(dest, ENV_PREFIX + dest.upper())
+
+
+def _configurable(action):
+    return (bool(action.option_strings) and action.dest not in NOT_CONFIGURABLE
+            and not isinstance(action, (argparse._HelpAction, argparse._VersionAction)))
+
+
+def _subparsers(parser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return None
+
+
+class _Option:
+    """A configurable option: its argparse action and its real default and requiredness."""
+
+    def __init__(self, action):
+        self.action = action
+        self.dest = action.dest
+        self.default = action.default
+        self.required = action.required
+        self.flag = max(action.option_strings, key=len)
+
+    @property
+    def is_bool(self):
+        return self.action.nargs == 0 or isinstance(self.action, argparse.BooleanOptionalAction)
+
+    def convert(self, raw, where):
+        """The value of ``raw`` (a string from the environment, a TOML value) as the flag's."""
+        action = self.action
+        if self.is_bool:
+            if isinstance(raw, bool):
+                flag = raw
+            elif isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+                flag = raw.strip().lower() in _TRUE
+            else:
+                raise ConfigError(f"{where}: expected a boolean (true or false), got {raw!r}")
+            if isinstance(action, argparse.BooleanOptionalAction):
+                return flag
+            return action.const if flag else self.default
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+            kind = "a boolean" if isinstance(raw, bool) else f"a {type(raw).__name__}"
+            raise ConfigError(f"{where}: expected a value for {self.flag}, got {kind}")
+        text = raw if isinstance(raw, str) else repr(raw)
+        try:
+            value = action.type(text) if action.type is not None else text
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(repr, action.choices))
+            raise ConfigError(f"{where}: invalid choice {value!r} (choose from {choices})")
+        return value
+
+
+class _Tree:
+    """The configurable options of every command path, e.g. ("versions", "publish")."""
+
+    def __init__(self, parser):
+        self.options = {}              # path -> {dest: _Option}
+        self.children = {}             # path -> names of its subcommands
+        self._walk(parser, ())
+
+    def _walk(self, parser, path):
+        opts = {}
+        for action in parser._actions:
+            if _configurable(action):
+                opt = _Option(action)
+                opts[opt.dest] = opt
+                action.default = UNSET
+                action.required = False
+        self.options[path] = opts
+        sub = _subparsers(parser)
+        if sub is not None:
+            self.children[path] = tuple(sub.choices)
+            for name, child in sub.choices.items():
+                self._walk(child, path + (name,))
+
+    def leaves(self):
+        """Command paths that run (no subcommand below them)."""
+        return [p for p in self.options if p and p not in self.children]
+
+    def dests_under(self, path):
+        """Every option dest of ``path`` and of the commands below it."""
+        out = set()
+        for p, opts in self.options.items():
+            if p[:len(path)] == path:
+                out.update(opts)
+        return out
+
+    def path_options(self, path):
+        """The options a command path accepts: its own and its parents'."""
+        merged = {}
+        for i in range(len(path) + 1):
+            merged.update(self.options.get(path[:i], {}))
+        return merged
+
+
+def prepare(parser):
+    """Make every configurable option of ``parser`` default to :data:`UNSET`; returns the tree.
+
+    Call once, before parsing: required options stop being required at parse
+    time and are checked by :meth:`Settings.resolve` once every source is known.
+    """
+    return _Tree(parser)
+
+
+def _key(name):
+    return name.replace("-", "_")
+
+
+def load_file(path, tree):
+    """Read and check a TOML configuration file; returns ``{path tuple: {dest: value}}``.
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read, is not TOML, or has a key that no command knows.
+    """
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path!r}: "
+                          f"{exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the config file {path!r} is not valid TOML: {exc}") from None
+    tables = {}
+    _check_table(doc, (), tree, path, tables)
+    return tables
+
+
+def _check_table(doc, path, tree, file, tables):
+    known = tree.dests_under(path) if path else set().union(*tree.options.values())
+    commands = tree.children.get(path, ())
+    values = {}
+    label = f"[{'.'.join(path)}]" if path else "the top level"
+    for name, value in doc.items():
+        if isinstance(value, dict):
+            if name not in commands:
+                where = f"in [{'.'.join(path)}] " if path else ""
+                raise ConfigError(f"{file}: unknown table [{'.'.join(path + (name,))}] {where}"
+                                  f"(commands: {', '.join(commands) or 'none'})")
+            _check_table(value, path + (name,), tree, file, tables)
+            continue
+        key = _key(name)
+        if key in NOT_CONFIGURABLE or key not in known:
+            raise ConfigError(f"{file}: unknown key {name!r} at {label}; "
+                              f"known keys: {', '.join(sorted(known))}")
+        values[key] = value
+    tables[path] = values
+
+
+def find_file(flag_value, environ):
+    """The config file to read and where its name came from: ``(path or None, source)``."""
+    if flag_value is not None:
+        return flag_value, "flag"
+    value = environ.get(CONFIG_ENV)
+    if value:
+        return value, "env"
+    return None, None
+
+
+class Setting:
+    """One effective setting: its value, source (flag/env/file/default) and where from."""
+
+    __slots__ = ("dest", "value", "source", "where")
+
+    def __init__(self, dest, value, source, where):
+        self.dest, self.value, self.source, self.where = dest, value, source, where
+
+    def shown(self):
+        """The value as reported (secrets masked)."""
+        if self.dest in SECRETS and self.value is not None:
+            return "***"
+        return self.value
+
+
+class Settings:
+    """The configuration sources of one run: the environment and the (checked) file."""
+
+    def __init__(self, tree, environ=None, file=None, file_source=None):
+        self.tree = tree
+        self.environ = os.environ if environ is None else environ
+        self.file = file
+        self.file_source = file_source
+        self.tables = load_file(file, tree) if file is not None else {}
+
+    def resolve(self, path, args, check_required=True):
+        """Fill the UNSET options of ``args`` for the command ``path``; returns {dest: Setting}.
+
+        Raises
+        ------
+        ConfigError
+            A bad value in the environment or the file, or a required option
+            that no source gives.
+        """
+        out = {}
+        missing = []
+        for dest, opt in sorted(self.tree.path_options(path).items()):
+            value = getattr(args, dest, UNSET)
+            if value is not UNSET:
+                setting = Setting(dest, value, "flag", opt.flag)
+            else:
+                setting = self._lookup(opt, path)
+                if setting.value is UNSET:
+                    setting = Setting(dest, opt.default, "default", None)
+                    if opt.required:
+                        missing.append(opt)
+                setattr(args, dest, setting.value)
+            out[dest] = setting
+        if missing and check_required:
+            names = ", ".join(o.flag for o in missing)
+            hints = "; ".join(f"or set {env_name(o.dest)}, or {o.dest} in a config file"
+                              for o in missing[:1])
+            raise ConfigError(f"the following arguments are required: {names} ({hints})")
+        return out
+
+    def _lookup(self, opt, path):
+        name = env_name(opt.dest)
+        if name in self.environ:
+            raw = self.environ[name]
+            value = opt.convert(raw, f"{name}={raw!r} (environment)")
+            return Setting(opt.dest, value, "env", name)
+        for i in range(len(path), -1, -1):
+            table = self.tables.get(path[:i], {})
+            if opt.dest in table:
+                label = f"[{'.'.join(path[:i])}]" if i else "top level"
+                where = f"{self.file} {label} {opt.dest}"
+                return Setting(opt.dest, opt.convert(table[opt.dest], where), "file", where)
+        return Setting(opt.dest, UNSET, None, None)

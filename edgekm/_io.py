@@ -1,0 +1,404 @@
+"""Chunked readers of data files for the command line.
+
+Every reader yields ``(X, advance)`` pairs: ``X`` a C-contiguous float array
+of shape ``(n_rows, n_features)`` with at most ``chunk_rows`` rows, every value
+finite, and ``advance`` the progress it represents in the reader's ``unit``
+(rows, or bytes of the file for a CSV, whose row count is unknown until the
+end).  Memory is bounded by one chunk, never by the file:
+
+- ``.npy``: memory-mapped; the pages of the rows already read are handed
+  back to the kernel (``madvise``), so the resident set stays bounded too;
+- ``.csv`` and ``.csv.gz``: read line by line, parsed ``chunk_rows`` lines at
+  a time; the first non-blank line is a header when any of its cells is not a
+  number (as in :func:`edgekm.datasets.load_array`); blank lines are skipped;
+- ``.parquet``: ``pyarrow`` record batches (``pip install 'edgekm[parquet]'``);
+  every column must be numeric;
+- ``-`` (standard input): one CSV row per line, parsed as a CSV file.
+
+A malformed input raises :class:`DataError` (a ValueError) naming the file
+and the line, row or column.
+"""
+
+import gzip
+import mmap
+import os
+import sys
+
+import numpy as np
+
+__all__ = ["DataError", "open_chunks", "SUFFIXES"]
+
+#: the file suffixes :func:`open_chunks` reads
+SUFFIXES = (".npy", ".csv", ".csv.gz", ".parquet")
+
+STDIN = "-"
+
+
+class DataError(ValueError):
+    """A data file that is missing, unreadable or malformed."""
+
+
+def _float_dtype(dtype):
+    dt = np.dtype(dtype)
+    if dt.kind != "f":
+        raise ValueError(f"dtype must be a floating-point type, got {dt}")
+    return dt
+
+
+def open_chunks(path, chunk_rows=65536, dtype=np.float32, *, stdin=None):
+    """A chunked reader of ``path`` (``"-"`` reads ``stdin``), chosen by its suffix.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.npy``, ``.csv``, ``.csv.gz`` or ``.parquet`` file, or ``"-"``.
+    chunk_rows : int, default=65536
+        The largest number of rows of one chunk.
+    dtype : numpy floating dtype, default=numpy.float32
+        dtype of the chunks.
+    stdin : text file, default=None
+        What ``"-"`` reads; ``sys.stdin`` when None.
+
+    Returns
+    -------
+    reader : iterable of (ndarray of shape (n_rows, n_features), int)
+        With the attributes ``name``, ``unit`` (``"rows"`` or ``"bytes"``),
+        ``total`` (the progress of the whole input in that unit, or None when
+        unknown) and ``n_features`` (None until known).
+
+    Raises
+    ------
+    DataError
+        A missing file, an unsupported suffix, or (for ``.npy`` and
+        ``.parquet``) a header that is not a non-empty 2-D numeric table.
+    """
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be an int >= 1, got {chunk_rows!r}")
+    dt = _float_dtype(dtype)
+    name = os.fspath(path)
+    if name == STDIN:
+        return _LineReader(stdin if stdin is not None else sys.stdin, "<stdin>", chunk_rows, dt)
+    if not os.path.exists(name):
+        raise DataError(f"data file not found: {name}")
+    if not os.path.isfile(name):
+        raise DataError(f"not a regular file: {name}")
+    lower = name.lower()
+    if lower.endswith(".npy"):
+        return _NpyReader(name, chunk_rows, dt)
+    if lower.endswith(".csv") or lower.endswith(".csv.gz"):
+        return _CsvFileReader(name, chunk_rows, dt)
+    if lower.endswith(".parquet"):
+        return _ParquetReader(name, chunk_rows, dt)
+    ext = os.path.splitext(name)[1] or "(none)"
+    raise DataError(f"{name}: unsupported file extension {ext}; expected "
+                    f"{', '.join(SUFFIXES)} (or - for standard input)")
+
+
+def _check_finite(X, name, first_row, where="row"):
+    """Raise DataError naming the first row with a NaN or an infinity."""
+    finite = np.isfinite(X).all(axis=1)
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        raise DataError(f"{name}: {where} {first_row + bad} (counting from 0) has a missing, "
+                        "NaN or infinite value")
+
+
+# ---------------------------------------------------------------- .npy
+
+
+class _NpyReader:
+    unit = "rows"
+
+    def __init__(self, name, chunk_rows, dtype):
+        self.name = name
+        self.chunk_rows = chunk_rows
+        self.dtype = dtype
+        try:
+            with open(name, "rb") as f:
+                try:
+                    version = np.lib.format.read_magic(f)
+                except ValueError:
+                    raise DataError(f"{name}: not a .npy file (it does not start with the "
+                                    "NumPy header)") from None
+                read = {(1, 0): np.lib.format.read_array_header_1_0,
+                        (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                header = read(f) if read is not None else None
+                self._offset = f.tell()
+        except (OSError, ValueError, EOFError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(f"{name}: cannot read as a .npy file ({exc})") from None
+        if header is None:                       # another format version: let numpy map it
+            try:
+                arr = np.load(name, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:
+                raise DataError(f"{name}: cannot read as a .npy file ({exc})") from None
+            shape, fortran, file_dtype = arr.shape, arr.flags.f_contiguous, arr.dtype
+            del arr
+        else:
+            shape, fortran, file_dtype = header
+        if file_dtype.kind not in "biuf" or file_dtype.hasobject:
+            raise DataError(f"{name}: expected a numeric array, got {file_dtype}")
+        if len(shape) != 2:
+            raise DataError(f"{name}: expected a 2-D array of shape (n_samples, n_features), "
+                            f"got shape {shape}")
+        if shape[0] == 0 or shape[1] == 0:
+            raise DataError(f"{name}: the data is empty (shape {shape})")
+        needed = int(np.prod(shape)) * file_dtype.itemsize
+        if header is not None and os.path.getsize(name) < self._offset + needed:
+            raise DataError(f"{name}: the file is truncated ({os.path.getsize(name)} bytes, "
+                            f"the header announces {self._offset + needed})")
+        self._header = header
+        self._fortran = bool(fortran)
+        self._file_dtype = file_dtype
+        self.shape = tuple(int(s) for s in shape)
+        self.n_features = self.shape[1]
+        self.total = self.shape[0]
+
+    def __iter__(self):
+        n, d = self.shape
+        if self._header is None or self._fortran:
+            # Rows are not contiguous in the file: numpy's memory map, without page release.
+            arr = np.load(self.name, mmap_mode="r", allow_pickle=False)
+            for a in range(0, n, self.chunk_rows):
+                X = np.ascontiguousarray(arr[a:a + self.chunk_rows], dtype=self.dtype)
+                _check_finite(X, self.name, a)
+                yield X, X.shape[0]
+            return
+        row_bytes = d * self._file_dtype.itemsize
+        with open(self.name, "rb") as f, \
+                mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            release = getattr(mmap, "MADV_DONTNEED", None)
+            page = mmap.PAGESIZE
+            released = 0
+            for a in range(0, n, self.chunk_rows):
+                rows = min(self.chunk_rows, n - a)
+                view = np.frombuffer(mm, dtype=self._file_dtype, count=rows * d,
+                                     offset=self._offset + a * row_bytes).reshape(rows, d)
+                X = np.array(view, dtype=self.dtype, order="C")      # a copy: the view goes
+                del view
+                _check_finite(X, self.name, a)
+                if release is not None:
+                    end = (self._offset + (a + rows) * row_bytes) // page * page
+                    if end > released:
+                        mm.madvise(release, released, end - released)
+                        released = end
+                yield X, rows
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def _is_number(cell):
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _values(n):
+    return f"{n} value" if n == 1 else f"{n} values"
+
+
+class _LineParser:
+    """Turns numbered text lines into chunks: header detection, fixed width, clear errors."""
+
+    def __init__(self, name, chunk_rows, dtype):
+        self.name = name
+        self.chunk_rows = chunk_rows
+        self.dtype = dtype
+        self.header = None              # the column names, if the first line was a header
+        self.n_features = None
+        self._first_data_line = None
+        self._seen_line = False
+
+    def feed(self, lines):
+        """Parse a list of ``(lineno, text)``; returns the chunk or None if it had no rows."""
+        rows = []
+        numbers = []
+        for lineno, text in lines:
+            text = text.strip()
+            if not text:
+                continue
+            if not self._seen_line:
+                self._seen_line = True
+                cells = [c.strip() for c in text.split(",")]
+                if not all(_is_number(c) for c in cells):
+                    self.header = cells
+                    continue
+            rows.append(text)
+            numbers.append(lineno)
+        if not rows:
+            return None
+        if self.n_features is None:
+            self.n_features = rows[0].count(",") + 1
+            self._first_data_line = numbers[0]
+        try:
+            X = np.loadtxt(rows, delimiter=",", comments=None, dtype=self.dtype, ndmin=2)
+        except ValueError as exc:
+            raise DataError(f"{self.name}: {self._explain(rows, numbers) or exc}") from None
+        if X.shape[1] != self.n_features:
+            raise DataError(f"{self.name}: {self._explain(rows, numbers)}")
+        finite = np.isfinite(X).all(axis=1)
+        if not finite.all():
+            line = numbers[int(np.argmin(finite))]
+            raise DataError(f"{self.name}: line {line} has a NaN or infinite value")
+        return np.ascontiguousarray(X)
+
+    def _explain(self, rows, numbers):
+        for text, lineno in zip(rows, numbers):
+            cells = [c.strip() for c in text.split(",")]
+            if len(cells) != self.n_features:
+                return (f"line {lineno} has {_values(len(cells))} but line "
+                        f"{self._first_data_line} has {_values(self.n_features)} (ragged rows)")
+            for col, cell in enumerate(cells, start=1):
+                if not _is_number(cell):
+                    return f"line {lineno}, column {col}: {cell!r} is not a number"
+        return None
+
+    def no_rows(self):
+        return DataError(f"{self.name}: no data rows")
+
+
+class _CsvFileReader:
+    unit = "bytes"
+
+    def __init__(self, name, chunk_rows, dtype):
+        self.name = name
+        self._parser = _LineParser(name, chunk_rows, dtype)
+        self.chunk_rows = chunk_rows
+        self.total = os.path.getsize(name)
+        self._gzip = name.lower().endswith(".gz")
+
+    @property
+    def n_features(self):
+        return self._parser.n_features
+
+    def __iter__(self):
+        try:
+            with open(self.name, "rb") as raw:
+                f = gzip.GzipFile(fileobj=raw, mode="rb") if self._gzip else raw
+                with f:
+                    yield from self._chunks(f, raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{self.name}: cannot read ({exc})") from None
+
+    def _chunks(self, f, raw):
+        parser = self._parser
+        done = 0
+        any_rows = False
+        lines = []
+        lineno = 0
+        for lineno, line in enumerate(f, start=1):
+            try:
+                lines.append((lineno, line.decode("utf-8")))
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{self.name}: line {lineno} is not UTF-8 text "
+                                f"({exc.reason})") from None
+            if len(lines) == self.chunk_rows:
+                X = parser.feed(lines)
+                lines = []
+                if X is not None:
+                    any_rows = True
+                    pos = raw.tell()
+                    yield X, pos - done
+                    done = pos
+        X = parser.feed(lines)
+        if X is not None:
+            any_rows = True
+            yield X, self.total - done
+        if not any_rows:
+            raise parser.no_rows()
+
+
+class _LineReader:
+    """Standard input: one CSV row per line, a chunk every ``chunk_rows`` lines or at the end."""
+
+    unit = "rows"
+    total = None
+
+    def __init__(self, stream, name, chunk_rows, dtype):
+        self.name = name
+        self._stream = stream
+        self._parser = _LineParser(name, chunk_rows, dtype)
+        self.chunk_rows = chunk_rows
+
+    @property
+    def n_features(self):
+        return self._parser.n_features
+
+    def __iter__(self):
+        lines = []
+        any_rows = False
+        try:
+            for lineno, line in enumerate(self._stream, start=1):
+                lines.append((lineno, line))
+                if len(lines) == self.chunk_rows:
+                    X = self._parser.feed(lines)
+                    lines = []
+                    if X is not None:
+                        any_rows = True
+                        yield X, X.shape[0]
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{self.name}: not UTF-8 text ({exc.reason})") from None
+        X = self._parser.feed(lines)
+        if X is not None:
+            any_rows = True
+            yield X, X.shape[0]
+        if not any_rows:
+            raise self._parser.no_rows()
+
+
+# ---------------------------------------------------------------- Parquet
+
+
+def _pyarrow():
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise DataError("reading Parquet files needs pyarrow: "
+                        "pip install 'edgekm[parquet]'") from None
+    return pyarrow
+
+
+class _ParquetReader:
+    unit = "rows"
+
+    def __init__(self, name, chunk_rows, dtype):
+        pa = _pyarrow()
+        self.name = name
+        self.chunk_rows = chunk_rows
+        self.dtype = dtype
+        try:
+            self._file = pa.parquet.ParquetFile(name)
+            schema = self._file.schema_arrow
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise DataError(f"{name}: cannot read as a Parquet file ({exc})") from None
+        numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
+                   pa.types.is_decimal)
+        for fld in schema:
+            if not any(check(fld.type) for check in numeric):
+                raise DataError(f"{name}: column {fld.name!r} is {fld.type}, not numeric")
+        self.columns = schema.names
+        self.n_features = len(schema.names)
+        self.total = self._file.metadata.num_rows
+        if self.n_features == 0 or self.total == 0:
+            raise DataError(f"{name}: the data is empty ({self.total} rows x "
+                            f"{self.n_features} columns)")
+
+    def __iter__(self):
+        pa = _pyarrow()
+        done = 0
+        try:
+            for batch in self._file.iter_batches(batch_size=self.chunk_rows):
+                X = np.empty((batch.num_rows, self.n_features), dtype=self.dtype)
+                for j, column in enumerate(batch.columns):
+                    # nulls become NaN, which the finiteness check reports
+                    X[:, j] = column.to_numpy(zero_copy_only=False)
+                _check_finite(X, self.name, done)
+                done += X.shape[0]
+                yield X, X.shape[0]
+        except (OSError, TypeError, pa.ArrowException) as exc:
+            raise DataError(f"{self.name}: cannot read ({exc})") from None

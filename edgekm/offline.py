@@ -1,0 +1,251 @@
+"""Fit centroids on a data file larger than memory (``edgekm fit``).
+
+:func:`fit_file` streams the file in chunks (:mod:`edgekm._io`) through
+:meth:`edgekm.StreamingKMeans.partial_fit`: the memory used is one chunk plus
+the estimator's fixed structure (``memory_bytes``), whatever the size of the
+file.  The centres are the estimator's answer on its coreset; the cluster
+weights and the per-cluster quantiles of the squared distance (the anomaly
+thresholds of a centroid version) are measured on the same coreset.
+
+:func:`write_centroids` writes the result as
+
+- ``.npy``: the centres only, an array of shape ``(n_clusters, n_features)``;
+- ``.json``: the centres, cluster weights, quantiles and the fit's figures;
+- ``.msgpack``: an encoded :class:`edgekm.sync.version.CentroidVersion`,
+  digest included, as an aggregator publishes it.
+
+``edgekm assign --version FILE`` reads the ``.msgpack`` and ``.json`` files.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+
+from ._io import open_chunks
+from ._progress import Progress
+from ._validation import check_params
+from .streaming import StreamingKMeans
+
+__all__ = ["FitError", "fit_file", "write_centroids", "read_centroids_json", "OUTPUT_SUFFIXES"]
+
+#: the suffixes :func:`write_centroids` writes
+OUTPUT_SUFFIXES = (".npy", ".json", ".msgpack")
+
+#: algorithms that keep a coreset to solve on (sequential k-means keeps none)
+FIT_ALGORITHMS = ("ct", "cc", "rcc", "onlinecc")
+
+#: ``"kind"`` of the JSON documents of :func:`write_centroids`
+JSON_KIND = "edgekm-centroids"
+
+
+class FitError(ValueError):
+    """Bad parameters or a data file that cannot be fitted (too few points)."""
+
+
+def _check_output(path):
+    name = os.fspath(path)
+    suffix = os.path.splitext(name)[1].lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise FitError(f"the output {name!r} must end with one of {', '.join(OUTPUT_SUFFIXES)}")
+    return suffix
+
+
+def fit_file(path, n_clusters, *, coreset_size=None, algorithm="cc", chunk_rows=65536,
+             random_state=0, progress=True, stdin=None):
+    """Fit ``n_clusters`` centres on a data file in bounded memory.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.npy``, ``.csv``, ``.csv.gz`` or ``.parquet`` file, or ``"-"``
+        for CSV lines on standard input.
+    n_clusters : int
+        k.
+    coreset_size : int or None, default=None
+        m, the points per bucket (None: the estimator's default).
+    algorithm : {"ct", "cc", "rcc", "onlinecc"}, default="cc"
+    chunk_rows : int, default=65536
+        Rows read and given to ``partial_fit`` at a time.
+    random_state : int or None, default=0
+    progress : bool, default=True
+        A progress bar on stderr (only when it is a terminal).
+    stdin : text file, default=None
+        What ``"-"`` reads.
+
+    Returns
+    -------
+    result : dict
+        ``centers`` (ndarray of shape (n_clusters, n_features)),
+        ``cluster_weights`` (ndarray of shape (n_clusters,)), ``quantiles``
+        (ndarray of shape (n_clusters, 3), p50/p95/p99 of the squared
+        distance), and the JSON-ready figures ``input``, ``n_samples``,
+        ``n_features``, ``n_clusters``, ``algorithm``, ``coreset_size``,
+        ``chunk_rows``, ``largest_chunk_bytes``, ``memory_bytes`` (the
+        estimator's fixed structure), ``coreset_points``, ``inertia`` (cost on
+        the coreset) and ``seconds``.
+
+    Raises
+    ------
+    edgekm._io.DataError
+        An unreadable or malformed file.
+    FitError
+        A bad parameter, or fewer points than ``n_clusters``.
+    """
+    if algorithm not in FIT_ALGORITHMS:
+        raise FitError(f"algorithm must be one of {', '.join(FIT_ALGORITHMS)}, got {algorithm!r}")
+    start = time.perf_counter()
+    reader = open_chunks(path, chunk_rows, np.float32, stdin=stdin)
+    est = StreamingKMeans(n_clusters, algorithm=algorithm, coreset_size=coreset_size,
+                          random_state=random_state)
+    try:
+        cfg = check_params(est.get_params())     # before reading a byte of a large file
+    except (TypeError, ValueError) as exc:
+        raise FitError(str(exc)) from None
+    n_samples = 0
+    largest = 0
+    with Progress(reader.total or 0, f"fit ({reader.unit})", enabled=progress) as bar:
+        for X, advance in reader:
+            est.partial_fit(X)                  # X is finite and of a fixed width
+            n_samples += X.shape[0]
+            largest = max(largest, X.nbytes)
+            bar.update(advance)
+    if n_samples < n_clusters:
+        raise FitError(f"{reader.name} has {n_samples} points, fewer than k={n_clusters}")
+    centers = np.ascontiguousarray(est.cluster_centers_)
+    inertia = est.inertia_
+    coreset = est.coreset()
+    weights, quantiles = _cluster_statistics(coreset.points, coreset.weights, centers)
+    return {
+        "input": reader.name,
+        "n_samples": n_samples,
+        "n_features": int(centers.shape[1]),
+        "n_clusters": int(n_clusters),
+        "algorithm": algorithm,
+        "coreset_size": int(cfg["coreset_size"]),
+        "chunk_rows": chunk_rows,
+        "largest_chunk_bytes": largest,
+        "memory_bytes": est.memory_bytes,
+        "coreset_points": len(coreset),
+        "inertia": float(inertia),
+        "seconds": time.perf_counter() - start,
+        "centers": centers,
+        "cluster_weights": weights,
+        "quantiles": quantiles,
+    }
+
+
+def _cluster_statistics(points, weights, centers):
+    """Weight and p50/p95/p99 of the squared distance of each cluster, on a weighted set."""
+    from edgekm.sync.version import QUANTILES
+    from edgekm.sync.versions import squared_distances, weighted_quantiles
+
+    k = centers.shape[0]
+    labels, sqdist = squared_distances(points, centers)
+    cluster_weights = np.bincount(labels, weights=weights, minlength=k).astype(np.float64)
+    quantiles = np.zeros((k, len(QUANTILES)))
+    for c in range(k):
+        mask = labels == c
+        if mask.any():
+            quantiles[c] = weighted_quantiles(sqdist[mask], weights[mask], QUANTILES)
+    return cluster_weights, np.maximum.accumulate(quantiles, axis=1)
+
+
+def write_centroids(result, path, *, model="offline"):
+    """Write the result of :func:`fit_file` to ``path``; the suffix selects the format.
+
+    Parameters
+    ----------
+    result : dict
+        From :func:`fit_file`.
+    path : str or os.PathLike
+        Ends with ``.npy``, ``.json`` or ``.msgpack``.
+    model : str, default="offline"
+        The model name recorded in a ``.json`` or ``.msgpack`` file.
+
+    Returns
+    -------
+    digest : str or None
+        The SHA-256 of a ``.msgpack`` version's payload; None otherwise.
+    """
+    suffix = _check_output(path)
+    from edgekm.sync.frame import FrameError, check_id
+
+    try:
+        check_id(model, "model")
+    except FrameError as exc:
+        raise FitError(str(exc)) from None
+    centers = result["centers"]
+    name = os.fspath(path)
+    tmp = name + ".tmp"
+    digest = None
+    if suffix == ".npy":
+        with open(tmp, "wb") as f:
+            np.save(f, centers)
+    else:
+        version = _as_version(result, model)
+        if suffix == ".msgpack":
+            from edgekm.sync.version import encode_version
+
+            body, digest = encode_version(version)
+        else:
+            doc = {"kind": JSON_KIND, "model": model, "dtype": centers.dtype.name,
+                   "centers": centers.tolist(),
+                   "cluster_weights": version.cluster_weights.tolist(),
+                   "quantiles": version.quantiles.tolist(),
+                   "training_weight": version.training_weight, "cost": version.cost,
+                   "created": version.created,
+                   **{k: result[k] for k in ("input", "n_samples", "algorithm",
+                                             "coreset_size")}}
+            body = (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode("utf-8")
+        with open(tmp, "wb") as f:
+            f.write(body)
+    os.replace(tmp, name)
+    return digest
+
+
+def _as_version(result, model, created=None):
+    from edgekm.sync.version import CentroidVersion
+
+    return CentroidVersion(
+        model=model, version=1, parent=None,
+        created=time.time() if created is None else float(created),
+        centers=result["centers"], cluster_weights=np.asarray(result["cluster_weights"]),
+        quantiles=np.asarray(result["quantiles"]),
+        training_weight=float(result["n_samples"]), cost=float(result["inertia"]))
+
+
+def read_centroids_json(data):
+    """A :class:`~edgekm.sync.version.CentroidVersion` from the JSON of :func:`write_centroids`.
+
+    Raises
+    ------
+    edgekm.sync.version.VersionError
+        Not such a document, or values that a version refuses.
+    """
+    from edgekm.sync.version import VersionError, decode_version, encode_version
+
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise VersionError(f"not JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("kind") != JSON_KIND:
+        raise VersionError(f"not an {JSON_KIND} JSON document (written by edgekm fit)")
+    try:
+        dtype = np.dtype(doc["dtype"])
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype {dtype} is not float32 or float64")
+        centers = np.array(doc["centers"], dtype=dtype)
+        result = {"centers": centers, "cluster_weights": np.array(doc["cluster_weights"], float),
+                  "quantiles": np.array(doc["quantiles"], float),
+                  "n_samples": float(doc["training_weight"]), "inertia": float(doc["cost"])}
+        if centers.ndim != 2:
+            raise ValueError("centers must be a list of rows")
+        version = _as_version(result, doc["model"], doc["created"])
+        body, _ = encode_version(version)     # one validator for every source
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, VersionError):
+            raise
+        raise VersionError(f"bad {JSON_KIND} document: {exc!r:.200}") from None
+    return decode_version(body)
