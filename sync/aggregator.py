@@ -275,6 +275,12 @@ class Aggregator(VersionsMixin):
         Compaction collapses the dedup rows (frames, telemetry) received
         more than this many seconds ago into runs of consecutive ``seq``, and
         deletes forwarded anomalies older than this.  None: never.
+    publish_trim : float in [0, 0.5), default=0.0
+        The default ``trim`` of :meth:`publish` (and of the auto-publish
+        policies): fit the published centres with
+        :func:`~edgekm.sync.versions.trimmed_kmeans`, which leaves out up to
+        this fraction of the aggregate's weight farthest from the centres.
+        0: the plain solver.
 
     The object is thread-safe: writes are serialised on one connection, and
     each reading thread has its own connection (WAL readers never block the
@@ -304,7 +310,7 @@ class Aggregator(VersionsMixin):
                  max_skew=auth.MAX_SKEW_SECONDS, durability="full", retain_windows=None,
                  clock=time.time, random_state=None, checkpoint_interval=0.5,
                  max_device_weight=None, weight_cap_policy="reject", compact_windows=168,
-                 dedup_seconds=7 * 86400.0):
+                 dedup_seconds=7 * 86400.0, publish_trim=0.0):
         self.coreset_size = _check_positive_int("coreset_size", coreset_size)
         self.merge_degree = _check_positive_int("merge_degree", merge_degree)
         if self.merge_degree < 2:
@@ -331,6 +337,10 @@ class Aggregator(VersionsMixin):
             raise ValueError(f"dedup_seconds must be None or a number >= 2 * max_skew; "
                              f"got {dedup_seconds!r}.")
         self.dedup_seconds = None if dedup_seconds is None else float(dedup_seconds)
+        if isinstance(publish_trim, bool) or not isinstance(publish_trim, (int, float)) \
+                or not 0 <= publish_trim < 0.5:
+            raise ValueError(f"publish_trim must be a number in [0, 0.5); got {publish_trim!r}.")
+        self.publish_trim = float(publish_trim)
         self.window_seconds = float(window_seconds)
         self.auto_create_models = bool(auto_create_models)
         self.max_frame_bytes = _check_positive_int("max_frame_bytes", max_frame_bytes)

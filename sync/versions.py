@@ -40,7 +40,7 @@ from .version import CentroidVersion, decode_version, encode_version
 
 __all__ = ["VersionsMixin", "RolloutError", "UnknownVersionError", "STATUSES",
            "cohort_bucket", "in_cohort", "match_labels", "weighted_quantiles",
-           "squared_distances", "DEFAULT_DRIFT_THRESHOLD"]
+           "squared_distances", "trimmed_kmeans", "DEFAULT_DRIFT_THRESHOLD"]
 
 logger = logging.getLogger("edgekm.sync.versions")
 
@@ -122,6 +122,69 @@ def squared_distances(X, centers, *, chunk_elements=1 << 22):
         labels[start:start + step] = np.argmin(d2, axis=1)
         dist[start:start + step] = d2[np.arange(d2.shape[0]), labels[start:start + step]]
     return labels, dist
+
+
+def _trim_mask(sqdist, weights, budget):
+    """Keep-mask leaving out the farthest points whose weight sums to at most ``budget``."""
+    order = np.argsort(-sqdist, kind="stable")
+    dropped = np.cumsum(weights[order]) <= budget
+    keep = np.ones(len(sqdist), dtype=bool)
+    keep[order[dropped]] = False
+    return keep
+
+
+def trimmed_kmeans(X, weights, n_clusters, trim, *, n_init=10, max_iter=100,
+                   random_state=0):
+    """Weighted k-means that ignores up to ``trim`` of the weight, farthest from the centres.
+
+    k-means-- style: seeding is k-means++ where each D² draw leaves out the
+    farthest ``trim`` of the weight, and every Lloyd step assigns the points,
+    drops the farthest points whose weight sums to at most ``trim`` of the
+    total, and moves each centre to the weighted mean of its kept points.
+    The best of ``n_init`` runs by trimmed cost is returned.  A cluster far
+    from the data, of weight at most ``trim`` of the total, is left out
+    instead of capturing a centre.
+
+    Returns
+    -------
+    centers : ndarray of shape (n_clusters, n_features)
+    cost : float
+        The weighted cost of the kept points.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    k = int(n_clusters)
+    if len(X) < k:
+        raise ValueError(f"n_samples={len(X)} should be >= n_clusters={k}.")
+    budget = float(trim) * float(w.sum())
+    rng = np.random.default_rng(random_state)
+    best = (np.inf, None)
+    for _ in range(max(1, int(n_init))):
+        centers = X[[rng.choice(len(X), p=w / w.sum())]]
+        while len(centers) < k:
+            _, d2 = squared_distances(X, centers)
+            p = w * d2 * _trim_mask(d2, w, budget)
+            if p.sum() <= 0:
+                p = w * d2 if (w * d2).sum() > 0 else w.copy()
+            centers = np.vstack([centers, X[rng.choice(len(X), p=p / p.sum())]])
+        for _ in range(max_iter):
+            labels, d2 = squared_distances(X, centers)
+            keep = _trim_mask(d2, w, budget)
+            kw = np.where(keep, w, 0.0)
+            mass = np.bincount(labels, weights=kw, minlength=k)
+            sums = np.stack([np.bincount(labels, weights=kw * X[:, j], minlength=k)
+                             for j in range(X.shape[1])], axis=1)
+            moved = np.where(mass[:, None] > 0, sums / np.maximum(mass, 1e-300)[:, None],
+                             centers)
+            done = np.allclose(moved, centers, rtol=0, atol=1e-10 * (1 + np.abs(centers).max()))
+            centers = moved
+            if done:
+                break
+        _, d2 = squared_distances(X, centers)
+        cost = float(np.sum(np.where(_trim_mask(d2, w, budget), w * d2, 0.0)))
+        if cost < best[0]:
+            best = (cost, centers)
+    return best[1], best[0]
 
 
 def _lexicographic(centers):
@@ -308,7 +371,7 @@ class VersionsMixin:
 
     # ------------------------------------------------------------ publishing
     def publish(self, model, n_clusters, windows=None, *, n_init=10, random_state=0,
-                actor="api", reason=None):
+                actor="api", reason=None, trim=None):
         """Fit centres on the aggregate and store them as a new immutable version.
 
         Parameters
@@ -323,6 +386,12 @@ class VersionsMixin:
             Recorded in the event log.
         reason : str or None
             Recorded in the event log (the auto-publish trigger).
+        trim : float in [0, 0.5) or None, default=None
+            Robust publication: fit with :func:`trimmed_kmeans`, which leaves
+            out up to this fraction of the aggregate's weight, farthest from
+            the centres, so that a far-outlier cluster of at most that weight
+            cannot capture a centre.  0: the plain solver.  None: the
+            aggregator's ``publish_trim`` (0 unless set).
 
         Returns
         -------
@@ -342,9 +411,16 @@ class VersionsMixin:
                 or n_clusters < 1:
             raise ValueError(f"n_clusters must be an int >= 1; got {n_clusters!r}.")
         self._check_actor(actor)
+        trim = getattr(self, "publish_trim", 0.0) if trim is None else trim
+        if isinstance(trim, bool) or not isinstance(trim, (int, float)) or not 0 <= trim < 0.5:
+            raise ValueError(f"trim must be a number in [0, 0.5); got {trim!r}.")
         coreset = self.aggregate(model, windows)            # a read snapshot
-        centers, _, cost = coreset.fit_centers(int(n_clusters), n_init=n_init,
-                                               random_state=random_state)
+        if trim > 0:
+            centers, cost = trimmed_kmeans(coreset.points, coreset.weights, int(n_clusters),
+                                           trim, n_init=n_init, random_state=random_state)
+        else:
+            centers, _, cost = coreset.fit_centers(int(n_clusters), n_init=n_init,
+                                                   random_state=random_state)
         return self._store_version(model, centers, coreset, cost, windows, actor, reason)
 
     def publish_centers(self, model, centers, coreset=None, *, actor="api", reason=None):
