@@ -1,4 +1,7 @@
-"""Data loading for edgekm: the bundled Shuttle data set and user files.
+"""Data for edgekm: the bundled Shuttle data set, user files and a drifting stream.
+
+:func:`make_rbf_drift` generates a stream whose cluster centres move (MOA's
+RBF generator with drift, of the kind the paper's *Drift* data set came from).
 
 Everything here depends on NumPy and the standard library only, so that it runs
 on a device.  See ``README.md`` in this folder for the data set's citation and
@@ -12,7 +15,9 @@ from importlib import resources
 
 import numpy
 
-__all__ = ["load_shuttle", "load_array"]
+from .drift import RBFDriftModel, make_rbf_drift
+
+__all__ = ["load_shuttle", "load_array", "make_rbf_drift", "RBFDriftModel"]
 
 _SHUTTLE = "shuttle.csv.gz"
 _SHUTTLE_LABELS = "shuttle_labels.csv.gz"

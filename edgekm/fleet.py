@@ -1,0 +1,792 @@
+"""``edgekm demo``: a whole fleet on one machine, devices to cloud and back, in well under a minute.
+
+:func:`run_fleet_demo` runs the real pieces, not stand-ins:
+
+1. an :class:`~edgekm.sync.aggregator.Aggregator` on a temporary SQLite
+   database, served by the Starlette app of :mod:`edgekm.sync.server` under
+   uvicorn in a background thread, on a free loopback port;
+2. ``n_devices`` devices registered with their own HMAC keys, each a
+   :class:`~edgekm.sync.agent.DeviceAgent` with its own outbox, uploading
+   signed coreset frames and telemetry over HTTP;
+3. a stream cut into :data:`ROUNDS` sync rounds; in each round every device
+   ingests a disjoint, contiguous piece of the round's points (so the fleet
+   sees the stream in order and drift shows over time) and then syncs;
+4. centroid versions through the admin HTTP API: v1 after round
+   :data:`PUBLISH_V1`, v2 after round :data:`PUBLISH_V2` rolled out as a
+   canary to about half the fleet, checked, then promoted after round
+   :data:`PROMOTE_V2`, and v3 at the end, promoted at once; devices pull
+   each version (signed, conditional GETs) and their
+   :class:`~edgekm.EdgeFilter` then flags anomalies and scores drift;
+5. the aggregator is stopped and every device labels its latest points
+   offline with its :class:`~edgekm.Assigner`.
+
+What the report measures:
+
+- **bytes uploaded**: the HTTP/1.1 bytes (request line, headers and body)
+  of every frame and telemetry upload the aggregator received, counted by
+  a pass-through ASGI middleware around the real app; **raw bytes** is
+  ``points x features x 4`` (the float32 points the devices did not send);
+- **cost ratio**: the k-means cost on *all* the points of the fleet's final
+  active version (fitted by the aggregator on its merged coresets) divided
+  by the cost of batch k-means on all the points (the project's solver,
+  :meth:`edgekm.Coreset.fit_centers`: exact weighted k-means++ seeding and
+  Lloyd, best of :data:`BATCH_N_INIT`, on every point with weight 1);
+- per round, for the HTML plots: the same ratio on the points seen so far
+  (fresh fit on the aggregate, via ``POST /fit``), the active version's
+  cost on the round's new points against batch k-means on those points, and
+  the devices' mean drift score;
+- **anomalies flagged**: points whose anomaly score exceeded 1 on a device
+  (beyond their cluster's 99th percentile), forwarded raw or, over the
+  per-window cap, only counted (read from the telemetry uploads).
+
+Anything that goes wrong is collected in ``failures``: an upload rejected or
+left pending, a device without the version it should have, merged weight
+different from the points ingested, a non-finite cost ratio, an offline label
+that is not the nearest centre, an HTTP error.  Bad input raises
+:class:`FleetDemoError` before anything starts.
+"""
+
+import contextlib
+import http.client
+import json
+import math
+import os
+import secrets
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy
+
+from ._progress import Progress
+from .coreset import Coreset
+from .exceptions import EdgekmError
+
+__all__ = ["FleetDemoError", "run_fleet_demo", "ROUNDS", "DEFAULT_POINTS", "DEFAULT_FEATURES"]
+
+#: sync rounds of the demo
+ROUNDS = 12
+#: v1 is published after this round, v2 after PUBLISH_V2 (canary), promoted after PROMOTE_V2
+PUBLISH_V1, PUBLISH_V2, PROMOTE_V2 = 3, 6, 8
+#: points streamed through the fleet by default (the drift generator)
+DEFAULT_POINTS = 240_000
+#: features of the generated stream
+DEFAULT_FEATURES = 10
+#: distance each generated centre travels over the whole stream (cube side = 1)
+DRIFT_TRAVEL = 0.25
+#: m: points per frame and per aggregator bucket
+CORESET_SIZE = 200
+#: restarts of the batch k-means reference on all the data (the paper's baseline: best of 5)
+BATCH_N_INIT = 5
+#: restarts of the per-round fits behind the cost-over-time plot
+ROUND_N_INIT = 2
+#: restarts of each published version's fit on the aggregate
+PUBLISH_N_INIT = 10
+#: target share of the fleet in the v2 canary cohort
+CANARY_SHARE = 0.5
+#: coreset points sampled for the 2-D projection
+PROJECTION_POINTS = 600
+#: share of points beyond p99 under a freshly fitted version above which the report warns
+CALIBRATION_LIMIT = 0.05
+MAX_DEVICES = 256
+MAX_CLUSTERS = 100
+MODEL = "fleet-demo"
+
+
+class FleetDemoError(ValueError, EdgekmError):
+    """Bad demo input (data file, parameters); the CLI prints it and exits 2."""
+
+
+class _StepFailed(Exception):
+    """A step of the demo failed; the run stops and reports it."""
+
+
+# ---------------------------------------------------------------- input
+
+
+def _check_int(name, value, minimum, maximum=None, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, numpy.integer)):
+        raise FleetDemoError(f"{name} must be an integer; got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise FleetDemoError(f"{name} must be {bound}; got {value}")
+    return int(value)
+
+
+def _min_points(n_devices, n_clusters):
+    # every device gets a non-empty piece in every round, and v1 (after PUBLISH_V1
+    # rounds) is fitted on at least 2 k points
+    return max(ROUNDS * n_devices, -(-2 * n_clusters * ROUNDS // PUBLISH_V1))
+
+
+def _load(data, n_points, n_clusters, n_devices, seed, shuffle):
+    """Return (X float32 C-contiguous finite, description dict)."""
+    need = _min_points(n_devices, n_clusters)
+    if data is None:
+        from .datasets import make_rbf_drift
+
+        n = DEFAULT_POINTS if n_points is None else n_points
+        if n < need:
+            raise FleetDemoError(f"n_points must be >= {need} for {n_devices} devices and "
+                                 f"k = {n_clusters} ({ROUNDS} sync rounds); got {n}")
+        speed = DRIFT_TRAVEL / max(n - 1, 1)
+        X = make_rbf_drift(n, n_features=DEFAULT_FEATURES, n_centers=n_clusters, speed=speed,
+                           seed=seed)
+        info = {"name": "RBF drift generator", "kind": "generator",
+                "description": (f"{n_clusters} centres drifting {DRIFT_TRAVEL} (cube side 1) "
+                                f"over the stream, MOA RandomRBFGeneratorDrift model"),
+                "n_centers": n_clusters, "speed": speed, "travel": DRIFT_TRAVEL}
+    else:
+        from .datasets import load_array
+
+        try:
+            X = load_array(data)
+        except ValueError as exc:
+            raise FleetDemoError(str(exc)) from None
+        info = {"name": os.fspath(data), "kind": "file",
+                "description": f"{os.fspath(data)}, {'shuffled' if shuffle else 'file order'}"}
+        if not numpy.isfinite(X).all():
+            raise FleetDemoError(f"{os.fspath(data)}: the data contains NaN or infinite values")
+        if n_points is not None:
+            if n_points > X.shape[0]:
+                raise FleetDemoError(f"n_points={n_points} but {os.fspath(data)} has only "
+                                     f"{X.shape[0]} rows")
+        if (n_points or X.shape[0]) < need:
+            raise FleetDemoError(f"{os.fspath(data)}: {n_points or X.shape[0]} rows; the demo "
+                                 f"needs >= {need} for {n_devices} devices and k = "
+                                 f"{n_clusters} ({ROUNDS} sync rounds)")
+    if shuffle:
+        X = X[numpy.random.default_rng(seed).permutation(X.shape[0])]
+    if n_points is not None:
+        X = X[:n_points]
+    info["shuffled"] = bool(shuffle)
+    return numpy.ascontiguousarray(X, dtype=numpy.float32), info
+
+
+def _check_report_path(report):
+    if report is None:
+        return None
+    path = os.path.abspath(os.fspath(report))
+    if os.path.isdir(path):
+        raise FleetDemoError(f"report: {path} is a directory")
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise FleetDemoError(f"report: the directory {parent} does not exist")
+    return path
+
+
+def _check_workdir(workdir):
+    if workdir is None:
+        return None
+    path = os.path.abspath(os.fspath(workdir))
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise FleetDemoError(f"workdir: {path} is not a directory")
+        if os.listdir(path):
+            raise FleetDemoError(f"workdir: {path} is not empty; give a new or empty "
+                                 "directory")
+    return path
+
+
+def _server_modules():
+    try:
+        import uvicorn
+
+        from .sync import server
+    except ImportError as exc:
+        raise FleetDemoError(
+            f"the demo runs the aggregator, which needs the server extra ({exc.name} is "
+            "missing): pip install 'edgekm[server]'") from None
+    return uvicorn, server
+
+
+# ---------------------------------------------------------------- the aggregator's HTTP side
+
+
+def _kind(path):
+    if path.endswith("/frames"):
+        return "frames"
+    if path.endswith("/telemetry"):
+        return "telemetry"
+    if path.endswith("/centroids"):
+        return "centroids"
+    return "other"
+
+
+class _TrafficMeter:
+    """ASGI middleware: counts the HTTP bytes of device requests and reads telemetry.
+
+    Request bytes are the HTTP/1.1 request line, the headers (``name: value``
+    and CRLF each, plus the blank line) and the body, as received.  Response
+    bytes are the bodies only.  Telemetry bodies answered 200 are decoded to
+    count the anomalies the devices flagged (keyed by summary id, so a retried
+    upload counts once).
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self.lock = threading.Lock()
+        self.requests = {}            # kind -> [count, request bytes, response bytes]
+        self.errors = []              # (kind, status) of device requests answered >= 400
+        self.summaries = {}           # (device, boot, seq) -> (flagged, forwarded, points)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        kind = _kind(scope["path"])
+        target = scope.get("raw_path") or scope["path"].encode()
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        head = len(scope["method"]) + 1 + len(target) + 1 + len(b"HTTP/1.1") + 2 + 2
+        head += sum(len(k) + 2 + len(v) + 2 for k, v in scope.get("headers", ()))
+        body = []
+        sent = [0, None]
+
+        async def counting_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                body.append(message.get("body", b""))
+            return message
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                sent[1] = message["status"]
+            elif message["type"] == "http.response.body":
+                sent[0] += len(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, counting_receive, counting_send)
+        payload = b"".join(body)
+        summary = None
+        if kind == "telemetry" and sent[1] == 200:
+            from .sync.telemetry import TelemetryError, decode_telemetry
+
+            try:
+                summary = decode_telemetry(payload)
+            except TelemetryError:      # pragma: no cover - the app answered 200
+                summary = None
+        with self.lock:
+            row = self.requests.setdefault(kind, [0, 0, 0])
+            row[0] += 1
+            row[1] += head + len(payload)
+            row[2] += sent[0]
+            if kind != "other" and (sent[1] or 500) >= 400:
+                self.errors.append((kind, sent[1]))
+            if summary is not None:
+                n_forwarded = int(summary.anomalies.shape[0])
+                self.summaries[(summary.device, summary.boot, summary.seq)] = (
+                    n_forwarded + int(summary.anomalies_dropped), n_forwarded,
+                    int(summary.n_points))
+
+    def snapshot(self):
+        with self.lock:
+            requests = {k: list(v) for k, v in self.requests.items()}
+            flagged = sum(s[0] for s in self.summaries.values())
+            forwarded = sum(s[1] for s in self.summaries.values())
+            checked = sum(s[2] for s in self.summaries.values())
+        up = sum(requests.get(k, [0, 0, 0])[1] for k in ("frames", "telemetry"))
+        return {"requests": requests, "bytes_uploaded": up, "anomalies": flagged,
+                "anomalies_forwarded": forwarded, "points_checked": checked}
+
+
+class _Server:
+    """uvicorn serving ``app`` in a daemon thread on a socket bound to 127.0.0.1:0."""
+
+    def __init__(self, uvicorn, app):
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self._sock.bind(("127.0.0.1", 0))
+            self.port = self._sock.getsockname()[1]
+            # log_config=None: leave the caller's logging configuration alone
+            config = uvicorn.Config(app, log_level="warning", log_config=None,
+                                    access_log=False, lifespan="on",
+                                    timeout_graceful_shutdown=10)
+            self._server = uvicorn.Server(config)
+            self._thread = threading.Thread(target=self._server.run,
+                                            kwargs={"sockets": [self._sock]},
+                                            name="edgekm-demo-aggregator", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self._sock.close()
+            raise
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_started(self, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise _StepFailed("the aggregator's HTTP server did not start")
+            time.sleep(0.01)
+
+    def stop(self):
+        """Stop serving and join the thread; True when the thread has ended."""
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self._sock.close()
+        return not self._thread.is_alive()
+
+
+class _Admin:
+    """The admin HTTP API (bearer token) through the standard library."""
+
+    def __init__(self, url, token):
+        self.url = url
+        self._headers = {"authorization": f"Bearer {token}", "accept": "application/json",
+                         "content-type": "application/json"}
+        # no proxy: the aggregator is on loopback whatever the environment says
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def call(self, method, path, payload=None):
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers=self._headers)
+        try:
+            with self._opener.open(request, timeout=120) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:300].decode("utf-8", "replace")
+            exc.close()
+            raise _StepFailed(f"{method} {path}: HTTP {exc.code} {detail}") from None
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise _StepFailed(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def _cost(X, centers):
+    """Sum of squared distances of X to the nearest of ``centers`` (float64)."""
+    from .sync.versions import squared_distances
+
+    return float(squared_distances(X, numpy.asarray(centers, dtype=numpy.float64))[1].sum())
+
+
+def _batch(X, k, n_init, seed):
+    """Batch k-means (k-means++ and Lloyd, best of n_init) on every point: (centers, cost)."""
+    k = min(k, X.shape[0])
+    centers, _, cost = Coreset(X, numpy.ones(X.shape[0])).fit_centers(
+        k, n_init=n_init, random_state=seed)
+    return centers, float(cost)
+
+
+def _ratio(cost, reference):
+    if reference > 0:
+        return cost / reference
+    return 1.0 if cost == 0 else math.inf
+
+
+def _finite(x):
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _canary_percent(buckets):
+    """The percent whose cohort holds ceil(n * CANARY_SHARE) of the devices' buckets."""
+    ordered = sorted(buckets)
+    take = max(1, math.ceil(len(ordered) * CANARY_SHARE))
+    return (ordered[take - 1] + 1) / 100.0
+
+
+def _projection(points, weights, centers_by_version, seed):
+    """PCA (NumPy SVD) of a sample of coreset points and every version's centres."""
+    rng = numpy.random.default_rng(seed)
+    if points.shape[0] > PROJECTION_POINTS:
+        keep = numpy.sort(rng.choice(points.shape[0], PROJECTION_POINTS, replace=False))
+        points, weights = points[keep], weights[keep]
+    stack = [numpy.asarray(points, dtype=numpy.float64)]
+    stack += [numpy.asarray(c, dtype=numpy.float64) for c in centers_by_version.values()]
+    allp = numpy.concatenate(stack)
+    mean = allp.mean(axis=0)
+    _, s, vt = numpy.linalg.svd(allp - mean, full_matrices=False)
+    basis = numpy.zeros((allp.shape[1], 2))
+    m = min(2, vt.shape[0])
+    basis[:, :m] = vt[:m].T                     # one feature: the second axis stays 0
+    var = s ** 2
+    explained = (var[:2].sum() / var.sum()) if var.sum() > 0 else 1.0
+    project = lambda a: ((numpy.asarray(a, dtype=numpy.float64) - mean) @ basis)  # noqa: E731
+    return {"points": numpy.round(project(points), 5).tolist(),
+            "weights": numpy.asarray(weights, dtype=numpy.float64).tolist(),
+            "centers": {str(v): numpy.round(project(c), 5).tolist()
+                        for v, c in centers_by_version.items()},
+            "explained": float(explained)}
+
+
+# ---------------------------------------------------------------- the demo
+
+
+def run_fleet_demo(*, data=None, n_devices=8, n_points=None, n_clusters=8, seed=0,
+                   report=None, progress=True, out=sys.stdout, workdir=None, shuffle=None):
+    """Run a fleet of devices against a real aggregator and report what happened.
+
+    Parameters
+    ----------
+    data : None or str or os.PathLike, default=None
+        None generates the stream (:func:`edgekm.datasets.make_rbf_drift`,
+        :data:`DEFAULT_FEATURES` features, ``n_clusters`` centres that each
+        travel :data:`DRIFT_TRAVEL` over the stream).  A path to a ``.npy``,
+        ``.csv`` or ``.csv.gz`` file is read with
+        :func:`edgekm.datasets.load_array`.
+    n_devices : int, default=8
+        Devices in the fleet (1 to :data:`MAX_DEVICES`).
+    n_points : int or None, default=None
+        Points streamed through the fleet in all.  None: :data:`DEFAULT_POINTS`
+        for the generator, every row of ``data``.
+    n_clusters : int, default=8
+        k of the devices' models and of the published versions (1 to
+        :data:`MAX_CLUSTERS`).
+    seed : int, default=0
+        Seeds the generator, the shuffle, the devices, the aggregator and the fits.
+    report : None or path, default=None
+        Also write the report as one self-contained HTML page there.
+    progress : bool, default=True
+        Progress bar on stderr (drawn only when stderr is a terminal).
+    out : text stream or None, default=sys.stdout
+        Where the text report goes; None prints nothing.
+    workdir : None or path, default=None
+        None: a temporary directory, removed at the end.  Else a new or empty
+        directory that keeps the aggregator's database and the devices' state.
+    shuffle : bool or None, default=None
+        Shuffle the rows (with ``seed``) before streaming.  None keeps the
+        stream order, which is what shows drift.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: ``ok``, ``failures`` (list of str), ``points``,
+        ``bytes_uploaded``, ``bytes_raw``, ``cost_ratio``, ``versions`` (dicts
+        with ``version``, ``status``, ``drift`` and more), ``anomalies``,
+        ``seconds``, ``report``, and the details the reports are drawn from.
+
+    Raises
+    ------
+    FleetDemoError
+        Bad input, or the server extra is not installed; raised before
+        anything starts.
+    """
+    t_start = time.perf_counter()
+    n_devices = _check_int("n_devices", n_devices, 1, MAX_DEVICES)
+    n_clusters = _check_int("n_clusters", n_clusters, 1, MAX_CLUSTERS)
+    n_points = _check_int("n_points", n_points, 1, allow_none=True)
+    seed = _check_int("seed", seed, 0, 2**63 - 1)
+    if shuffle is not None and not isinstance(shuffle, (bool, numpy.bool_)):
+        raise FleetDemoError(f"shuffle must be None, True or False; got {shuffle!r}")
+    report_path = _check_report_path(report)
+    work = _check_workdir(workdir)
+    uvicorn, server_mod = _server_modules()
+    X, data_info = _load(data, n_points, n_clusters, n_devices, seed, bool(shuffle))
+
+    result = {
+        "ok": False, "failures": [], "points": int(X.shape[0]), "n_features": int(X.shape[1]),
+        "n_devices": n_devices, "n_clusters": n_clusters, "seed": seed, "rounds": ROUNDS,
+        "data": data_info, "bytes_uploaded": 0, "bytes_raw": int(X.size * 4),
+        "bytes_downloaded": 0, "traffic": {}, "cost_ratio": None, "batch_cost": None,
+        "fleet_cost": None, "merged_weight": None, "versions": [], "anomalies": 0,
+        "anomalies_forwarded": 0, "events": [], "series": {}, "offline": None, "warnings": [],
+        "aggregator": None, "workdir": work, "seconds": None, "report": None,
+    }
+    failures = result["failures"]
+    own_dir = work is None
+    root = tempfile.mkdtemp(prefix="edgekm-demo-") if own_dir else work
+    try:
+        os.makedirs(root, exist_ok=True)
+        _run(X, result, root, uvicorn, server_mod, progress, out)
+    except _StepFailed as exc:
+        failures.append(str(exc))
+    except Exception as exc:  # noqa: BLE001 - reported as a failure, the CLI exits 1
+        failures.append(f"unexpected {type(exc).__name__}: {exc}")
+    finally:
+        if own_dir:
+            try:
+                shutil.rmtree(root)
+            except OSError as exc:
+                failures.append(f"cannot remove the temporary directory {root}: {exc}")
+    result["seconds"] = time.perf_counter() - t_start
+    result["ok"] = not failures
+    if report_path is not None:
+        from .report import write_html
+
+        try:
+            write_html(result, report_path)
+            result["report"] = report_path
+        except OSError as exc:
+            failures.append(f"cannot write the report {report_path}: {exc}")
+            result["ok"] = False
+    if out is not None:
+        from .report import format_text
+
+        out.write(format_text(result))
+        out.flush()
+    return result
+
+
+def _run(X, result, root, uvicorn, server_mod, progress, out):
+    """The demo proper; fills ``result``.  Closes everything it opened, whatever happens."""
+    from .sync.agent import DeviceAgent
+    from .sync.aggregator import Aggregator
+    from .sync.versions import cohort_bucket
+
+    n, d = X.shape
+    k, n_devices, seed = result["n_clusters"], result["n_devices"], result["seed"]
+    failures = result["failures"]
+    events = result["events"]
+    width = max(2, len(str(n_devices - 1)))
+    names = [f"dev-{i:0{width}d}" for i in range(n_devices)]
+    bounds = numpy.linspace(0, n, ROUNDS + 1).round().astype(numpy.int64)
+
+    with contextlib.ExitStack() as stack:
+        aggregator = Aggregator(os.path.join(root, "aggregator.db"), coreset_size=CORESET_SIZE,
+                                random_state=seed)
+        stack.callback(aggregator.close)
+        aggregator.add_model(MODEL, d, dtype="float32")
+        keys = {name: aggregator.add_device(name) for name in names}     # HMAC keys
+        token = secrets.token_hex(16)
+        meter = _TrafficMeter(server_mod.create_app(aggregator, admin_token=token,
+                                                    policy_interval=None))
+        server = _Server(uvicorn, meter)
+        stopped = []
+
+        def stop_server():
+            if not stopped:
+                stopped.append(True)
+                if not server.stop():
+                    failures.append("the aggregator's server thread did not stop")
+        stack.callback(stop_server)
+        server.wait_started()
+        result["aggregator"] = {"url": server.url, "database": "temporary"
+                                if result["workdir"] is None else
+                                os.path.join(root, "aggregator.db")}
+        if out is not None:
+            info = result["data"]
+            out.write(f"edgekm fleet demo: {n_devices} devices, {n:,} points x {d} features "
+                      f"({info['name']}), k = {k}; aggregator on {server.url}\n")
+            out.flush()
+        admin = _Admin(server.url, token)
+        base = f"/v1/models/{MODEL}"
+
+        agents = {}
+        for i, name in enumerate(names):
+            agent = DeviceAgent(server.url, MODEL, name, keys[name],
+                                os.path.join(root, "devices", name), n_clusters=k,
+                                coreset_size=CORESET_SIZE, max_retries=3, backoff_base=0.05,
+                                backoff_max=1.0, timeout=60.0, random_state=seed + 1 + i,
+                                telemetry_window_seconds=3600.0)
+            stack.callback(agent.close)
+            agents[name] = agent
+
+        rounds = []
+        versions = {}            # version -> bookkeeping for the report
+        centers = {}             # version -> centres (k, d)
+        active = [None]
+        last_piece = {}
+
+        def publish(round_no):
+            info = admin.call("POST", f"{base}/versions",
+                              {"n_clusters": k, "n_init": PUBLISH_N_INIT, "random_state": seed})
+            v = info["version"]
+            doc = admin.call("GET", f"{base}/versions/{v}")
+            centers[v] = numpy.asarray(doc["centers"], dtype=numpy.float64)
+            versions[v] = {"published_round": round_no, "canary_percent": None,
+                           "canary_devices": None, "promoted_round": None}
+            if info["status"] == "active":
+                active[0] = v
+            events.append({"round": round_no, "points": int(bounds[round_no]),
+                           "text": f"v{v} published ({info['status']})"})
+            return v
+
+        def pull_all(expect):
+            for name, agent in agents.items():
+                got = agent.pull()
+                error = (agent.last_pull or {}).get("error")
+                if error:
+                    failures.append(f"{name}: pull failed: {error}")
+                if got != expect[name]:
+                    failures.append(f"{name} uses version {got}, expected {expect[name]}")
+
+        with Progress(n, "fleet demo", enabled=progress) as bar:
+            for r in range(ROUNDS):
+                lo, hi = int(bounds[r]), int(bounds[r + 1])
+                pieces = numpy.array_split(numpy.arange(lo, hi), n_devices)
+                for name, idx in zip(names, pieces):
+                    piece = X[idx[0]:idx[-1] + 1]
+                    agents[name].ingest(piece)
+                    last_piece[name] = piece
+                    bar.update(piece.shape[0])
+                for name, agent in agents.items():
+                    rep = agent.sync()
+                    if rep["rejected"]:
+                        failures.append(f"{name}: {rep['rejected']} upload(s) rejected in "
+                                        f"round {r + 1}: {rep['error']}")
+                    if rep["pending"] or rep["telemetry_pending"]:
+                        failures.append(f"{name}: uploads still pending after round {r + 1} "
+                                        f"({rep['pending']} frames, {rep['telemetry_pending']} "
+                                        f"telemetry): {rep['error']}")
+                if failures:
+                    raise _StepFailed(f"stopped after round {r + 1}")
+                rounds.append(_measure_round(X, lo, hi, r + 1, admin, base, k, seed, meter,
+                                             centers.get(active[0]), active[0], agents))
+                round_no = r + 1
+                if round_no == PUBLISH_V1:
+                    v1 = publish(round_no)
+                    pull_all({name: v1 for name in names})
+                elif round_no == PUBLISH_V2:
+                    v2 = publish(round_no)
+                    percent = _canary_percent([cohort_bucket(MODEL, nm) for nm in names])
+                    admin.call("POST", f"{base}/versions/{v2}/canary", {"percent": percent})
+                    cohort = [nm for nm in names if cohort_bucket(MODEL, nm) < round(percent * 100)]
+                    versions[v2].update(canary_percent=percent, canary_devices=len(cohort),
+                                        fleet_size=n_devices)
+                    events.append({"round": round_no, "points": hi,
+                                   "text": f"v{v2} canary to {percent:g} % "
+                                           f"({len(cohort)}/{n_devices} devices)"})
+                    pull_all({nm: (v2 if nm in cohort else active[0]) for nm in names})
+                elif round_no == PROMOTE_V2:
+                    admin.call("POST", f"{base}/versions/{v2}/promote", {})
+                    versions[v2]["promoted_round"] = round_no
+                    active[0] = v2
+                    events.append({"round": round_no, "points": hi,
+                                   "text": f"v{v2} promoted"})
+                    pull_all({nm: v2 for nm in names})
+                elif round_no == ROUNDS:
+                    v3 = publish(round_no)
+                    admin.call("POST", f"{base}/versions/{v3}/promote", {})
+                    versions[v3]["promoted_round"] = round_no
+                    active[0] = v3
+                    events.append({"round": round_no, "points": hi,
+                                   "text": f"v{v3} promoted"})
+                    pull_all({nm: v3 for nm in names})
+                if failures:
+                    raise _StepFailed(f"stopped after round {round_no}")
+
+        # ---------------------------------------------------------- the final state
+        listing = admin.call("GET", f"{base}/versions")
+        drift = admin.call("GET", f"{base}/drift")
+        info = admin.call("GET", base)
+        result["merged_weight"] = float(info["total_weight"])
+        acked = sum(a.stats()["weight_acked"] for a in agents.values())
+        if result["merged_weight"] != float(n) or acked != float(n):
+            failures.append(f"merged weight {result['merged_weight']:g} and acknowledged "
+                            f"weight {acked:g} should both equal the {n} points ingested")
+        traffic = meter.snapshot()
+        stored_anomalies = int(drift["telemetry"]["anomalies"] or 0)
+        if stored_anomalies != traffic["anomalies_forwarded"]:
+            failures.append(f"the aggregator stored {stored_anomalies} anomalies; the devices "
+                            f"forwarded {traffic['anomalies_forwarded']}")
+        aggregate = aggregator.aggregate(MODEL)
+
+        # ---------------------------------------------------------- offline assignment
+        stop_server()
+        result["offline"] = _assign_offline(agents, last_piece, centers[active[0]], failures)
+
+    # ------------------------------------------------------------------ figures
+    off = result["offline"]
+    if off and off["points"]:
+        share = off["beyond_p99"] / off["points"]
+        if share > CALIBRATION_LIMIT:
+            result["warnings"].append(
+                f"{100 * share:.1f} % of the devices' latest points score above 1 (beyond "
+                f"their cluster's 99th percentile) under v{active[0]}, a version fitted on "
+                "data that includes them, where about 1 % is expected: the version's "
+                "per-cluster distance quantiles (the anomaly thresholds) look too low, so the "
+                "anomaly counts and drift scores are inflated")
+    batch_centers, batch_cost = _batch(X, k, BATCH_N_INIT, seed)
+    fleet_cost = _cost(X, centers[active[0]])
+    ratio = _ratio(fleet_cost, batch_cost)
+    if not math.isfinite(ratio):
+        failures.append(f"the cost ratio is {ratio!r}")
+    by_version = {v["version"]: v for v in drift["versions"]}
+    out_versions = []
+    for row in listing["versions"]:
+        v = row["version"]
+        extra = by_version.get(v, {})
+        out_versions.append({
+            "version": v, "status": row["status"], "drift": _finite(row["shift"]),
+            "share_change": extra.get("share_change"), "parent": row["parent"],
+            "cost_per_point": row["cost"] / row["training_weight"]
+            if row["training_weight"] else None,
+            "training_weight": row["training_weight"],
+            "cluster_weights": extra.get("shares"),
+            "observed_shares": extra.get("observed_shares"),
+            "cost_ratio_all_data": _ratio(_cost(X, centers[v]), batch_cost),
+            **versions.get(v, {})})
+    movement = {}
+    for v, c in centers.items():
+        parent = next((o["parent"] for o in out_versions if o["version"] == v), None)
+        if parent in centers:
+            movement[str(v)] = numpy.linalg.norm(c - centers[parent], axis=1).round(6).tolist()
+    traffic = meter.snapshot()
+    req = traffic["requests"]
+    result.update(
+        bytes_uploaded=int(traffic["bytes_uploaded"]),
+        bytes_downloaded=int(req.get("centroids", [0, 0, 0])[2]),
+        traffic={kind: {"requests": v[0], "request_bytes": v[1], "response_bytes": v[2]}
+                 for kind, v in sorted(req.items())},
+        cost_ratio=_finite(ratio), batch_cost=batch_cost, fleet_cost=fleet_cost,
+        versions=out_versions, anomalies=int(traffic["anomalies"]),
+        anomalies_forwarded=int(traffic["anomalies_forwarded"]),
+        points_checked=int(traffic["points_checked"]),
+        drift_devices=drift["devices"],
+        series={"rounds": rounds, "movement": movement,
+                "projection": _projection(aggregate.points, aggregate.weights,
+                                          {**centers, "batch": batch_centers}, seed)})
+
+
+def _measure_round(X, lo, hi, round_no, admin, base, k, seed, meter, active_centers,
+                   active_version, agents):
+    """The per-round figures behind the plots."""
+    seen, new = X[:hi], X[lo:hi]
+    fit = admin.call("POST", f"{base}/fit",
+                     {"n_clusters": k, "n_init": ROUND_N_INIT, "random_state": seed})
+    fleet = numpy.asarray(fit["centers"], dtype=numpy.float64)
+    _, batch_seen = _batch(seen, k, ROUND_N_INIT, seed)
+    row = {"round": round_no, "points": int(hi),
+           "fleet_vs_batch": _finite(_ratio(_cost(seen, fleet), batch_seen)),
+           "active_version": active_version, "active_vs_batch_new": None,
+           "drift_mean": None, "drift_max": None,
+           "versions_in_use": sorted({a.version for a in agents.values() if a.version})}
+    if active_centers is not None:
+        _, batch_new = _batch(new, k, ROUND_N_INIT, seed)
+        row["active_vs_batch_new"] = _finite(_ratio(_cost(new, active_centers), batch_new))
+        drift = admin.call("GET", f"{base}/drift")["devices"]
+        row["drift_mean"], row["drift_max"] = drift["mean_drift_score"], drift["max_drift_score"]
+    snap = meter.snapshot()
+    row["bytes_uploaded"] = int(snap["bytes_uploaded"])
+    row["anomalies"] = int(snap["anomalies"])
+    return row
+
+
+def _assign_offline(agents, last_piece, centers, failures):
+    """With the server stopped, each device labels its latest points with its Assigner."""
+    from .sync.versions import squared_distances
+
+    total, seconds, mismatches, counts, beyond = 0, 0.0, 0, None, 0
+    versions = set()
+    for name, agent in agents.items():
+        if agent.assigner is None:
+            failures.append(f"{name} has no version to assign offline with")
+            continue
+        piece = last_piece[name]
+        t0 = time.perf_counter()
+        res = agent.assigner.assign(piece)
+        seconds += time.perf_counter() - t0
+        versions.add(res.version)
+        total += piece.shape[0]
+        _, best = squared_distances(piece, centers)
+        # a label is right when its centre is the nearest one (up to float32 rounding)
+        mine = ((piece.astype(numpy.float64) - centers[res.labels]) ** 2).sum(axis=1)
+        mismatches += int((mine > best * (1 + 1e-5) + 1e-12).sum())
+        beyond += int((res.scores > 1.0).sum())
+        c = numpy.bincount(res.labels, minlength=centers.shape[0])
+        counts = c if counts is None else counts + c
+    if mismatches:
+        failures.append(f"offline assignment: {mismatches} of {total} labels are not the "
+                        "nearest centre")
+    return {"points": total, "seconds": seconds, "versions": sorted(versions),
+            "mismatches": mismatches, "beyond_p99": beyond,
+            "label_counts": None if counts is None else counts.tolist()}
