@@ -466,7 +466,7 @@ def format_table(result, stream=None):
         )
     lines.append("")
     header = (
-        f"{'algorithm':<11}{'cost/batch':>11}{'update ' + mu + 's/pt':>16}"
+        f"{'algorithm':<12}{'cost/batch':>11}{'update ' + mu + 's/pt':>16}"
         f"{'query ms':>11}{'queries':>9}{'memory B':>12}{'KiB':>9}"
     )
     lines.append(header)
@@ -475,13 +475,13 @@ def format_table(result, stream=None):
     rows += [(f"{name} *", row) for name, row in result.get("baselines", {}).items()]
     for name, row in rows:
         if "error" in row:
-            lines.append(f"{name:<11}FAILED: {row['error']}")
+            lines.append(f"{name:<12}FAILED: {row['error']}")
             continue
         if "skipped" in row:
-            lines.append(f"{name:<11}skipped: {row['skipped']}")
+            lines.append(f"{name:<12}skipped: {row['skipped']}")
             continue
         lines.append(
-            f"{name:<11}{_fmt(row['cost_ratio'], '.4f'):>11}"
+            f"{name:<12}{_fmt(row['cost_ratio'], '.4f'):>11}"
             f"{_fmt(row['update_us_per_point'], '.2f'):>16}"
             f"{_fmt(row['query_ms_per_query'], '.3f'):>11}{row['n_queries']:>9}"
             f"{_fmt(row['memory_bytes'], 'd'):>12}{_fmt(row['memory_kib'], '.1f'):>9}"

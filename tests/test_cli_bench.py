@@ -1,4 +1,4 @@
-"""The command line, the demo, the data loaders and the progress bar."""
+"""`edgekm bench` (the algorithm comparison), the data loaders and the progress bar."""
 
 import gzip
 import io
@@ -13,20 +13,21 @@ import pytest
 from edgekm._progress import Progress
 from edgekm.cli import main
 from edgekm.datasets import load_array, load_shuttle
-from edgekm.demo import ALGORITHMS, DemoInputError, run_demo, to_json
+from edgekm import bench
+from edgekm.bench import ALGORITHMS, BASELINES, BenchInputError, run_bench, to_json
 
-# ---------------------------------------------------------------- demo
+# ---------------------------------------------------------------- bench
 
 
 @pytest.fixture(scope="module")
-def small_demo():
+def small_bench():
     out = io.StringIO()
-    result = run_demo(n_clusters=5, limit=5000, query_every=1000, progress=False, out=out)
+    result = run_bench(n_clusters=5, limit=5000, query_every=1000, progress=False, out=out)
     return result, out.getvalue()
 
 
-def test_run_demo_result_is_sane(small_demo):
-    result, _ = small_demo
+def test_run_bench_result_is_sane(small_bench):
+    result, _ = small_bench
     assert result["ok"], result
     assert result["n_samples"] == 5000
     assert result["n_features"] == 9
@@ -45,29 +46,52 @@ def test_run_demo_result_is_sane(small_demo):
         assert row["query_ms_per_query"] >= 0, name
 
 
-def test_run_demo_prints_a_table(small_demo):
-    _, text = small_demo
+def test_run_bench_compares_with_the_installed_baselines(small_bench):
+    result, _ = small_bench
+    assert list(result["baselines"]) == list(BASELINES)
+    for name, row in result["baselines"].items():
+        if "skipped" in row:            # the other library is not installed here
+            assert "not installed" in row["skipped"]
+            continue
+        assert "error" not in row, (name, row)
+        assert row["library"] in ("scikit-learn", "river")
+        assert math.isfinite(row["cost_ratio"]) and row["cost_ratio"] >= 0.9, (name, row)
+        assert row["n_seen"] == 5000 and row["n_queries"] == 5, (name, row)
+        assert row["memory_bytes"] is None
+
+
+def test_run_bench_reports_a_missing_baseline_as_skipped(monkeypatch):
+    monkeypatch.setattr(bench, "_import_baseline", lambda name: None)
+    out = io.StringIO()
+    result = run_bench(n_clusters=3, algorithms="cc", limit=600, progress=False, out=out)
+    assert result["ok"]
+    assert result["baselines"] == {"minibatch": {"skipped": "scikit-learn is not installed"},
+                                   "river": {"skipped": "river is not installed"}}
+    assert "minibatch * skipped: scikit-learn is not installed" in out.getvalue()
+
+
+def test_run_bench_prints_a_table(small_bench):
+    _, text = small_bench
     assert "cost/batch" in text
     for name in ALGORITHMS:
         assert f"\n{name} " in text
     assert "FAILED" not in text
 
 
-def test_run_demo_is_seeded():
+def test_run_bench_is_seeded():
     kwargs = dict(n_clusters=3, algorithms="cc,sequential", limit=1500, progress=False, out=None)
-    a = run_demo(seed=3, **kwargs)
-    b = run_demo(seed=3, **kwargs)
+    a = run_bench(baselines="none", seed=3, **kwargs)
+    b = run_bench(baselines="none", seed=3, **kwargs)
     for name in ("cc", "sequential"):
         assert a["algorithms"][name]["cost"] == b["algorithms"][name]["cost"]
     assert a["batch"]["cost"] == b["batch"]["cost"]
 
 
-def test_run_demo_on_an_array_keeps_its_order_and_queries_past_the_end():
+def test_run_bench_on_an_array_keeps_its_order_and_queries_past_the_end():
     rng = numpy.random.default_rng(0)
     X = numpy.concatenate([rng.normal(c, 0.1, size=(300, 2)) for c in (0.0, 5.0, 10.0)])
-    result = run_demo(
-        X, n_clusters=3, algorithms=["cc"], query_every=250, batch_size=64, progress=False, out=None
-    )
+    result = run_bench(X, n_clusters=3, algorithms=["cc"], query_every=250, batch_size=64,
+                       progress=False, out=None, baselines="none")
     assert result["data"]["shuffled"] is False
     row = result["algorithms"]["cc"]
     assert row["n_queries"] == 900 // 250
@@ -84,14 +108,15 @@ def test_run_demo_on_an_array_keeps_its_order_and_queries_past_the_end():
         ({"algorithms": "cc,kmeans"}, "unknown algorithm 'kmeans'"),
         ({"algorithms": "cc,cc"}, "twice"),
         ({"algorithms": []}, "no algorithm"),
+        ({"baselines": "minibatch,kmeans"}, "unknown baseline 'kmeans'"),
         ({"data": numpy.ones(5)}, "2-D"),
         ({"data": numpy.full((4, 2), numpy.nan)}, "NaN"),
         ({"data": numpy.ones((4, 2)), "n_clusters": 5}, "fewer than n_clusters"),
     ],
 )
-def test_run_demo_rejects_bad_input(kwargs, message):
-    with pytest.raises(DemoInputError, match=message):
-        run_demo(progress=False, out=None, **kwargs)
+def test_run_bench_rejects_bad_input(kwargs, message):
+    with pytest.raises(BenchInputError, match=message):
+        run_bench(progress=False, out=None, **{"baselines": "none", **kwargs})
 
 
 def test_to_json_is_strict():
@@ -102,8 +127,8 @@ def test_to_json_is_strict():
 # ---------------------------------------------------------------- command line
 
 
-def test_cli_demo_json(capsys):
-    status = main(["demo", "--limit", "3000", "--json", "--no-progress"])
+def test_cli_bench_json(capsys):
+    status = main(["bench", "--baselines", "none", "--limit", "3000", "--json", "--no-progress"])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     result = json.loads(captured.out)
@@ -115,9 +140,9 @@ def test_cli_demo_json(capsys):
         assert row["memory_bytes"] > 0
 
 
-def test_cli_demo_table(capsys):
-    argv = ["demo", "--limit", "1200", "--k", "4", "--algorithms", "ct,onlinecc",
-            "--query-every", "500", "--no-progress"]
+def test_cli_bench_table(capsys):
+    argv = ["bench", "--baselines", "none", "--limit", "1200", "--k", "4",
+            "--algorithms", "ct,onlinecc", "--query-every", "500", "--no-progress"]
     status = main(argv)
     captured = capsys.readouterr()
     assert status == 0, captured.err
@@ -125,12 +150,12 @@ def test_cli_demo_table(capsys):
     assert "onlinecc" in captured.out and "rcc" not in captured.out
 
 
-def test_cli_demo_reads_a_data_file(tmp_path, capsys):
+def test_cli_bench_reads_a_data_file(tmp_path, capsys):
     X = load_shuttle()[:800]
     path = tmp_path / "points.csv"
     numpy.savetxt(path, X, delimiter=",", header="a,b,c,d,e,f,g,h,i", comments="")
-    argv = ["demo", "--data", str(path), "--k", "3", "--algorithms", "cc", "--json",
-            "--no-progress"]
+    argv = ["bench", "--baselines", "none", "--data", str(path), "--k", "3",
+            "--algorithms", "cc", "--json", "--no-progress"]
     status = main(argv)
     captured = capsys.readouterr()
     assert status == 0, captured.err
@@ -148,7 +173,7 @@ def _assert_usage_error(status, err, fragment):
 
 def test_cli_missing_data_file(tmp_path, capsys):
     missing = tmp_path / "nope.csv"
-    status = main(["demo", "--data", str(missing), "--no-progress"])
+    status = main(["bench", "--baselines", "none", "--data", str(missing), "--no-progress"])
     _assert_usage_error(status, capsys.readouterr().err, "not found")
 
 
@@ -157,11 +182,11 @@ def test_cli_missing_data_file(tmp_path, capsys):
     [
         ([], "a command is required"),
         (["frobnicate"], "invalid choice"),
-        (["demo", "--k", "0"], "--k"),
-        (["demo", "--k", "ten"], "--k"),
-        (["demo", "--limit", "-3"], "--limit"),
-        (["demo", "--seed", "-1"], "--seed"),
-        (["demo", "--algorithms", "cc,foo"], "unknown algorithm 'foo'"),
+        (["bench", "--k", "0"], "--k"),
+        (["bench", "--k", "ten"], "--k"),
+        (["bench", "--limit", "-3"], "--limit"),
+        (["bench", "--seed", "-1"], "--seed"),
+        (["bench", "--algorithms", "cc,foo"], "unknown algorithm 'foo'"),
     ],
 )
 def test_cli_usage_errors(argv, fragment, capsys):
@@ -171,15 +196,15 @@ def test_cli_usage_errors(argv, fragment, capsys):
 
 def test_cli_help_exits_zero(capsys):
     assert main(["--help"]) == 0
-    assert "demo" in capsys.readouterr().out
-    assert main(["demo", "--help"]) == 0
+    assert "bench" in capsys.readouterr().out
+    assert main(["bench", "--help"]) == 0
     assert "--query-every" in capsys.readouterr().out
 
 
 def test_python_m_edgekm_reports_errors_without_traceback(tmp_path):
     missing = tmp_path / "nope.npy"
     proc = subprocess.run(
-        [sys.executable, "-m", "edgekm", "demo", "--data", str(missing)],
+        [sys.executable, "-m", "edgekm", "bench", "--data", str(missing)],
         capture_output=True,
         text=True,
         timeout=120,
