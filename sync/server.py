@@ -44,6 +44,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -60,7 +61,7 @@ from .aggregator import (Aggregator, ConflictError, DeviceWeightCapError, Dimens
 from .frame import FrameError, check_id
 from .metrics import Metrics
 from .telemetry import MAX_TELEMETRY_BYTES, TelemetryError
-from .versions import RolloutError, UnknownVersionError
+from .versions import RolloutError, UnknownVersionError, squared_distances, trimmed_kmeans
 
 __all__ = ["create_app", "serve"]
 
@@ -384,7 +385,8 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_inter
         def work():
             v = aggregator.publish(model, params["n_clusters"], params["windows"],
                                    n_init=params["n_init"],
-                                   random_state=params["random_state"], actor="http")
+                                   random_state=params["random_state"], actor="http",
+                                   trim=params["trim"])
             return [i for i in aggregator.versions(model) if i["version"] == v][0]
         try:
             info = await run_in_threadpool(work)
@@ -536,9 +538,18 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_inter
 
         def work():
             coreset = aggregator.aggregate(model, params["windows"])
-            centers, weights, cost = coreset.fit_centers(
-                params["n_clusters"], n_init=params["n_init"],
-                random_state=params["random_state"])
+            if params["trim"]:
+                centers, cost = trimmed_kmeans(coreset.points, coreset.weights,
+                                               params["n_clusters"], params["trim"],
+                                               n_init=params["n_init"],
+                                               random_state=params["random_state"])
+                labels, _ = squared_distances(coreset.points, centers)
+                weights = np.bincount(labels, weights=coreset.weights,
+                                      minlength=len(centers))
+            else:
+                centers, weights, cost = coreset.fit_centers(
+                    params["n_clusters"], n_init=params["n_init"],
+                    random_state=params["random_state"])
             return {"centers": centers.tolist(), "cluster_weights": weights.tolist(),
                     "cost": cost, "total_weight": coreset.total_weight,
                     "windows": params["windows"], "n_points": len(coreset)}
@@ -635,7 +646,7 @@ def _json_object(body):
 
 def _fit_params(body):
     params = _json_object(body)
-    unknown = sorted(set(params) - {"n_clusters", "windows", "n_init", "random_state"})
+    unknown = sorted(set(params) - {"n_clusters", "windows", "n_init", "random_state", "trim"})
     if unknown:
         raise _BadRequest(f"unknown fields {unknown[:5]}")
 
@@ -649,10 +660,15 @@ def _fit_params(body):
         return value
     if "n_clusters" not in params:
         raise _BadRequest("'n_clusters' is required")
+    trim = params.get("trim")
+    if trim is not None and (isinstance(trim, bool) or not isinstance(trim, (int, float))
+                             or not 0 <= trim < 0.5):
+        raise _BadRequest("'trim' must be a number in [0, 0.5) or null")
     return {"n_clusters": integer("n_clusters", None, 1, 10_000),
             "windows": integer("windows", None, 1, 1_000_000, allow_none=True),
             "n_init": integer("n_init", 10, 1, 100),
-            "random_state": integer("random_state", 0, 0, 2**63 - 1, allow_none=True)}
+            "random_state": integer("random_state", 0, 0, 2**63 - 1, allow_none=True),
+            "trim": trim}
 
 
 def serve(db_path, host="127.0.0.1", port=8750, admin_token=None, *, log_level="info",
