@@ -257,12 +257,18 @@ def _polyline(plot, xs, ys, color, name, dash=False):
 
 
 def _vlines(plot, events):
-    for i, ev in enumerate(events):
-        x = plot.px(ev["points"])
+    """A dashed vertical line per rollout step, labelled; steps at the same x share a label."""
+    at = {}
+    for ev in events:
+        at.setdefault(ev["points"], []).append(ev.get("short") or ev["text"])
+    for i, (x_data, labels) in enumerate(sorted(at.items())):
+        x = plot.px(x_data)
         plot.add(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{plot.T}" y2="{plot.H - plot.B}" '
                  'class="ev"/>')
-        plot.add(f'<text x="{x + 3:.1f}" y="{plot.T + 12 + 11 * (i % 3)}" class="evt">'
-                 f'{_esc(ev["text"])}</text>')
+        right = x > plot.W - plot.R - 80
+        anchor, dx = ("end", -3) if right else ("start", 3)
+        plot.add(f'<text x="{x + dx:.1f}" y="{plot.T + 12 + 11 * (i % 3)}" class="evt" '
+                 f'text-anchor="{anchor}">{_esc(", ".join(labels))}</text>')
 
 
 def _cost_plot(result):
@@ -279,8 +285,8 @@ def _cost_plot(result):
     plot.add(f'<line x1="{plot.L}" x2="{plot.W - plot.R}" y1="{y1:.1f}" y2="{y1:.1f}" '
              'class="ref"/>')
     _vlines(plot, result.get("events") or [])
-    _polyline(plot, xs, a, PALETTE[0], "fleet fit, all seen")
-    _polyline(plot, xs, b, PALETTE[1], "active version, new")
+    _polyline(plot, xs, a, PALETTE[0], "fleet fit (all seen)")
+    _polyline(plot, xs, b, PALETTE[1], "active version (new)")
     return plot.render()
 
 
