@@ -152,3 +152,58 @@ def test_docs_examples(path):
     assert result.failed == 0
     if path.name in DOCS_WITH_EXAMPLES:
         assert result.attempted > 0, f"{path.name} has no runnable examples"
+
+
+# ---------------------------------------------------------------- the docs match the code
+
+_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[str(p.relative_to(ROOT)) for p in DOCS])
+def test_docs_relative_links_resolve(path):
+    text = path.read_text(encoding="utf-8")
+    broken = [target for target in _LINK.findall(text)
+              if "://" not in target and not (path.parent / target).exists()]
+    assert not broken, f"{path.name} links to missing files: {broken}"
+
+
+def test_operations_guide_names_only_real_serve_flags():
+    from edgekm.cli import build_parser
+
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]
+    real = {opt for action in serve._actions for opt in action.option_strings}
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    table = text[text.index("| flag |"):text.index("`edgekm serve --help`")]
+    named = set(re.findall(r"^\| `(--[a-z-]+)", table, re.M))
+    assert named and named <= real, f"not flags of edgekm serve: {sorted(named - real)}"
+    undocumented = real - named - {"-h", "--help"}
+    assert not undocumented, f"serve flags missing from docs/operations.md: {undocumented}"
+
+
+def test_operations_guide_names_only_real_metrics(tmp_path):
+    pytest.importorskip("prometheus_client")
+    pytest.importorskip("scipy")
+    import time
+
+    import numpy as np
+
+    from edgekm.sync import Aggregator, encode_frame
+    from edgekm.sync.metrics import Metrics
+
+    with Aggregator(tmp_path / "m.db", random_state=0) as agg:
+        agg.add_device("d")
+        agg.accept("m", "d", encode_frame(model="m", device="d", boot=1, seq=0, span=(0, 9),
+                                          points=np.eye(10, 3), weights=np.ones(10), level=0,
+                                          created=time.time()))
+        metrics = Metrics(agg)
+        metrics.frame_result("m", {"status": "accepted"}, 0.01)
+        metrics.frame_result("m", {"status": "duplicate"}, 0.01)
+        metrics.frame_rejected("conflict", 0.01)
+        metrics.telemetry_result("m", "accepted", 1.0)
+        metrics.pulls.labels("200").inc()
+        metrics.published.labels("m", "http").inc()
+        exposed = set(re.findall(r"^# TYPE (\w+)", metrics.render()[0].decode(), re.M))
+    exposed |= {name + "_total" for name in exposed}           # counters' sample names
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(edgekm_[a-z_]+)", text))
+    assert named and named <= exposed, f"not exposed by /metrics: {sorted(named - exposed)}"
