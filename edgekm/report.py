@@ -16,7 +16,7 @@ centres.
 import html
 import math
 import os
-import tempfile
+import secrets
 
 __all__ = ["format_text", "render_html", "write_html"]
 
@@ -501,13 +501,16 @@ def render_html(result):
 
 
 def write_html(result, path):
-    """Write :func:`render_html` to ``path`` atomically (a temporary file, then rename)."""
+    """Write :func:`render_html` to ``path`` atomically (a temporary file, then rename).
+
+    The file gets the usual permissions (``0o666`` less the umask).
+    """
     text = render_html(result)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".edgekm-report-", suffix=".html", dir=directory)
+    path = os.path.abspath(os.fspath(path))
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".edgekm-report-{secrets.token_hex(6)}-{name}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with open(tmp, "x", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
     except BaseException:

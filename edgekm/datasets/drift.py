@@ -86,6 +86,18 @@ class RBFDriftModel:
         Probabilities of picking each centre (they sum to 1).
     speed : float
         Distance travelled per sample.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from edgekm.datasets import make_rbf_drift
+    >>> X, model = make_rbf_drift(10, n_features=2, n_centers=3, speed=0.01, seed=0,
+    ...                           return_model=True)
+    >>> model
+    RBFDriftModel(n_centers=3, n_features=2, speed=0.01)
+    >>> moved = np.linalg.norm(model.centers_at(100) - model.centers_at(0), axis=1)
+    >>> bool((moved <= 1.0 + 1e-12).all())
+    True
     """
 
     def __init__(self, start, direction, std, weights, speed):
