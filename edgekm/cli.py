@@ -1032,12 +1032,13 @@ def _add_config_command(subparsers):
             "(EDGEKM_<OPTION>), file (the TOML file of --config or EDGEKM_CONFIG, top-level "
             "keys or a [command] table) or default. Give the command and, optionally, its "
             "flags (e.g. 'edgekm config fit --k 5'); without a command, every command. "
-            "Secrets are masked."
+            "--json after the command's flags works too. Secrets are masked."
         ),
     )
     p.add_argument("rest", nargs=argparse.REMAINDER, metavar="COMMAND ...",
                    help="a command, its subcommand and flags")
     _add_json(p, "the settings")
+    _add_config(p)
     p.set_defaults(handler=_cmd_config)
 
 
@@ -1069,10 +1070,12 @@ def _cmd_config(args):
             settings = _config.Settings(tree, settings.environ, path, source)
         paths = [_command_path(inner, tree)]
         namespaces = {paths[0]: inner}
+        as_json = args.json or bool(getattr(inner, "json", False))
     else:
         tree = settings.tree
         paths = [p for p in tree.leaves() if p[0] != "config"]
         namespaces = {p: argparse.Namespace() for p in paths}
+        as_json = args.json
     report = {}
     for path in paths:
         resolved = settings.resolve(path, namespaces[path], check_required=False)
@@ -1080,7 +1083,7 @@ def _cmd_config(args):
             dest: {"value": s.shown(), "source": s.source, "from": s.where}
             for dest, s in resolved.items()}
     file_info = {"config": settings.file, "config_from": settings.file_source}
-    if args.json:
+    if as_json:
         _print_json({**file_info, "commands": report})
         return 0
     if settings.file is None:
@@ -1137,7 +1140,7 @@ def build_parser():
     for add in _SUBCOMMANDS:
         add(subparsers)
     for name, child in subparsers.choices.items():
-        if name != "config":
+        if name != "config":            # it declares its own, before COMMAND ...
             _add_config_everywhere(child)
     return parser
 
