@@ -97,6 +97,10 @@ def _summary_rows(result):
         rows.append(("offline assignment", f"server stopped; {result.get('n_devices')} devices "
                      f"labelled {off['points']:,} points with {versions} in "
                      f"{off['seconds'] * 1e3:.1f} ms; {verdict}"))
+        if off.get("beyond_p99_all") is not None:
+            rows.append(("calibration", f"{100 * off['beyond_p99_all']:.1f} % of all the points "
+                         f"lie beyond their cluster's 99th percentile under {versions}, which "
+                         "was fitted on them (about 1 % expected)"))
     return rows
 
 
@@ -120,17 +124,14 @@ def format_text(result):
     rows = _summary_rows(result)
     versions = result.get("versions") or []
     if versions:
-        rows.insert(5, ("versions", _version_line(versions[0])))
-        for j, v in enumerate(versions[1:], start=6):
-            rows.insert(j, ("", _version_line(v)))
+        rows[5:5] = [("versions", "(drift: largest centre movement against the parent "
+                      "version; cost/batch: on all the points)")] + [
+            ("", _version_line(v)) for v in versions]
     if result.get("report"):
         rows.append(("report", result["report"]))
     width = max(len(label) for label, _ in rows)
     for label, text in rows:
         lines.append(f"  {label:<{width}}  {text}")
-    if versions:
-        lines.append(f"  {'':<{width}}  (drift: largest centre movement against the parent "
-                     "version)")
     for w in result.get("warnings") or []:
         lines.append(f"WARNING: {w}")
     failures = result.get("failures") or []
