@@ -84,7 +84,7 @@ def timed_fits(data, workers, k, repeats, seed):
     from edgekm.dask import fit_coreset
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=40) as cluster, \
+                      dashboard_address="127.0.0.1:0", silence_logs=40) as cluster, \
             Client(cluster) as client:
         t0 = time.perf_counter()
         loaded = client.persist(data)

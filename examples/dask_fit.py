@@ -63,8 +63,9 @@ def main():
     data = da.from_array(X, chunks=(-(-n // N_PARTITIONS), d))
     print(f"data: {n:,} rows x {d} features in {data.numblocks[0]} partitions")
 
+    # a free loopback port for the scheduler's HTTP server (None would still try 8787)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=40) as cluster, \
+                      dashboard_address="127.0.0.1:0", silence_logs=40) as cluster, \
             Client(cluster) as client:
         start = time.perf_counter()
         result = fit_coreset(data, N_CLUSTERS, random_state=0, client=client)
@@ -79,7 +80,8 @@ def main():
     ours, theirs = cost(X, result.centers), cost(X, single.cluster_centers_)
     print(f"cost on all data: dask {ours:.4g}, one process (StreamingKMeans) {theirs:.4g}, "
           f"ratio {ours / theirs:.3f}")
-    print(f"same seed and partitions, same centres: {np.array_equal(again.centers, result.centers)}")
+    same = np.array_equal(again.centers, result.centers)
+    print(f"same seed and partitions, same centres: {same}")
 
     with tempfile.TemporaryDirectory() as tmp:
         with Aggregator(Path(tmp) / "aggregator.db", random_state=0) as agg:

@@ -25,9 +25,11 @@ K = 6
 @pytest.fixture(scope="module")
 def client():
     # Worker processes, so that every task's arguments and results are pickled
-    # as on a real cluster; no dashboard (no port to find); quiet logs.
+    # as on a real cluster.  The scheduler's HTTP server binds a free loopback
+    # port: with dashboard_address=None it still tries 8787 and warns (an error
+    # here) when another cluster holds it.  Quiet logs.
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=40) as cluster, \
+                                  dashboard_address="127.0.0.1:0", silence_logs=40) as cluster, \
             distributed.Client(cluster, set_as_default=False) as c:
         yield c
 
