@@ -777,6 +777,8 @@ def _cmd_assign(args):
     out_dir = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(out_dir):
         raise UsageError(f"cannot write {args.output!r}: no directory {out_dir!r}")
+    if os.path.isdir(args.output):
+        raise UsageError(f"cannot write {args.output!r}: it is a directory")
     tmp = args.output + ".tmp"
     try:
         out = open(tmp, "w", encoding="ascii", newline="")
@@ -864,6 +866,8 @@ def _cmd_fit(args):
         out_dir = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(out_dir):
             raise FitError(f"cannot write {args.out!r}: no directory {out_dir!r}")
+        if os.path.isdir(args.out):
+            raise FitError(f"cannot write {args.out!r}: it is a directory")
         result = fit_file(args.input, args.k, coreset_size=args.coreset_size,
                           algorithm=args.algorithm, chunk_rows=args.chunk_rows,
                           random_state=args.seed, progress=not args.no_progress)
@@ -946,8 +950,11 @@ def _cmd_device(args):
                             backoff_max=min(30.0, 4 * args.timeout), random_state=args.seed)
     except AgentLockedError as exc:
         raise Failure(str(exc)) from None
-    except (ValueError, OutboxError, OSError) as exc:
+    except (ValueError, OutboxError) as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot use the state directory {args.state_dir!r}: "
+                         f"{exc.strerror or exc}") from None
     totals = {"uploaded": 0, "accepted": 0, "duplicates": 0, "rejected": 0,
               "failed_attempts": 0, "bytes_uploaded": 0, "syncs": 0}
     errors = []

@@ -253,8 +253,8 @@ def test_versions_publish_canary_promote_rollback_pin(server, data, tmp_path):
     assert [e["action"] for e in events][:2] == ["publish", "publish"]
     text = run(*v, "list", "--db", db, "--model", "meters")
     assert text.returncode == 0 and "pinned: dev-2 -> 1" in text.stdout
-    usage_error(run(*v, "promote", 9, *m), "9")
-    usage_error(run(*v, "list", "--db", db, "--model", "nope"), "nope")
+    usage_error(run(*v, "promote", 9, *m), "version 9")
+    usage_error(run(*v, "list", "--db", db, "--model", "nope"), "no model 'nope'")
 
     # the served version, read back from the database, assigns a file
     out = ok_json(run("assign", "--db", db, "--model", "meters", "--version-id", 1,
@@ -275,7 +275,7 @@ def test_fit_then_assign(data, tmp_path, suffix):
     assert fit["largest_chunk_bytes"] == 500 * 3 * 4
     out = ok_json(run("assign", "--version", centroids, data / "x.npy", "-o", tmp_path / "a.csv",
                       "--json", "--batch-size", 1000))
-    assert out["n_points"] == 3000 and sorted(out["counts"]) == sorted(out["counts"])
+    assert out["n_points"] == 3000 and sum(out["counts"]) == 3000
     assert min(out["counts"]) > 800          # three blobs of ~1000 points, each found
     rows = (tmp_path / "a.csv").read_text().splitlines()
     assert rows[0] == "label,sqdist,score,version" and len(rows) == 3001
