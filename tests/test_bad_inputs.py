@@ -285,3 +285,39 @@ def test_rejections_are_counted_by_reason(env):
     text = env["client"].get("/metrics").text
     assert 'edgekm_frames_rejected_total{reason="bad_frame"}' in text
     assert 'edgekm_frames_rejected_total{reason="frame_over_cap"}' in text
+
+
+def test_concurrency_limit_answers_503(tmp_path):
+    """With max_concurrency=1, a request arriving while another is in flight gets 503
+    with Retry-After; the first one still completes and nothing is merged twice."""
+    import asyncio
+
+    import httpx
+
+    agg = Aggregator(tmp_path / "c.db", clock=Clock(), random_state=0)
+    key = agg.add_device("dev-a")
+    app = create_app(agg, max_concurrency=1, policy_interval=None, compact_interval=None)
+    body = frame(0)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            agg._lock.acquire()             # the writer cannot commit: the upload waits
+            try:
+                first = asyncio.ensure_future(client.post(PATH, content=body,
+                                                          headers=signed(key, body)))
+                while app.state.committer._thread is None:     # started by its submit
+                    await asyncio.sleep(0.01)
+                second = await client.post(PATH, content=body, headers=signed(key, body))
+            finally:
+                agg._lock.release()
+            return await first, second
+    try:
+        first, second = asyncio.run(scenario())
+        assert second.status_code == 503 and second.json()["reason"] == "unavailable"
+        assert second.headers["retry-after"] == "1"
+        assert first.status_code == 200 and first.json()["status"] == "accepted"
+        assert agg.frame_count("m") == 1
+    finally:
+        app.state.committer.stop()
+        agg.close()
