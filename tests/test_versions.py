@@ -20,7 +20,7 @@ with warnings.catch_warnings():
 
 import edgekm  # noqa: E402
 from edgekm.cli import main as cli_main  # noqa: E402
-from edgekm.sync import auth, encode_frame  # noqa: E402
+from edgekm.sync import auth, encode_frame, store  # noqa: E402
 from edgekm.sync import store  # noqa: E402
 from edgekm.sync.aggregator import Aggregator, ConflictError, ForbiddenError  # noqa: E402
 from edgekm.sync.server import create_app  # noqa: E402
@@ -344,7 +344,7 @@ def test_schema_v1_database_is_migrated(tmp_path):
         a.add_device("dev-a")
         fill(a)
         assert a.publish("m", 2) == 1
-    assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone() == (2,)
+    assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone() == (store.SCHEMA_VERSION,)
 
 
 # ---------------------------------------------------------------- telemetry and drift
@@ -547,15 +547,15 @@ def test_cli_versions(tmp_path, capsys):
     status, out, _ = run_cli(capsys, "versions", "publish", "--k", "3", "--seed", "1", *base)
     assert json.loads(out)["version"] == 2
     status, out, _ = run_cli(capsys, "versions", "canary", "2", "--percent", "20", *base)
-    assert json.loads(out) == {"version": 2, "status": "canary", "percent": 20.0}
+    assert json.loads(out) == {"version": 2, "status": "canary", "percent": 20.0, "config": None}
     status, out, _ = run_cli(capsys, "versions", "promote", "2", *base)
-    assert json.loads(out) == {"active": 2, "retired": 1}
+    assert json.loads(out) == {"active": 2, "retired": 1, "config": None}
     status, out, _ = run_cli(capsys, "versions", "pin", "dev-b", "1", *base)
     assert json.loads(out)["version"] == 1
     status, out, _ = run_cli(capsys, "versions", "pin", "dev-b", "none", *base)
-    assert json.loads(out) == {"device": "dev-b", "version": None, "previous": 1}
+    assert json.loads(out) == {"device": "dev-b", "version": None, "previous": 1, "config": None}
     status, out, _ = run_cli(capsys, "versions", "rollback", *base)
-    assert json.loads(out) == {"active": 1, "retired": 2}
+    assert json.loads(out) == {"active": 1, "retired": 2, "config": None}
     status, out, _ = run_cli(capsys, "versions", "list", *base)
     listing = json.loads(out)
     assert [v["status"] for v in listing["versions"]] == ["active", "retired"]
