@@ -33,7 +33,6 @@ MUST_HAVE_EXAMPLES = {"edgekm.coreset", "edgekm.datasets", "edgekm._progress", "
 CLASSES_WITHOUT_EXAMPLES = {
     "edgekm.assign.AssignResult",
     "edgekm.dask.DaskFitResult",
-    "edgekm.datasets.drift.RBFDriftModel",
     "edgekm.sync.aggregator.Pull",
     "edgekm.sync.aggregator.Upload",
     "edgekm.sync.frame.Frame",

@@ -55,6 +55,12 @@ EXPECTED = {
         r"score > 1 \(beyond the cluster's 99th percentile\): \d+ points",
         r"wrote the same file: True",
     ],
+    "dask_fit.py": [
+        r"total weight 49,097 == rows 49,097: True",
+        r"same seed and partitions, same centres: True",
+        r"seed pushed: 1 frame\(s\), aggregator total weight 49,097",
+        r"published version 1 \(active, k=10\) trained on 49,097 points",
+    ],
     "sklearn_pipeline.py": [
         r"predicted 9,097 new points",
         r"adjusted Rand index, 1 = same partition\): 0\.9\d\d",
