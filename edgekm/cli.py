@@ -324,6 +324,24 @@ def _add_serve(subparsers):
                    help="refuse frames for models not registered with 'edgekm models add'")
     p.add_argument("--max-concurrency", type=_positive_int, default=64, metavar="N",
                    help="requests in progress at once; more get 503 (default 64)")
+    p.add_argument("--max-device-weight", type=_positive_float, metavar="W",
+                   help="cap on the weight one device may add to a model per window "
+                   "(default: no cap); see --weight-cap-policy")
+    p.add_argument("--weight-cap-policy", choices=("reject", "clip"), default="reject",
+                   help="over the cap: reject answers 429 until the window ends (422 for a "
+                   "frame heavier than the cap), clip scales the frame down to the cap and "
+                   "records the clipped weight (default reject)")
+    p.add_argument("--publish-trim", type=_fraction, default=0.0, metavar="T",
+                   help="publish with trimmed k-means, leaving out up to this fraction of the "
+                   "weight farthest from the centres (0 <= T < 0.5; default 0, plain k-means)")
+    p.add_argument("--compact-windows", type=_positive_int, default=168, metavar="N",
+                   help="compaction merges the per-window aggregates older than the N most "
+                   "recent windows into one (default 168)")
+    p.add_argument("--dedup-seconds", type=_positive_float, default=7 * 86400.0, metavar="S",
+                   help="per-frame dedup records older than this collapse into per-device "
+                   "runs of sequence numbers (default 604800, a week)")
+    p.add_argument("--compact-interval", type=_positive_float, default=600.0, metavar="S",
+                   help="seconds between two compactions (default 600)")
     p.add_argument("--log-level", default="info",
                    choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn log level (default info)")
@@ -356,11 +374,25 @@ def _cmd_serve(args):
                      coreset_size=args.coreset_size, merge_degree=args.merge_degree,
                      window_seconds=args.window_seconds, retain_windows=args.retain_windows,
                      durability=args.durability,
-                     auto_create_models=not args.no_auto_create_models)
+                     auto_create_models=not args.no_auto_create_models,
+                     compact_interval=args.compact_interval,
+                     max_device_weight=args.max_device_weight,
+                     weight_cap_policy=args.weight_cap_policy, publish_trim=args.publish_trim,
+                     compact_windows=args.compact_windows, dedup_seconds=args.dedup_seconds)
     except (sqlite3.Error, SchemaError) as exc:
         raise UsageError(f"cannot open the database {args.db!r}: {exc}") from None
     except OSError as exc:               # e.g. the port is taken
         raise Failure(f"cannot serve on {args.host}:{port}: {exc}") from None
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 0.5:
+        raise argparse.ArgumentTypeError(f"must be in [0, 0.5), got {value}")
+    return value
 
 
 def _free_port(host):

@@ -672,7 +672,8 @@ def _fit_params(body):
 
 
 def serve(db_path, host="127.0.0.1", port=8750, admin_token=None, *, log_level="info",
-          access_log=False, max_concurrency=64, graceful_timeout=30.0, **aggregator_options):
+          access_log=False, max_concurrency=64, graceful_timeout=30.0, compact_interval=600.0,
+          **aggregator_options):
     """Serve an aggregator with uvicorn until SIGTERM or SIGINT, then shut down gracefully.
 
     On a signal the server stops accepting connections, finishes the requests
@@ -680,7 +681,8 @@ def serve(db_path, host="127.0.0.1", port=8750, admin_token=None, *, log_level="
     and closes the database; then this returns 0.
 
     ``admin_token`` defaults to the environment variable ``EDGEKM_ADMIN_TOKEN``;
-    other keyword arguments go to :class:`Aggregator`.
+    ``compact_interval`` goes to :func:`create_app`; other keyword arguments go to
+    :class:`Aggregator`.
     """
     import uvicorn
 
@@ -688,7 +690,8 @@ def serve(db_path, host="127.0.0.1", port=8750, admin_token=None, *, log_level="
         admin_token = os.environ.get(ADMIN_TOKEN_ENV) or None
     aggregator = Aggregator(db_path, **aggregator_options)
     try:
-        app = create_app(aggregator, admin_token=admin_token, max_concurrency=max_concurrency)
+        app = create_app(aggregator, admin_token=admin_token, max_concurrency=max_concurrency,
+                         compact_interval=compact_interval)
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
                                 access_log=access_log, lifespan="on",
                                 timeout_graceful_shutdown=graceful_timeout)
