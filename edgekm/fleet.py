@@ -53,7 +53,6 @@ import math
 import os
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -202,14 +201,14 @@ def _check_workdir(workdir):
 
 def _server_modules():
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - BackgroundServer imports it; fail early with a hint
 
         from .sync import server
     except ImportError as exc:
         raise FleetDemoError(
             f"the demo runs the aggregator, which needs the server extra ({exc.name} is "
             "missing): pip install 'edgekm[server]'") from None
-    return uvicorn, server
+    return server
 
 
 # ---------------------------------------------------------------- the aggregator's HTTP side
@@ -300,43 +299,6 @@ class _TrafficMeter:
         up = sum(requests.get(k, [0, 0, 0])[1] for k in ("frames", "telemetry"))
         return {"requests": requests, "bytes_uploaded": up, "anomalies": flagged,
                 "anomalies_forwarded": forwarded, "points_checked": checked}
-
-
-class _Server:
-    """uvicorn serving ``app`` in a daemon thread on a socket bound to 127.0.0.1:0."""
-
-    def __init__(self, uvicorn, app):
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            self._sock.bind(("127.0.0.1", 0))
-            self.port = self._sock.getsockname()[1]
-            # log_config=None: leave the caller's logging configuration alone
-            config = uvicorn.Config(app, log_level="warning", log_config=None,
-                                    access_log=False, lifespan="on",
-                                    timeout_graceful_shutdown=10)
-            self._server = uvicorn.Server(config)
-            self._thread = threading.Thread(target=self._server.run,
-                                            kwargs={"sockets": [self._sock]},
-                                            name="edgekm-demo-aggregator", daemon=True)
-            self._thread.start()
-        except BaseException:
-            self._sock.close()
-            raise
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait_started(self, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise _StepFailed("the aggregator's HTTP server did not start")
-            time.sleep(0.01)
-
-    def stop(self):
-        """Stop serving and join the thread; True when the thread has ended."""
-        self._server.should_exit = True
-        self._thread.join(timeout=30)
-        self._sock.close()
-        return not self._thread.is_alive()
 
 
 class _Admin:
@@ -492,7 +454,7 @@ def run_fleet_demo(*, data=None, n_devices=8, n_points=None, n_clusters=8, seed=
         raise FleetDemoError(f"shuffle must be None, True or False; got {shuffle!r}")
     report_path = _check_report_path(report)
     work = _check_workdir(workdir)
-    uvicorn, server_mod = _server_modules()
+    server_mod = _server_modules()
     X, data_info = _load(data, n_points, n_clusters, n_devices, seed, bool(shuffle))
 
     result = {
@@ -509,7 +471,7 @@ def run_fleet_demo(*, data=None, n_devices=8, n_points=None, n_clusters=8, seed=
     root = tempfile.mkdtemp(prefix="edgekm-demo-") if own_dir else work
     try:
         os.makedirs(root, exist_ok=True)
-        _run(X, result, root, uvicorn, server_mod, progress, out)
+        _run(X, result, root, server_mod, progress, out)
     except _StepFailed as exc:
         failures.append(str(exc))
     except Exception as exc:  # noqa: BLE001 - reported as a failure, the CLI exits 1
@@ -539,7 +501,7 @@ def run_fleet_demo(*, data=None, n_devices=8, n_points=None, n_clusters=8, seed=
     return result
 
 
-def _run(X, result, root, uvicorn, server_mod, progress, out):
+def _run(X, result, root, server_mod, progress, out):
     """The demo proper; fills ``result``.  Closes everything it opened, whatever happens."""
     from .sync.agent import DeviceAgent
     from .sync.aggregator import Aggregator
@@ -562,7 +524,7 @@ def _run(X, result, root, uvicorn, server_mod, progress, out):
         token = secrets.token_hex(16)
         meter = _TrafficMeter(server_mod.create_app(aggregator, admin_token=token,
                                                     policy_interval=None))
-        server = _Server(uvicorn, meter)
+        server = server_mod.BackgroundServer(meter, name="edgekm-demo-aggregator")
         stopped = []
 
         def stop_server():
@@ -571,7 +533,10 @@ def _run(X, result, root, uvicorn, server_mod, progress, out):
                 if not server.stop():
                     failures.append("the aggregator's server thread did not stop")
         stack.callback(stop_server)
-        server.wait_started()
+        try:
+            server.start()
+        except RuntimeError as exc:
+            raise _StepFailed(str(exc)) from None
         result["aggregator"] = {"url": server.url, "database": "temporary"
                                 if result["workdir"] is None else
                                 os.path.join(root, "aggregator.db")}

@@ -36,11 +36,8 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import sys
 import tempfile
-import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -63,30 +60,13 @@ def local_aggregator(directory, admin_token):
 
     Yields ``(url, aggregator)``; stops the server and closes the database on exit.
     """
-    import uvicorn
-
     from edgekm.sync import Aggregator
-    from edgekm.sync.server import create_app
+    from edgekm.sync.server import BackgroundServer, create_app
 
-    aggregator = Aggregator(os.path.join(directory, "aggregator.db"), random_state=0)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))                  # port 0: the system picks a free port
-    app = create_app(aggregator, admin_token=admin_token, policy_interval=None)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the aggregator did not start")
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", aggregator
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-        aggregator.close()
+    with Aggregator(os.path.join(directory, "aggregator.db"), random_state=0) as aggregator:
+        app = create_app(aggregator, admin_token=admin_token, policy_interval=None)
+        with BackgroundServer(app) as server:
+            yield server.url, aggregator
 
 
 def admin(url, token, method, path, body=None):

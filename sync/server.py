@@ -40,6 +40,7 @@ import os
 import queue
 import signal
 import sqlite3
+import socket
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -63,7 +64,7 @@ from .metrics import Metrics
 from .telemetry import MAX_TELEMETRY_BYTES, TelemetryError
 from .versions import RolloutError, UnknownVersionError, squared_distances, trimmed_kmeans
 
-__all__ = ["create_app", "serve"]
+__all__ = ["BackgroundServer", "create_app", "serve"]
 
 logger = logging.getLogger("edgekm.sync.server")
 
@@ -713,3 +714,83 @@ def serve(db_path, host="127.0.0.1", port=8750, admin_token=None, *, log_level="
     if caught:
         logger.info("stopped by signal %s", ", ".join(signal.Signals(s).name for s in caught))
     return 0
+
+
+class BackgroundServer:
+    """Serve an ASGI app with uvicorn in a daemon thread on a free loopback port.
+
+    For demos, examples and tests that need a real HTTP aggregator inside one
+    process; production runs :func:`serve`.  The socket is bound before the
+    thread starts (port 0: the system picks a free port), so :attr:`url` is
+    known at once; :meth:`start` returns when uvicorn accepts connections.
+
+    Parameters
+    ----------
+    app : ASGI application
+        Usually ``create_app(aggregator, ...)``; the caller closes the aggregator
+        after :meth:`stop`.
+    host : str, default="127.0.0.1"
+    log_level : str, default="warning"
+    name : str, default="edgekm-aggregator"
+        The thread's name.
+
+    Examples
+    --------
+    >>> import os, tempfile, urllib.request, json
+    >>> from edgekm.sync import Aggregator
+    >>> from edgekm.sync.server import BackgroundServer, create_app
+    >>> agg = Aggregator(os.path.join(tempfile.mkdtemp(), "a.db"))
+    >>> with BackgroundServer(create_app(agg, policy_interval=None)) as server:
+    ...     with urllib.request.urlopen(server.url + "/healthz") as r:
+    ...         json.loads(r.read())["status"]
+    'ok'
+    >>> agg.close()
+    """
+
+    def __init__(self, app, *, host="127.0.0.1", log_level="warning",
+                 name="edgekm-aggregator"):
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._sock.bind((host, 0))
+            self.port = self._sock.getsockname()[1]
+            # log_config=None leaves the caller's logging configuration alone
+            config = uvicorn.Config(app, log_level=log_level, log_config=None,
+                                    access_log=False, lifespan="on",
+                                    timeout_graceful_shutdown=10)
+            self._server = uvicorn.Server(config)
+            self._thread = threading.Thread(target=self._server.run,
+                                            kwargs={"sockets": [self._sock]},
+                                            name=name, daemon=True)
+        except BaseException:
+            self._sock.close()
+            raise
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        self.url = f"http://{shown}:{self.port}"
+
+    def start(self, timeout=30.0):
+        """Start the thread and wait until uvicorn serves; RuntimeError if it does not."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the HTTP server on {self.url} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout=30.0):
+        """Stop serving and join the thread; True when the thread has ended."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
+        self._sock.close()
+        return not self._thread.is_alive()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
