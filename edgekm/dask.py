@@ -523,8 +523,7 @@ def _http(request, timeout):
 
 
 def publish(result, aggregator_or_url, model, *, device_id=None, key=None, admin_token=None,
-            n_init=DEFAULT_N_INIT, random_state=0, max_points=None, max_frame_bytes=None,
-            timeout=30.0):
+            max_points=None, max_frame_bytes=None, timeout=30.0):
     """Publish the fit as a centroid version of ``model`` on an aggregator.
 
     - With an in-process :class:`~edgekm.sync.aggregator.Aggregator`:
@@ -532,13 +531,12 @@ def publish(result, aggregator_or_url, model, *, device_id=None, key=None, admin
       (:meth:`~edgekm.sync.aggregator.Aggregator.publish_centers`), with the
       cluster weights and anomaly quantiles computed on ``result.coreset``.
       The model is created if missing; nothing is pushed to its aggregate.
-    - With a URL: the HTTP API has no endpoint that takes centres, so the
-      root coreset is pushed as a seed (:func:`push_seed`, needs
-      ``device_id`` and ``key``) and the aggregator then fits and publishes
-      on its aggregate (``POST /v1/models/{model}/versions``, needs
-      ``admin_token``), which now holds the seed.  The published centres are
-      the aggregator's fit, not ``result.centers``: close when the seed
-      dominates the aggregate, and they also reflect the devices' data.
+    - With a URL: the root coreset is pushed as a seed (:func:`push_seed`,
+      needs ``device_id`` and ``key``), so that the aggregate holds the data,
+      and ``result.centers`` are then published as they are
+      (``POST /v1/models/{model}/versions`` with ``{"centers": ...}``, needs
+      ``admin_token``); cluster weights and anomaly quantiles are computed on
+      the model's aggregate, which holds the seed and the devices' data.
       If the seed was pushed before, pass the same ``max_points`` and
       ``max_frame_bytes``: the frames are then duplicates.  (Frames split
       differently answer 409 rather than count the data twice.)
@@ -564,8 +562,7 @@ def publish(result, aggregator_or_url, model, *, device_id=None, key=None, admin
               max_frame_bytes=max_frame_bytes, timeout=timeout)
     parts = urllib.parse.urlsplit(aggregator_or_url)
     path = parts.path.rstrip("/") + f"/v1/models/{model}/versions"
-    body = json.dumps({"n_clusters": int(result.n_clusters), "n_init": int(n_init),
-                       "random_state": random_state}).encode()
+    body = json.dumps({"centers": np.asarray(result.centers, dtype=np.float64).tolist()}).encode()
     status, answer = _http(urllib.request.Request(
         urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", "")), data=body,
         headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},

@@ -381,6 +381,23 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_inter
 
     async def publish(request):
         model, body = await admin_json(request)
+        if isinstance(body, dict) and "centers" in body:
+            centers = _centers_param(body)
+
+            def given():
+                v = aggregator.publish_centers(model, centers, actor="http",
+                                               reason="centres given over HTTP")
+                return [i for i in aggregator.versions(model) if i["version"] == v][0]
+            try:
+                info = await run_in_threadpool(given)
+            except NotFittedError as exc:
+                return _error(422, "not_enough_data", str(exc))
+            except ValueError as exc:         # centres of another n_features than the model
+                if isinstance(exc, EdgekmError):
+                    raise
+                return _error(400, "bad_request", str(exc))
+            metrics.published.labels(model, "http").inc()
+            return JSONResponse(info)
         params = _fit_params(json.dumps(body).encode())
 
         def work():
@@ -643,6 +660,23 @@ def _json_object(body):
     if not isinstance(params, dict):
         raise _BadRequest("the body must be a JSON object")
     return params
+
+
+def _centers_param(body):
+    """``{"centers": [[...], ...]}``: finite numbers, one row per cluster, equal lengths."""
+    unknown = sorted(set(body) - {"centers"})
+    if unknown:
+        raise _BadRequest(f"unknown fields {unknown[:5]} (centres are published alone)")
+    rows = body["centers"]
+    if not (isinstance(rows, list) and rows and all(isinstance(r, list) and r for r in rows)
+            and len({len(r) for r in rows}) == 1):
+        raise _BadRequest("'centers' must be a non-empty list of equally long non-empty lists")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for r in rows for x in r):
+        raise _BadRequest("'centers' must hold numbers only")
+    centers = np.asarray(rows, dtype=np.float64)
+    if not np.isfinite(centers).all():
+        raise _BadRequest("'centers' must be finite")
+    return centers
 
 
 def _fit_params(body):

@@ -235,7 +235,7 @@ def test_push_seed_to_a_real_aggregator(server, fitted, blobs):
     assert agg.total_weight("history") == n
     with pytest.raises(edask.SeedUploadError, match="HTTP 401"):
         push_seed(fitted, url, "other", "offline-fit", "00" * 32)
-    # publishing over HTTP: the aggregator fits on its aggregate, which holds the seed
+    # publishing over HTTP: the seed, then the centres themselves
     with pytest.raises(edask.SeedUploadError, match="409 conflict"):   # split otherwise
         push_seed(fitted, url, "history", "offline-fit", key)
     assert agg.total_weight("history") == n
@@ -244,6 +244,9 @@ def test_push_seed_to_a_real_aggregator(server, fitted, blobs):
     assert info["version"] == 1 and info["status"] == "active" and info["k"] == K
     assert info["training_weight"] == n
     assert exact_cost(blobs, agg.version("history", 1).centers) <= 1.05 * batch_cost(blobs, K)
+    order = np.lexsort(fitted.centers.T[::-1])           # first publish: lexicographic labels
+    np.testing.assert_allclose(agg.version("history", 1).centers, fitted.centers[order],
+                               rtol=1e-6)
 
 
 def test_publish_the_centres_themselves_in_process(tmp_path, fitted, blobs):

@@ -448,6 +448,35 @@ def pull(client, key, device="dev-a", model="m", etag=None, query=None, signer=N
     return client.get(path, headers=headers)
 
 
+def test_http_publish_given_centres(agg, client):
+    path = "/v1/models/m/versions"
+    r = admin(client, "POST", path, {"centers": BLOBS[:4].tolist()})
+    assert r.status_code == 404 and r.json()["reason"] == "unknown_model"
+    fill(agg)
+    d = BLOBS.shape[1]
+    for bad in ([], [[]], [[1.0] * d, [1.0] * (d - 1)], [["x"] * d], [[True] * d], "nope"):
+        r = admin(client, "POST", path, {"centers": bad})
+        assert r.status_code == 400 and r.json()["reason"] == "bad_request", bad
+    for literal in (b"Infinity", b"NaN", b"1e400"):      # Python's json reads all three
+        row = b", ".join([literal] * d)
+        r = client.post(path, content=b'{"centers": [[' + row + b"]]}",
+                        headers={"authorization": f"Bearer {ADMIN}",
+                                 "content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["reason"] == "bad_request", literal
+    r = admin(client, "POST", path, {"centers": BLOBS[:4].tolist(), "n_clusters": 4})
+    assert r.status_code == 400 and "alone" in r.json()["error"]
+    r = admin(client, "POST", path, {"centers": [[0.0] * (d + 1)] * 2})
+    assert r.status_code == 400 and "features" in r.json()["error"]
+    assert agg.versions("m") == []                     # nothing was published by the above
+    given = BLOBS[:4] + 0.25
+    r = admin(client, "POST", path, {"centers": given.tolist()})
+    assert r.status_code == 200 and r.json()["version"] == 1 and r.json()["k"] == 4
+    stored = agg.version("m", 1).centers
+    order = np.lexsort(given.T[::-1])                  # first publish: lexicographic labels
+    np.testing.assert_allclose(stored, given[order], rtol=1e-6)
+    assert agg.version("m", 1).cluster_weights.sum() == agg.total_weight("m")
+
+
 def test_http_pull_etag_rollback_and_pin(agg, client, clock):
     clock.t = time.time()                  # requests are signed with the real clock
     key = agg.add_device("dev-h")
