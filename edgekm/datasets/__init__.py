@@ -15,6 +15,7 @@ from importlib import resources
 
 import numpy
 
+from .._io import _float_dtype, _is_number, _values
 from .drift import RBFDriftModel, make_rbf_drift
 
 __all__ = ["load_shuttle", "load_array", "make_rbf_drift", "RBFDriftModel"]
@@ -22,13 +23,6 @@ __all__ = ["load_shuttle", "load_array", "make_rbf_drift", "RBFDriftModel"]
 _SHUTTLE = "shuttle.csv.gz"
 _SHUTTLE_LABELS = "shuttle_labels.csv.gz"
 _NPY_MAGIC = b"\x93NUMPY"
-
-
-def _float_dtype(dtype):
-    dt = numpy.dtype(dtype)
-    if dt.kind != "f":
-        raise ValueError(f"dtype must be a floating-point type, got {dt}")
-    return dt
 
 
 def _read_bundled(name, dtype):
@@ -77,18 +71,6 @@ def _open_text(path):
     if _is_gzip_csv(os.fspath(path)):
         return gzip.open(path, "rt", encoding="utf-8", newline="")
     return open(path, "rt", encoding="utf-8", newline="")
-
-
-def _is_number(cell):
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
-
-
-def _values(n):
-    return f"{n} value" if n == 1 else f"{n} values"
 
 
 def _scan_csv(path):
