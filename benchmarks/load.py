@@ -81,7 +81,7 @@ async def _device(port, device, key, m, d, seed, stop_at, drain_until, out):
     boot, seq, point = int(rng.integers(2**62)), 0, 0
     rec = out[device] = {"acked": 0, "weight": 0.0, "accepted": 0, "duplicates": 0,
                          "attempt_latency": [], "frame_latency": [], "answers": {},
-                         "errors": 0, "unfinished": 0}
+                         "errors": 0, "unfinished": 0, "backpressured": 0}
     while time.monotonic() < stop_at:
         weights = rng.integers(1, 4, size=m).astype(np.float64)
         body = encode_frame(model=MODEL, device=device, boot=boot, seq=seq,
@@ -89,6 +89,7 @@ async def _device(port, device, key, m, d, seed, stop_at, drain_until, out):
                             points=rng.normal(size=(m, d)).astype(np.float32),
                             weights=weights, level=0, created=time.time())
         first = time.perf_counter()
+        pushed_back = False
         while True:
             if time.monotonic() > drain_until:
                 rec["unfinished"] += 1
@@ -116,6 +117,8 @@ async def _device(port, device, key, m, d, seed, stop_at, drain_until, out):
                 rec["accepted" if answer["status"] == "accepted" else "duplicates"] += 1
                 break
             if status in (429, 503):
+                rec["backpressured"] += not pushed_back
+                pushed_back = True
                 retry = hdrs.get("retry-after", "1")
                 await asyncio.sleep(float(retry) if retry.isdigit() else 1.0)
                 continue
@@ -137,6 +140,11 @@ async def _run_devices(port, keys, m, d, seconds, drain):
 
 def _pct(values, q):
     return round(float(np.percentile(values, q)) * 1000, 2) if values else None
+
+
+def _latency(values):
+    return {"p50": _pct(values, 50), "p99": _pct(values, 99), "p99.9": _pct(values, 99.9),
+            "max": _pct(values, 100)}
 
 
 def main(argv=None):
@@ -187,8 +195,9 @@ def main(argv=None):
         "accepted": sum(r["accepted"] for r in recs),
         "duplicates": sum(r["duplicates"] for r in recs),
         "answers": answers, "errors": errors, "unfinished_frames": unfinished,
-        "attempt_latency_ms": {"p50": _pct(attempt, 50), "p99": _pct(attempt, 99)},
-        "frame_latency_ms": {"p50": _pct(whole, 50), "p99": _pct(whole, 99)},
+        "frames_that_met_backpressure": sum(r["backpressured"] for r in recs),
+        "attempt_latency_ms": _latency(attempt),
+        "frame_latency_ms": _latency(whole),
         "weight_acknowledged": weight,
         "weight_merged": None if info is None else info["total_weight"],
         "frames_merged": len(frames),

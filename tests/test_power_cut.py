@@ -58,21 +58,23 @@ def _state(tmp_path):
 
 def test_check_state_passes_a_good_state(tmp_path):
     state, events, _, digest = _state(tmp_path)
-    assert crash_device.check_state(state, events, {digest}, 30) == []
+    assert crash_device.check_state(state, events, {digest}, 30) == ([], digest)
 
 
 def test_check_state_sees_a_torn_version(tmp_path):
     state, events, body, digest = _state(tmp_path)
     with open(os.path.join(state, "version.current"), "wb") as fh:
         fh.write(body[:len(body) // 2])
-    failures = crash_device.check_state(state, events, {digest}, 30)
+    failures, _ = crash_device.check_state(state, events, {digest}, 30)
     assert any("version.current is not a whole version" in f for f in failures), failures
 
 
 def test_check_state_sees_another_version(tmp_path):
-    state, events, _, _ = _state(tmp_path)
-    failures = crash_device.check_state(state, events, {"f" * 64}, 30)
+    state, events, _, digest = _state(tmp_path)
+    failures, _ = crash_device.check_state(state, events, {"f" * 64}, 30)
     assert any("neither the old one" in f for f in failures), failures
+    # the version the last check loaded is still the old one for a run killed early
+    assert crash_device.check_state(state, events, {"f" * 64}, 30, digest) == ([], digest)
 
 
 def test_check_state_sees_lost_and_invented_weight(tmp_path):
@@ -83,12 +85,12 @@ def test_check_state_sees_lost_and_invented_weight(tmp_path):
     with conn:
         conn.execute("DELETE FROM frames")
     conn.close()
-    failures = crash_device.check_state(state, events, {digest}, 30)
+    failures, _ = crash_device.check_state(state, events, {digest}, 30)
     assert any("!= acked + pending + rejected" in f for f in failures), failures
     conn = sqlite3.connect(os.path.join(backup, "outbox.sqlite3"))
     with conn:
         conn.execute("UPDATE state SET value = value + 30 WHERE key IN "
                      "('weight_ingested', 'weight_acked')")
     conn.close()
-    failures = crash_device.check_state(backup, events, {digest}, 30)
+    failures, _ = crash_device.check_state(backup, events, {digest}, 30)
     assert failures == ["weight_ingested 60.0, expected one of [30.0]"], failures

@@ -241,8 +241,12 @@ def read_log(path):
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def check_state(state_dir, events, allowed_digests, points):
-    """Check a state_dir after a kill; returns a list of failures (empty: all good)."""
+def check_state(state_dir, events, allowed_digests, points, previous=None):
+    """Check a state_dir after a kill; returns ``(failures, loaded digest)``.
+
+    ``previous``: the digest this check loaded after the last kill (a run
+    killed before it logs anything still has that version in use).
+    """
     from edgekm.sync.frame import FrameError, decode_frame
     from edgekm.sync.version import VersionError, decode_version
 
@@ -300,13 +304,13 @@ def check_state(state_dir, events, allowed_digests, points):
             if path == current:
                 failures.append(f"version.current is not a whole version: {exc}")
     in_use = [e for e in events if e["event"] in ("start", "pull", "pulled")]
-    old = in_use[-1]["digest"] if in_use else None
-    if loaded != old and loaded not in allowed_digests:
+    old = {in_use[-1]["digest"] if in_use else None, previous}
+    if loaded not in old and loaded not in allowed_digests:
         failures.append(f"the stored version {loaded} is neither the old one ({old}) nor the "
                         f"new one ({sorted(allowed_digests)})")
-    if loaded is not None and loaded != old and not (in_use and in_use[-1]["event"] == "pull"):
+    if loaded is not None and loaded not in old and not (in_use and in_use[-1]["event"] == "pull"):
         failures.append("the stored version changed outside a pull")
-    return failures
+    return failures, loaded
 
 
 def _versions(db):
@@ -384,6 +388,7 @@ def run(kill_points=40, *, steps=4, points=25, seed=0, workdir=None, keep=False)
         per_run = {mode: sum(t.values()) for mode, t in traces.items()}
         publish()
         killed = attempt = 0
+        loaded = None
         while killed < kill_points:
             i = attempt
             attempt += 1
@@ -408,8 +413,8 @@ def run(kill_points=40, *, steps=4, points=25, seed=0, workdir=None, keep=False)
             killed += 1
             labels[_family(label)] += 1
             active = {d for _, d, s in _versions(db) if s == "active"}
-            for f in check_state(state, history, active, points):
-                failures.append(f"run {runs} (killed at {label}): {f}")
+            found, loaded = check_state(state, history, active, points, loaded)
+            failures += [f"run {runs} (killed at {label}): {f}" for f in found]
         rc, events = child(None, server.url, extra=("--drain",))   # drain, then compare
         end = events[-1] if events else {}
         if rc != 0 or end.get("event") != "end":
