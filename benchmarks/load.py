@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -215,6 +216,10 @@ def main(argv=None):
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as fh:
         fh.write(text + "\n")
+    if result["ok"]:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"the database is kept in {workdir}", file=sys.stderr)
     return 0 if result["ok"] else 1
 
 
