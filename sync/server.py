@@ -33,6 +33,7 @@ traceback: unexpected errors are logged and answered 500.
 """
 
 import asyncio
+import collections
 import hmac
 import json
 import logging
@@ -228,7 +229,7 @@ async def _read_body(request, limit, too_large):
 
 
 def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_interval=5.0,
-               metrics_ttl=5.0, compact_interval=600.0):
+               metrics_ttl=5.0, compact_interval=600.0, max_waiting=None, max_wait=1.0):
     """The Starlette application serving ``aggregator``.
 
     Parameters
@@ -239,7 +240,16 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_inter
         Bearer token of the admin endpoints (fit, model info); None disables
         them (403).
     max_concurrency : int, default=64
-        Requests in progress at once; more are answered 503 with Retry-After.
+        Requests in progress at once.  A request over the limit waits for a
+        slot in a first-come, first-served queue (see ``max_waiting`` and
+        ``max_wait``) and is answered 503 with Retry-After only when the queue
+        is full or its wait runs out, so that a device that backed off is not
+        overtaken forever by devices that send again at once.
+    max_waiting : int or None, default=None
+        Requests that may wait for a slot; None means ``4 * max_concurrency``.
+    max_wait : float, default=1.0
+        Seconds a request waits for a slot before its 503; 0 answers 503 at
+        once when every slot is taken.
     policy_interval : float or None, default=5.0
         Seconds between two evaluations of the auto-publish policies; None
         never evaluates them (call :meth:`Aggregator.run_publish_policies`).
@@ -258,15 +268,53 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_inter
         raise ValueError("admin_token must be a non-empty string or None.")
     committer = _GroupCommitter(aggregator)
     metrics = Metrics(aggregator, state_ttl=metrics_ttl)
+    if max_waiting is None:
+        max_waiting = 4 * max_concurrency
+    if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0:
+        raise ValueError(f"max_waiting must be None or an int >= 0; got {max_waiting!r}.")
+    if not (isinstance(max_wait, (int, float)) and 0 <= max_wait < float("inf")):
+        raise ValueError(f"max_wait must be a finite number >= 0; got {max_wait!r}.")
     state = {"in_flight": 0}
+    waiting = collections.deque()       # futures of the requests waiting for a slot, in order
+
+    async def admit():
+        """Take a slot, waiting in FIFO order; False when none comes in time."""
+        if state["in_flight"] < max_concurrency and not waiting:
+            state["in_flight"] += 1
+            return True
+        if len(waiting) >= max_waiting or max_wait == 0:
+            return False
+        slot = asyncio.get_running_loop().create_future()
+        waiting.append(slot)
+        try:
+            await asyncio.wait_for(asyncio.shield(slot), max_wait)
+        except asyncio.TimeoutError:
+            pass
+        except BaseException:            # cancelled (the client went away)
+            if slot.done():
+                release()                # it was handed a slot: pass it on
+            else:
+                waiting.remove(slot)
+            raise
+        if slot.done():                  # release() handed its slot over (in_flight kept)
+            return True
+        waiting.remove(slot)
+        return False
+
+    def release():
+        while waiting:
+            slot = waiting.popleft()
+            if not slot.done():
+                slot.set_result(True)
+                return
+        state["in_flight"] -= 1
 
     def limited(endpoint):
         async def wrapper(request):
             if committer.stopping:
                 return _error(503, "unavailable", "the aggregator is shutting down")
-            if state["in_flight"] >= max_concurrency:
+            if not await admit():
                 return _error(503, "unavailable", "too many requests in progress")
-            state["in_flight"] += 1
             try:
                 return await endpoint(request)
             except _BadRequest as exc:
@@ -276,7 +324,7 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_inter
             except Exception as exc:     # noqa: BLE001 - mapped to a JSON error, never a traceback
                 return _error_for(exc)
             finally:
-                state["in_flight"] -= 1
+                release()
         return wrapper
 
     def require_admin(request):

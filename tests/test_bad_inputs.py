@@ -321,3 +321,49 @@ def test_concurrency_limit_answers_503(tmp_path):
     finally:
         app.state.committer.stop()
         agg.close()
+
+
+def test_waiting_requests_get_the_slots_in_arrival_order(tmp_path):
+    """Over max_concurrency a request waits (up to max_wait) instead of a 503 at once, and
+    the slots go to the waiting requests in the order they came: first come, first served."""
+    import asyncio
+
+    import httpx
+
+    agg = Aggregator(tmp_path / "q.db", clock=Clock(), random_state=0)
+    key = agg.add_device("dev-a")
+    app = create_app(agg, max_concurrency=1, max_waiting=2, max_wait=30.0,
+                     policy_interval=None, compact_interval=None)
+    bodies = [frame(seq) for seq in range(4)]
+    order = []
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            async def post(i):
+                r = await client.post(PATH, content=bodies[i], headers=signed(key, bodies[i]))
+                order.append(i)
+                return r
+
+            agg._lock.acquire()             # the writer cannot commit: the first upload waits
+            try:
+                first = asyncio.ensure_future(post(0))
+                while app.state.committer._thread is None:
+                    await asyncio.sleep(0.01)
+                waiting = []
+                for i in (1, 2):            # queue up behind it, in this order
+                    waiting.append(asyncio.ensure_future(post(i)))
+                    await asyncio.sleep(0.05)
+                third = await post(3)       # the queue (2 places) is full: 503 at once
+            finally:
+                agg._lock.release()
+            return [await first, *[await w for w in waiting]], third
+    try:
+        answers, full = asyncio.run(scenario())
+        assert full.status_code == 503 and full.json()["reason"] == "unavailable"
+        assert [r.status_code for r in answers] == [200, 200, 200]
+        assert order == [3, 0, 1, 2]
+        assert agg.frame_count("m") == 3
+    finally:
+        app.state.committer.stop()
+        agg.close()
