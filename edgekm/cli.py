@@ -585,7 +585,7 @@ def _percent(text):
 def _add_versions(subparsers):
     p = subparsers.add_parser(
         "versions",
-        help="publish centroid versions and roll them out (canary, promote, rollback, pin)",
+        help="publish centroid versions and roll them out (canary, promote, rollback, abort, pin)",
         description="Publish versioned centroids fitted on a model's aggregate and control "
         "which devices get which version. Every change is recorded in the event log "
         "('versions events').",
@@ -610,13 +610,15 @@ def _add_versions(subparsers):
     pro = sub.add_parser("promote", help="make a version active (the previous one is retired)")
     pro.add_argument("version", type=_version_id, metavar="V")
     rb = sub.add_parser("rollback", help="retire the active version and restore the previous one")
+    ab = sub.add_parser("abort", help="withdraw the canary (back to candidate); the active "
+                        "version stays")
     pin = sub.add_parser("pin", help="pin a device to a version ('none' unpins it)")
     pin.add_argument("device_id", metavar="DEVICE")
     pin.add_argument("version", type=_pin_version, metavar="V")
     drift = sub.add_parser("drift", help="the drift report: centre movement, cluster sizes, "
                            "device drift, compression")
     ev = sub.add_parser("events", help="the event log of the versions")
-    for q in (lst, pub, can, pro, rb, pin, drift, ev):
+    for q in (lst, pub, can, pro, rb, ab, pin, drift, ev):
         _add_db(q)
         q.add_argument("--model", required=True, metavar="M", help="the model")
         q.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -660,6 +662,8 @@ def _run_versions(agg, args):
         return agg.promote(model, args.version, actor="cli")
     if action == "rollback":
         return agg.rollback(model, actor="cli")
+    if action == "abort":
+        return agg.abort_canary(model, actor="cli")
     if action == "pin":
         return agg.pin(model, args.device_id, args.version, actor="cli")
     if action == "drift":
@@ -688,6 +692,10 @@ def _print_versions_result(action, result):
         retired = result["retired"]
         print(f"version {result['active']} is active"
               + (f"; version {retired} retired" if retired is not None else ""))
+    elif action == "abort":
+        active = result["active"]
+        print(f"canary version {result['aborted']} withdrawn (candidate again); "
+              + (f"version {active} is active" if active is not None else "no active version"))
     elif action == "pin":
         if result["version"] is None:
             print(f"device {result['device']} unpinned")

@@ -507,6 +507,11 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_inter
         v = version_param(request)
         return JSONResponse(await run_in_threadpool(aggregator.promote, model, v, actor="http"))
 
+    async def abort_canary(request):
+        model, _ = await admin_json(request)
+        return JSONResponse(await run_in_threadpool(aggregator.abort_canary, model,
+                                                    actor="http"))
+
     async def rollback(request):
         model, _ = await admin_json(request)
         return JSONResponse(await run_in_threadpool(aggregator.rollback, model, actor="http"))
@@ -669,6 +674,7 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_inter
         Route("/v1/models/{model}/versions/{version}/promote", limited(promote),
               methods=["POST"]),
         Route("/v1/models/{model}/rollback", limited(rollback), methods=["POST"]),
+        Route("/v1/models/{model}/canary/abort", limited(abort_canary), methods=["POST"]),
         Route("/v1/models/{model}/pins", limited(pins), methods=["POST"]),
         Route("/v1/models/{model}/drift", limited(drift), methods=["GET"]),
         Route("/v1/models/{model}/events", limited(events), methods=["GET"]),

@@ -651,6 +651,29 @@ class VersionsMixin:
             return {"active": version, "retired": active}
         return self._transaction(work)
 
+    def abort_canary(self, model, *, actor="api"):
+        """Withdraw the canary: it goes back to ``candidate`` and the active version stays.
+
+        Devices in the cohort that were served the canary get the active
+        version at their next pull, with the ``x-edgekm-rollback: 1`` header
+        (it is older), so they accept it.  Returns ``{"aborted": canary,
+        "active": active or None}``; raises :class:`RolloutError` when there is
+        no canary.
+        """
+        self._check_actor(actor)
+        now = float(self.clock())
+
+        def work(conn):
+            mid = self._mid(conn, model)["model_id"]
+            active, canary, percent = self._rollout(conn, mid)
+            if canary is None:
+                raise RolloutError(f"model {model!r} has no canary to abort.")
+            self._set_status(conn, mid, canary, "candidate", now, actor, "abort",
+                             percent=percent)
+            self._set_rollout(conn, mid, active, None, 0.0, now)
+            return {"aborted": canary, "active": active}
+        return self._transaction(work)
+
     def rollback(self, model, *, actor="api"):
         """Atomically retire the active version and make the previous active one active.
 

@@ -242,6 +242,10 @@ def test_versions_publish_canary_promote_rollback_pin(server, data, tmp_path):
     assert promoted["active"] == 2 and promoted["retired"] == 1
     rolled = ok_json(run(*v, "rollback", *m))
     assert rolled["active"] == 1 and rolled["retired"] == 2
+    assert ok_json(run(*v, "canary", 2, "--percent", 10, *m))["status"] == "canary"
+    aborted = ok_json(run(*v, "abort", *m))
+    assert aborted["aborted"] == 2 and aborted["active"] == 1
+    usage_error(run(*v, "abort", *m), "no canary")
     pinned = ok_json(run(*v, "pin", "dev-2", 1, *m))
     assert pinned["device"] == "dev-2" and pinned["version"] == 1
     listed = ok_json(run(*v, "list", *m))
@@ -251,6 +255,7 @@ def test_versions_publish_canary_promote_rollback_pin(server, data, tmp_path):
     assert drift["active"] == 1
     events = ok_json(run(*v, "events", *m))
     assert [e["action"] for e in events][:2] == ["publish", "publish"]
+    assert "abort" in [e["action"] for e in events]
     text = run(*v, "list", "--db", db, "--model", "meters")
     assert text.returncode == 0 and "pinned: dev-2 -> 1" in text.stdout
     usage_error(run(*v, "promote", 9, *m), "version 9")

@@ -477,6 +477,30 @@ def test_http_publish_given_centres(agg, client):
     assert agg.version("m", 1).cluster_weights.sum() == agg.total_weight("m")
 
 
+def test_abort_canary_sends_the_cohort_back_to_the_active_version(agg, client, clock):
+    clock.t = time.time()                  # requests are signed with the real clock
+    key = agg.add_device("dev-h")
+    fill(agg)
+    assert agg.publish("m", 4) == 1 and agg.publish("m", 3, random_state=1) == 2
+    r = admin(client, "POST", "/v1/models/m/canary/abort")
+    assert r.status_code == 409 and r.json()["reason"] == "rollout_conflict"
+    agg.canary("m", 2, 100.0)
+    r = pull(client, key, "dev-h")
+    assert r.status_code == 200 and decode_version(r.content).version == 2
+    r = admin(client, "POST", "/v1/models/m/canary/abort")
+    assert r.status_code == 200 and r.json() == {"aborted": 2, "active": 1}
+    assert {v["version"]: v["status"] for v in agg.versions("m")} == {1: "active",
+                                                                     2: "candidate"}
+    r = pull(client, key, "dev-h")           # older than what it was served: a rollback
+    assert r.status_code == 200 and decode_version(r.content).version == 1
+    assert r.headers["x-edgekm-rollback"] == "1"
+    event = agg.version_events("m")[-1]
+    assert (event["action"], event["version"], event["old_status"], event["new_status"]) == \
+        ("abort", 2, "canary", "candidate")
+    agg.canary("m", 2, 50.0)                 # a withdrawn canary may be canaried again
+    assert agg.rollout_state("m")["canary"] == 2
+
+
 def test_http_pull_etag_rollback_and_pin(agg, client, clock):
     clock.t = time.time()                  # requests are signed with the real clock
     key = agg.add_device("dev-h")
