@@ -161,17 +161,7 @@ def _stream(X, name, n_clusters, query_every, batch_size, seed, progress):
         raise RuntimeError(f"n_seen_ is {n_seen!r} after {n} points")
     if memory <= 0:
         raise RuntimeError(f"memory_bytes is {memory!r}")
-    return {
-        "cost": cost,
-        "update_us_per_point": update_s / n * 1e6,
-        "update_seconds": update_s,
-        "n_queries": n_queries,
-        "query_ms_per_query": query_s / n_queries * 1e3 if n_queries else None,
-        "query_seconds": query_s,
-        "memory_bytes": memory,
-        "memory_kib": memory / 1024,
-        "n_seen": n_seen,
-    }
+    return _row(cost, n, update_s, n_queries, query_s, memory, n_seen)
 
 
 def _batches(n, batch_size, query_every):
@@ -263,17 +253,22 @@ def _stream_baseline(X, name, cluster, n_clusters, query_every, batch_size, seed
     cost = edgekm.Coreset(X, numpy.ones(n)).cost(centers)
     if not math.isfinite(cost) or cost < 0:
         raise RuntimeError(f"the final cost is {cost!r}")
+    return {"library": _BASELINE_LIBRARY[name],
+            **_row(cost, n, update_s, n_queries, query_s, None, float(n))}
+
+
+def _row(cost, n, update_s, n_queries, query_s, memory, n_seen):
+    """One result row: the cost, the update and query times, the memory (None: unknown)."""
     return {
-        "library": _BASELINE_LIBRARY[name],
         "cost": cost,
         "update_us_per_point": update_s / n * 1e6,
         "update_seconds": update_s,
         "n_queries": n_queries,
         "query_ms_per_query": query_s / n_queries * 1e3 if n_queries else None,
         "query_seconds": query_s,
-        "memory_bytes": None,
-        "memory_kib": None,
-        "n_seen": float(n),
+        "memory_bytes": memory,
+        "memory_kib": None if memory is None else memory / 1024,
+        "n_seen": n_seen,
     }
 
 
