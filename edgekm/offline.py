@@ -27,6 +27,7 @@ from ._io import open_chunks
 from ._progress import Progress
 from ._validation import check_params
 from .streaming import StreamingKMeans
+from .sync.versions import cluster_statistics
 
 __all__ = ["FitError", "fit_file", "write_centroids", "read_centroids_json", "OUTPUT_SUFFIXES"]
 
@@ -116,7 +117,7 @@ def fit_file(path, n_clusters, *, coreset_size=None, algorithm="cc", chunk_rows=
     centers = np.ascontiguousarray(est.cluster_centers_)
     inertia = est.inertia_
     coreset = est.coreset()
-    weights, quantiles = _cluster_statistics(coreset.points, coreset.weights, centers)
+    weights, quantiles = cluster_statistics(coreset.points, coreset.weights, centers)
     return {
         "input": reader.name,
         "n_samples": n_samples,
@@ -134,22 +135,6 @@ def fit_file(path, n_clusters, *, coreset_size=None, algorithm="cc", chunk_rows=
         "cluster_weights": weights,
         "quantiles": quantiles,
     }
-
-
-def _cluster_statistics(points, weights, centers):
-    """Weight and p50/p95/p99 of the squared distance of each cluster, on a weighted set."""
-    from edgekm.sync.version import QUANTILES
-    from edgekm.sync.versions import squared_distances, weighted_quantiles
-
-    k = centers.shape[0]
-    labels, sqdist = squared_distances(points, centers)
-    cluster_weights = np.bincount(labels, weights=weights, minlength=k).astype(np.float64)
-    quantiles = np.zeros((k, len(QUANTILES)))
-    for c in range(k):
-        mask = labels == c
-        if mask.any():
-            quantiles[c] = weighted_quantiles(sqdist[mask], weights[mask], QUANTILES)
-    return cluster_weights, np.maximum.accumulate(quantiles, axis=1)
 
 
 def write_centroids(result, path, *, model="offline"):

@@ -39,7 +39,7 @@ from .telemetry import MAX_TELEMETRY_BYTES, TelemetryError, decode_telemetry
 from .version import CentroidVersion, decode_version, encode_version
 
 __all__ = ["VersionsMixin", "RolloutError", "UnknownVersionError", "STATUSES",
-           "cohort_bucket", "in_cohort", "match_labels", "weighted_quantiles",
+           "cluster_statistics", "cohort_bucket", "in_cohort", "match_labels", "weighted_quantiles",
            "squared_distances", "trimmed_kmeans", "DEFAULT_DRIFT_THRESHOLD"]
 
 logger = logging.getLogger("edgekm.sync.versions")
@@ -102,6 +102,24 @@ def weighted_quantiles(values, weights, qs=QUANTILES):
     cum = np.cumsum(np.asarray(weights, dtype=np.float64)[order])
     idx = np.searchsorted(cum, np.asarray(qs, dtype=np.float64) * cum[-1], side="left")
     return values[order][np.minimum(idx, values.size - 1)]
+
+
+def cluster_statistics(points, weights, centers):
+    """The weight and the p50/p95/p99 of the squared distance of each cluster of a weighted set.
+
+    Each point goes to its nearest centre.  Returns ``(cluster_weights (k,),
+    quantiles (k, 3))``, both float64; the quantiles are made non-decreasing
+    along each row, and a cluster with no weight has weight 0 and quantiles 0.
+    """
+    k = centers.shape[0]
+    labels, sqdist = squared_distances(points, centers)
+    cluster_weights = np.bincount(labels, weights=weights, minlength=k).astype(np.float64)
+    quantiles = np.zeros((k, len(QUANTILES)))
+    for c in range(k):
+        mask = labels == c
+        if mask.any():
+            quantiles[c] = weighted_quantiles(sqdist[mask], weights[mask])
+    return cluster_weights, np.maximum.accumulate(quantiles, axis=1)
 
 
 def squared_distances(X, centers, *, chunk_elements=1 << 22):
@@ -488,14 +506,7 @@ class VersionsMixin:
         """Label, summarise (weights, quantiles on ``coreset``) and store one version."""
         centers = np.ascontiguousarray(centers, dtype=coreset.points.dtype)
         k = centers.shape[0]
-        fit_labels, sqdist = squared_distances(coreset.points, centers)
-        weights = coreset.weights
-        fit_weights = np.bincount(fit_labels, weights=weights, minlength=k).astype(np.float64)
-        fit_quantiles = np.zeros((k, len(QUANTILES)))
-        for c in range(k):
-            mask = fit_labels == c
-            if mask.any():
-                fit_quantiles[c] = weighted_quantiles(sqdist[mask], weights[mask])
+        fit_weights, fit_quantiles = cluster_statistics(coreset.points, coreset.weights, centers)
         training_weight = float(coreset.total_weight)
         now = float(self.clock())
 
@@ -515,7 +526,7 @@ class VersionsMixin:
             cv = CentroidVersion(
                 model=model, version=version, parent=parent, created=now,
                 centers=centers[order], cluster_weights=fit_weights[order],
-                quantiles=np.maximum.accumulate(fit_quantiles[order], axis=1),
+                quantiles=fit_quantiles[order],
                 training_weight=training_weight, cost=float(cost), shift=shift,
                 windows=windows, new_clusters=tuple(new), vanished_clusters=tuple(vanished))
             body, digest = encode_version(cv)
