@@ -7,13 +7,13 @@ the version tests run in order on its database.
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import urllib.request
 
 import numpy as np
 import pytest
+from _serve_helpers import stop_serve
 
 from edgekm import cli
 
@@ -81,12 +81,7 @@ def server(tmp_path_factory):
         yield {"proc": proc, "hello": hello, "db": db, "keys": keys, "url": hello["url"],
                "root": root}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        err = stop_serve(proc)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
 

@@ -10,14 +10,13 @@ import ast
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from _serve_helpers import start_serve, stop_serve
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.py"))
@@ -138,8 +137,6 @@ def test_examples_against_a_running_edgekm_serve(tmp_path):
     for name in ("device_telemetry.py", "cloud_merge.py"):
         if _missing(name):
             pytest.skip(f"{name} needs {', '.join(_missing(name))}")
-    from _fake_aggregator import _free_port
-
     db, token = str(tmp_path / "served.db"), "test-admin-token"
     env = dict(os.environ, EDGEKM_ADMIN_TOKEN=token)
     keys = {}
@@ -148,22 +145,9 @@ def test_examples_against_a_running_edgekm_serve(tmp_path):
                      cwd=tmp_path)
         assert added.returncode == 0, added.stderr
         keys[device] = json.loads(added.stdout)["key"]
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "edgekm", "serve", "--db", db, "--port",
-                               str(port), "--log-level", "warning"], env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server, url = start_serve(db, env=env, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.poll() is None, server.communicate()
-            try:
-                if _get(url + "/healthz")["status"] == "ok":
-                    break
-            except (OSError, ValueError):
-                pass
-            assert time.monotonic() < deadline, "edgekm serve did not start"
-            time.sleep(0.1)
+        assert _get(url + "/healthz")["status"] == "ok"
         telemetry = _run([str(EXAMPLES_DIR / "device_telemetry.py"), "--server", url,
                           "--device", "pi-1", "--key", keys["pi-1"]], cwd=tmp_path, env=env)
         assert telemetry.returncode == 0, telemetry.stdout + telemetry.stderr
@@ -182,10 +166,5 @@ def test_examples_against_a_running_edgekm_serve(tmp_path):
         versions = _get(url + "/v1/models/shuttle/versions", token)
         assert [v["version"] for v in versions["versions"]] == [1]
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            _, err = server.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            raise
+        err = stop_serve(server)
     assert server.returncode == 0, err

@@ -2,8 +2,6 @@
 
 import json
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _serve_helpers import start_serve, stop_serve
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
@@ -341,12 +340,6 @@ def test_cli_devices_and_models(tmp_path, capsys):
 # ---------------------------------------------------------------- a real server
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _request(url, body=None, headers=None, method=None):
     req = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
     try:
@@ -362,23 +355,9 @@ def test_real_uvicorn_server_and_sigterm(tmp_path):
     added = subprocess.run([sys.executable, "-m", "edgekm", "devices", "add", "dev-a", "--db", db,
                             "--json"], capture_output=True, text=True, check=True, env=env)
     key = json.loads(added.stdout)["key"]
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "edgekm", "serve", "--db", db, "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_serve(db, "--host", "127.0.0.1", env=env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.poll() is None, server.communicate()
-            try:
-                if _request(base + "/healthz") == (200, {"status": "ok", "db": "ok"}):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
+        assert _request(base + "/healthz") == (200, {"status": "ok", "db": "ok"})
         total = 0.0
         for seq in range(5):
             body = make_frame(seq=seq)
@@ -396,12 +375,7 @@ def test_real_uvicorn_server_and_sigterm(tmp_path):
                                 "content-type": "application/json"}, "POST")
         assert status == 200 and out["total_weight"] == total
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            _, err = server.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            raise
+        err = stop_serve(server)
     assert server.returncode == 0, err
     assert "Traceback" not in err
     conn = sqlite3.connect(db)
