@@ -26,7 +26,7 @@ import urllib.request
 
 import numpy as np
 
-from edgekm import Assigner, EdgeFilter, StreamingKMeans
+from edgekm import EdgeFilter, StreamingKMeans
 from edgekm._validation import check_array, check_params, resolve_seed
 from edgekm.exceptions import EdgekmError
 

@@ -35,7 +35,7 @@ import numpy as np
 from edgekm.exceptions import EdgekmError, NotFittedError
 
 from .frame import check_id
-from .telemetry import MAX_TELEMETRY_BYTES, TelemetryError, decode_telemetry
+from .telemetry import MAX_TELEMETRY_BYTES, decode_telemetry
 from .version import CentroidVersion, decode_version, encode_version
 
 __all__ = ["VersionsMixin", "RolloutError", "UnknownVersionError", "STATUSES",

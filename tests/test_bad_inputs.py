@@ -19,7 +19,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient  # noqa: E402
 
-from edgekm.sync import auth, encode_frame  # noqa: E402
+from edgekm.sync import auth  # noqa: E402
 from edgekm.sync.aggregator import Aggregator  # noqa: E402
 from edgekm.sync.server import create_app  # noqa: E402
 

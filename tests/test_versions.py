@@ -21,7 +21,6 @@ with warnings.catch_warnings():
 import edgekm  # noqa: E402
 from edgekm.cli import main as cli_main  # noqa: E402
 from edgekm.sync import auth, encode_frame, store  # noqa: E402
-from edgekm.sync import store  # noqa: E402
 from edgekm.sync.aggregator import Aggregator, ConflictError, ForbiddenError  # noqa: E402
 from edgekm.sync.server import create_app  # noqa: E402
 from edgekm.sync.telemetry import TelemetrySummary, encode_telemetry  # noqa: E402

@@ -2,7 +2,7 @@
 
 The figures of docs/reliability.md, section 5; run `python tools/poison_mixture.py`.
 """
-import sys, time, tempfile, os
+import time, tempfile, os
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from edgekm.sync import encode_frame

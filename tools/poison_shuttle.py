@@ -2,7 +2,7 @@
 
 The figures of docs/reliability.md, section 5; run `python tools/poison_shuttle.py`.
 """
-import time, tempfile, os
+import tempfile, os
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from edgekm.datasets import load_shuttle
@@ -45,7 +45,6 @@ for trim in (0.092, 0.15, 0.2):
     b = run(None, trim)
     print(trim, "outlier", move(run("outlier", trim), b))
 from edgekm.sync.versions import squared_distances, _trim_mask
-import edgekm.sync.versions as V
 # build attacked aggregate, compare trimmed cost of both solutions
 tmp = tempfile.mkdtemp()
 trim = 0.15
