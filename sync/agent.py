@@ -87,6 +87,16 @@ class _Outcome:
 class _NetworkFailure(Exception):
     """No HTTP answer at all (refused, reset, timeout, DNS): always retryable."""
 
+
+def _json_answer(payload):
+    """The aggregator's JSON object answer, or {} when the body is empty or not an object."""
+    try:
+        answer = json.loads(payload) if payload else {}
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
 class DeviceAgent:
     """Streams points into a local model and ships coreset frames to an aggregator.
 
@@ -504,12 +514,7 @@ class DeviceAgent:
         return self._classify(pending, *answer)
 
     def _classify(self, pending, status, payload, headers):
-        try:
-            answer = json.loads(payload) if payload else {}
-        except ValueError:
-            answer = {}
-        if not isinstance(answer, dict):
-            answer = {}
+        answer = _json_answer(payload)
         detail = answer.get("error") or answer.get("reason") or ""
         error = f"HTTP {status} {answer.get('reason', '')}: {detail}".strip()[:300]
         if 200 <= status < 300:
@@ -748,12 +753,7 @@ class DeviceAgent:
                 self._outbox.record_telemetry_error(seq, error)
                 report["error"] = error
                 break
-            try:
-                answer = json.loads(payload) if payload else {}
-            except ValueError:
-                answer = {}
-            if not isinstance(answer, dict):
-                answer = {}
+            answer = _json_answer(payload)
             if 200 <= status < 300 and answer.get("status") in ("accepted", "duplicate"):
                 self._outbox.ack_telemetry(seq)
                 uploaded += 1
