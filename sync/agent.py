@@ -83,7 +83,6 @@ class _Outcome:
         self.duplicate = duplicate
 
 
-
 class _NetworkFailure(Exception):
     """No HTTP answer at all (refused, reset, timeout, DNS): always retryable."""
 
