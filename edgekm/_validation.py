@@ -18,6 +18,18 @@ def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def check_int(name, value, minimum, maximum=None, *, allow_none=False, error=ValueError):
+    """``value`` as an int in [minimum, maximum], or None when ``allow_none``; else ``error``."""
+    if value is None and allow_none:
+        return None
+    if not _is_int(value):
+        raise error(f"{name} must be an integer; got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise error(f"{name} must be {bound}; got {value}")
+    return int(value)
+
+
 def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 

@@ -32,6 +32,7 @@ import numpy
 
 import edgekm
 from edgekm._progress import Progress
+from edgekm._validation import check_int
 from edgekm.datasets import load_array, load_shuttle
 
 __all__ = ["ALGORITHMS", "BASELINES", "BenchInputError", "run_bench", "format_table", "to_json"]
@@ -54,13 +55,7 @@ class BenchInputError(ValueError):
 
 
 def _check_int(name, value, minimum, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, numpy.integer)):
-        raise BenchInputError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise BenchInputError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+    return check_int(name, value, minimum, allow_none=allow_none, error=BenchInputError)
 
 
 def _check_names(names, known, what, allow_empty=False):

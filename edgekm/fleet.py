@@ -64,6 +64,7 @@ import numpy
 
 from ._progress import Progress
 from .coreset import Coreset
+from ._validation import check_int
 from .exceptions import EdgekmError
 
 __all__ = ["FleetDemoError", "run_fleet_demo", "ROUNDS", "DEFAULT_POINTS", "DEFAULT_FEATURES"]
@@ -114,14 +115,7 @@ class _StepFailed(Exception):
 
 
 def _check_int(name, value, minimum, maximum=None, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, numpy.integer)):
-        raise FleetDemoError(f"{name} must be an integer; got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise FleetDemoError(f"{name} must be {bound}; got {value}")
-    return int(value)
+    return check_int(name, value, minimum, maximum, allow_none=allow_none, error=FleetDemoError)
 
 
 def _min_points(n_devices, n_clusters):
