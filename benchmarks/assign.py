@@ -27,7 +27,7 @@ import edgekm
 from edgekm import Assigner, EdgeFilter
 from edgekm._reference.ops import _assign
 from edgekm.datasets import load_shuttle
-from edgekm.sync.version import CentroidVersion, decode_version, encode_version
+from edgekm.sync.wire.version import CentroidVersion, decode_version, encode_version
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

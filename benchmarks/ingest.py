@@ -103,7 +103,7 @@ class _Connection:
 
 
 def _client_thread(port, device, key, m, d, seed, start_at, warm_until, stop_at, out):
-    from edgekm.sync.auth import signed_headers
+    from edgekm.sync.wire.auth import signed_headers
 
     rng = np.random.default_rng(seed)
     pool = [rng.normal(size=(m, d)).astype("<f4").tobytes() for _ in range(8)]
@@ -170,7 +170,7 @@ def _client_process(port, devices, m, d, start_at, warm_until, stop_at, queue):
 
 def run(seconds=20.0, warmup=3.0, processes=2, threads=8, m=200, d=16, durability="full",
         coreset_size=200, server_args=()):
-    from edgekm.sync.aggregator import Aggregator
+    from edgekm.sync.cloud.aggregator import Aggregator
 
     tmp = tempfile.mkdtemp(prefix="edgekm-ingest-")
     db = os.path.join(tmp, "ingest.db")

@@ -3,8 +3,8 @@
 Starts ``python -m edgekm serve`` on loopback with a fresh database and
 ``--devices`` registered devices, then runs them all in one asyncio client
 process for ``--seconds``.  Each device has its own keep-alive connection
-and posts signed frames (``edgekm.sync.frame.encode_frame`` and
-``edgekm.sync.auth.signed_headers``, as a DeviceAgent does) of ``--m``
+and posts signed frames (``edgekm.sync.wire.frame.encode_frame`` and
+``edgekm.sync.wire.auth.signed_headers``, as a DeviceAgent does) of ``--m``
 points with integer weights, back to back.  A 503 or 429 is the designed
 backpressure: the device sleeps ``Retry-After`` and sends the same frame
 again (a fresh signature, the same bytes); a dropped connection is retried
@@ -73,8 +73,8 @@ def _close(state):
 
 
 async def _device(port, device, key, m, d, seed, stop_at, drain_until, out):
-    from edgekm.sync.auth import signed_headers
-    from edgekm.sync.frame import encode_frame
+    from edgekm.sync.wire.auth import signed_headers
+    from edgekm.sync.wire.frame import encode_frame
 
     rng = np.random.default_rng(seed)
     path = f"/v1/models/{MODEL}/frames"

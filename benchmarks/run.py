@@ -432,7 +432,7 @@ def section_sync(cfg):
     import subprocess
     import tempfile
 
-    from edgekm.sync.frame import encode_frame
+    from edgekm.sync.wire.frame import encode_frame
 
     rng = np.random.default_rng(0)
     wire = []

@@ -25,6 +25,7 @@ import os
 import sys
 
 import numpy as np
+from edgekm.exceptions import DataError
 
 __all__ = ["DataError", "open_chunks", "SUFFIXES"]
 
@@ -32,10 +33,6 @@ __all__ = ["DataError", "open_chunks", "SUFFIXES"]
 SUFFIXES = (".npy", ".csv", ".csv.gz", ".parquet")
 
 STDIN = "-"
-
-
-class DataError(ValueError):
-    """A data file that is missing, unreadable or malformed."""
 
 
 def _float_dtype(dtype):

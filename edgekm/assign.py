@@ -1,6 +1,6 @@
 """Offline assignment of points to a published centroid version.
 
-:class:`Assigner` wraps one :class:`edgekm.sync.version.CentroidVersion`:
+:class:`Assigner` wraps one :class:`edgekm.sync.wire.version.CentroidVersion`:
 for each point it gives the nearest centre (label), the squared distance,
 the anomaly score and the version id, in the compiled kernel
 (``cython_src/_assign.pyx``, GIL released) or its NumPy twin
@@ -73,7 +73,7 @@ class Assigner:
     Parameters
     ----------
     version : CentroidVersion
-        A decoded version (:func:`edgekm.sync.version.decode_version`).  Points
+        A decoded version (:func:`edgekm.sync.wire.version.decode_version`).  Points
         must have its ``n_features``; they are converted to its dtype.
     n_threads : int or None, default=None
         Threads for large batches (each thread takes a contiguous slice; the
@@ -82,7 +82,7 @@ class Assigner:
     Examples
     --------
     >>> import numpy as np
-    >>> from edgekm.sync.version import CentroidVersion
+    >>> from edgekm.sync.wire.version import CentroidVersion
     >>> v = CentroidVersion(model="demo", version=3, parent=None, created=0.0,
     ...                     centers=np.array([[0.0, 0.0], [10.0, 0.0]]),
     ...                     cluster_weights=np.array([5.0, 5.0]),
@@ -99,7 +99,7 @@ class Assigner:
         centers = getattr(version, "centers", None)
         quantiles = getattr(version, "quantiles", None)
         if centers is None or quantiles is None or not hasattr(version, "version"):
-            raise TypeError("Assigner takes a CentroidVersion (edgekm.sync.version); got "
+            raise TypeError("Assigner takes a CentroidVersion (edgekm.sync.wire.version); got "
                             f"{type(version).__name__}.")
         centers = np.asarray(centers)
         if centers.ndim != 2 or centers.dtype not in (np.float32, np.float64):

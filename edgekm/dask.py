@@ -39,7 +39,7 @@ except ImportError as exc:      # pragma: no cover - the extra is installed for 
 from ._defaults import DEFAULT_MAX_ITER, DEFAULT_N_INIT
 from ._validation import _first_bad_row, check_array, check_params, resolve_seed
 from .coreset import Coreset
-from .exceptions import EdgekmError
+from edgekm.exceptions import EdgekmError, SeedUploadError
 from .streaming import StreamingKMeans
 
 __all__ = ["fit_coreset", "DaskFitResult", "push_seed", "publish", "data_cost",
@@ -56,10 +56,6 @@ _TARGET_PARTITIONS = 32
 
 # seed streams: one per role, so that no two tasks share a seed
 _LEAF, _LEAF_REDUCE, _NODE, _SOLVE = 0, 1, 2, 3
-
-
-class SeedUploadError(RuntimeError, EdgekmError):
-    """The aggregator refused a frame of a seed upload (or could not be reached)."""
 
 
 @dataclass(frozen=True)
@@ -393,7 +389,7 @@ def _block_cost(block, centers):
 
 
 def _seed_frames(result, model, device_id, boot, max_points, max_frame_bytes):
-    from .sync.frame import MAX_FRAME_BYTES, MAX_POINTS, check_id, encode_frame
+    from .sync.wire.frame import MAX_FRAME_BYTES, MAX_POINTS, check_id, encode_frame
 
     check_id(model, "model")
     check_id(device_id, "device_id")
@@ -439,9 +435,9 @@ def push_seed(result, server_url, model, device_id, key=None, *, boot=None, max_
     Parameters
     ----------
     result : DaskFitResult
-    server_url : str or edgekm.sync.aggregator.Aggregator
+    server_url : str or edgekm.sync.cloud.aggregator.Aggregator
         The aggregator's base URL (``http://host:port``), or an in-process
-        :class:`~edgekm.sync.aggregator.Aggregator` (then ``key`` is not used).
+        :class:`~edgekm.sync.cloud.aggregator.Aggregator` (then ``key`` is not used).
     model, device_id : str
     key : str
         The device's secret (hex), for a URL.
@@ -477,7 +473,7 @@ def push_seed(result, server_url, model, device_id, key=None, *, boot=None, max_
             summary[answer["status"]] += 1
             summary["total_weight"] = answer["total_weight"]
         return summary
-    from .sync import auth
+    from .sync.wire import auth
 
     parts = urllib.parse.urlsplit(server_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -526,9 +522,9 @@ def publish(result, aggregator_or_url, model, *, device_id=None, key=None, admin
             max_points=None, max_frame_bytes=None, timeout=30.0):
     """Publish the fit as a centroid version of ``model`` on an aggregator.
 
-    - With an in-process :class:`~edgekm.sync.aggregator.Aggregator`:
+    - With an in-process :class:`~edgekm.sync.cloud.aggregator.Aggregator`:
       ``result.centers`` are stored as they are
-      (:meth:`~edgekm.sync.aggregator.Aggregator.publish_centers`), with the
+      (:meth:`~edgekm.sync.cloud.aggregator.Aggregator.publish_centers`), with the
       cluster weights and anomaly quantiles computed on ``result.coreset``.
       The model is created if missing; nothing is pushed to its aggregate.
     - With a URL: the root coreset is pushed as a seed (:func:`push_seed`,
@@ -545,7 +541,7 @@ def publish(result, aggregator_or_url, model, *, device_id=None, key=None, admin
     -------
     dict
         The version's info (``version``, ``status``, ``k``, ``training_weight``,
-        ``cost``, ...), as :meth:`~edgekm.sync.aggregator.Aggregator.versions` lists it.
+        ``cost``, ...), as :meth:`~edgekm.sync.cloud.aggregator.Aggregator.versions` lists it.
     """
     if not isinstance(result, DaskFitResult):
         raise TypeError(f"result must be a DaskFitResult; got {type(result).__name__}.")

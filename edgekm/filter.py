@@ -2,7 +2,7 @@
 
 An :class:`EdgeFilter` assigns every point to a centroid version
 (:class:`edgekm.Assigner`) and, instead of the raw points, forwards one
-:class:`edgekm.sync.telemetry.TelemetrySummary` per window: per cluster the
+:class:`edgekm.sync.wire.telemetry.TelemetrySummary` per window: per cluster the
 count, sum and sum of squares (float64, fixed memory ``k x d``), the raw
 points whose anomaly score exceeds ``anomaly_threshold`` (at most
 ``max_anomalies`` per window, the highest scores; the others are counted in
@@ -166,7 +166,7 @@ class EdgeFilter:
     Examples
     --------
     >>> import numpy as np
-    >>> from edgekm.sync.version import CentroidVersion
+    >>> from edgekm.sync.wire.version import CentroidVersion
     >>> v = CentroidVersion(model="demo", version=1, parent=None, created=0.0,
     ...                     centers=np.array([[0.0, 0.0], [10.0, 0.0]]),
     ...                     cluster_weights=np.array([1.0, 1.0]),
@@ -188,7 +188,7 @@ class EdgeFilter:
         if not (isinstance(window_seconds, (int, float)) and math.isfinite(window_seconds)
                 and window_seconds > 0):
             raise ValueError(f"window_seconds must be a finite number > 0; got {window_seconds!r}.")
-        from edgekm.sync.telemetry import MAX_ANOMALIES
+        from .sync.wire.telemetry import MAX_ANOMALIES
         if not (isinstance(max_anomalies, int) and 0 <= max_anomalies <= MAX_ANOMALIES):
             raise ValueError(f"max_anomalies must be an int in [0, {MAX_ANOMALIES}]; "
                              f"got {max_anomalies!r}.")
@@ -339,7 +339,7 @@ class EdgeFilter:
 
     def flush(self):
         """Close the current window; returns its :class:`TelemetrySummary`, or None if empty."""
-        from edgekm.sync.telemetry import TelemetrySummary, encode_telemetry
+        from .sync.wire.telemetry import TelemetrySummary, encode_telemetry
 
         if self.n_points == 0:
             self._reset()

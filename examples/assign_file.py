@@ -47,7 +47,7 @@ import edgekm
 from edgekm.cli import main as edgekm_cli
 from edgekm.datasets import load_array, load_shuttle
 from edgekm.sync import Aggregator, encode_frame
-from edgekm.sync.version import decode_version
+from edgekm.sync.wire.version import decode_version
 
 N_CLUSTERS = 10
 N_TRAIN = 40_000

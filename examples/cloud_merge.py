@@ -17,7 +17,7 @@ The example then checks and shows:
   about what the centres of one machine that saw all the data cost
   (its own coreset, and batch k-means on all points).
 
-Run it with no arguments; it starts a real aggregator (``edgekm.sync.server``
+Run it with no arguments; it starts a real aggregator (``edgekm.sync.cloud.http.app``
 under uvicorn) on a free loopback port in this process::
 
     python examples/cloud_merge.py
@@ -61,7 +61,7 @@ def local_aggregator(directory, admin_token):
     Yields ``(url, aggregator)``; stops the server and closes the database on exit.
     """
     from edgekm.sync import Aggregator
-    from edgekm.sync.server import BackgroundServer, create_app
+    from edgekm.sync.cloud.http.app import BackgroundServer, create_app
 
     with Aggregator(os.path.join(directory, "aggregator.db"), random_state=0) as aggregator:
         app = create_app(aggregator, admin_token=admin_token, policy_interval=None)

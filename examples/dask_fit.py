@@ -56,7 +56,7 @@ def main():
         return 2
     from edgekm import StreamingKMeans
     from edgekm.datasets import load_shuttle
-    from edgekm.sync.aggregator import Aggregator
+    from edgekm.sync.cloud.aggregator import Aggregator
 
     X = load_shuttle()
     n, d = X.shape

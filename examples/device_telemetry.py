@@ -22,7 +22,7 @@ acknowledged weight and the aggregator's merged weight both equal the number
 of rows read.
 
 Run it with no arguments; it starts a real aggregator (the Starlette app of
-``edgekm.sync.server`` under uvicorn) on a free loopback port in this
+``edgekm.sync.cloud.http.app`` under uvicorn) on a free loopback port in this
 process, in a temporary directory::
 
     python examples/device_telemetry.py
@@ -72,7 +72,7 @@ def local_aggregator(directory, admin_token):
     Yields ``(url, aggregator)``; stops the server and closes the database on exit.
     """
     from edgekm.sync import Aggregator
-    from edgekm.sync.server import BackgroundServer, create_app
+    from edgekm.sync.cloud.http.app import BackgroundServer, create_app
 
     with Aggregator(os.path.join(directory, "aggregator.db")) as aggregator:
         app = create_app(aggregator, admin_token=admin_token, policy_interval=None)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from edgekm._reference.ops import _assign
-from edgekm.sync.version import CentroidVersion, decode_version, encode_version
+from edgekm.sync.wire.version import CentroidVersion, decode_version, encode_version
 
 
 def make_version(X, centers, *, model="m", version=1, parent=None, dtype=None):

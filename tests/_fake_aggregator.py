@@ -1,8 +1,8 @@
 """A tiny in-process aggregator for the device-agent tests (stdlib http.server in a thread).
 
 It implements the frame upload of HTTP API v1 (``POST /v1/models/{model}/frames``)
-with the real :func:`edgekm.sync.frame.decode_frame` and
-:func:`edgekm.sync.auth.verify`, and keeps only what the tests check: the
+with the real :func:`edgekm.sync.wire.frame.decode_frame` and
+:func:`edgekm.sync.wire.auth.verify`, and keeps only what the tests check: the
 merged weight per model and the frame ids with their digests.  It does not
 build coresets.  ``script`` injects faults into the next requests:
 
@@ -18,7 +18,7 @@ headers)`` with an ``ETag``, 304 on ``If-None-Match``, 404 ``no_version``;
 ``get_script`` injects faults into the next GETs (an int status,
 ``"corrupt"``: a changed payload byte under the same ETag, ``"drop_before"``).
 ``POST /v1/models/{model}/telemetry`` decodes with the real
-:func:`edgekm.sync.telemetry.decode_telemetry` and deduplicates on the
+:func:`edgekm.sync.wire.telemetry.decode_telemetry` and deduplicates on the
 summary id (:attr:`FakeAggregator.telemetry`).
 
 :meth:`FakeAggregator.stop` and :meth:`FakeAggregator.start` take the server
@@ -35,8 +35,8 @@ import time
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from edgekm.sync import auth, frame
-from edgekm.sync import telemetry as _telemetry
+from edgekm.sync.wire import auth, frame
+from edgekm.sync.wire import telemetry as _telemetry
 
 _PATH = re.compile(r"/v1/models/([^/]+)/frames\Z")
 _TELEMETRY = re.compile(r"/v1/models/([^/]+)/telemetry\Z")
@@ -103,7 +103,7 @@ class FakeAggregator:
 
         ``rollback=True`` / ``pinned=True`` add the matching answer header.
         """
-        from edgekm.sync.version import encode_version
+        from edgekm.sync.wire.version import encode_version
 
         body, digest = encode_version(version)
         extra = {}

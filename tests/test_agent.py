@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from _fake_aggregator import FakeAggregator
-from edgekm.sync import agent as agent_mod
-from edgekm.sync.agent import AgentLockedError, DeviceAgent
-from edgekm.sync.auth import new_key
+from edgekm.sync.device import agent as agent_mod
+from edgekm.sync.device.agent import AgentLockedError, DeviceAgent
+from edgekm.sync.wire.auth import new_key
 
 D = 4
 M = 20
@@ -312,7 +312,7 @@ def test_a_device_clock_off_by_an_hour_is_corrected(tmp_path):
 _CHILD = textwrap.dedent("""
     import json, os, sys
     import numpy as np
-    from edgekm.sync.agent import DeviceAgent
+    from edgekm.sync.device.agent import DeviceAgent
     url, state, key, mode = sys.argv[1:5]
     agent = DeviceAgent(url, "fleet", "dev-1", key, state, n_clusters=3, coreset_size=20,
                         max_pending=4, max_retries=0, random_state=1)
@@ -463,7 +463,7 @@ def test_device_side_imports_only_stdlib_numpy_msgpack_edgekm(fake, tmp_path):
         import sys
         before = set(sys.modules)
         import numpy as np
-        import edgekm.sync.agent
+        import edgekm.sync.device.agent
         from edgekm.sync import DeviceAgent
         agent = DeviceAgent({fake.url!r}, "fleet", "dev-1", {KEY!r}, {str(tmp_path)!r},
                             n_clusters=2, coreset_size=20, max_retries=0)
@@ -485,7 +485,7 @@ def test_device_side_imports_only_stdlib_numpy_msgpack_edgekm(fake, tmp_path):
            and t != "cython_runtime")
     assert odd == [], f"the device side imported {odd}"
     for banned in ("starlette", "uvicorn", "httpx", "requests", "sklearn", "scipy", "anyio",
-                   "edgekm.sync.aggregator", "edgekm.sync.server", "edgekm.sync.store"):
+                   "edgekm.sync.cloud.aggregator", "edgekm.sync.cloud.http.app", "edgekm.sync.cloud.database"):
         assert banned not in loaded
     assert "sqlite3" in tops and "urllib" in tops
 
@@ -589,9 +589,9 @@ def test_end_to_end_real_aggregator_uvicorn_and_device_processes(tmp_path):
     the devices ingested.
     """
     aggregator_mod = pytest.importorskip(
-        "edgekm.sync.aggregator", reason="the aggregator (edgekm.sync.aggregator) is missing")
-    server_mod = pytest.importorskip("edgekm.sync.server",
-                                     reason="the server (edgekm.sync.server) is missing")
+        "edgekm.sync.cloud.aggregator", reason="the aggregator (edgekm.sync.cloud.aggregator) is missing")
+    server_mod = pytest.importorskip("edgekm.sync.cloud.http.app",
+                                     reason="the server (edgekm.sync.cloud.http.app) is missing")
     uvicorn = pytest.importorskip("uvicorn")
     import threading
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from edgekm import Coreset, EdgekmError, NotFittedError, StreamingKMeans
-from edgekm.sync import auth, encode_frame
-from edgekm.sync.aggregator import (Aggregator, ConflictError, DeviceExistsError, DimensionError,
+from edgekm.sync import encode_frame
+from edgekm.sync.wire import auth
+from edgekm.sync.cloud.aggregator import (Aggregator, ConflictError, DeviceExistsError, DimensionError,
                                     ForbiddenError, FrameTooLargeError, UnavailableError,
                                     UnknownDeviceError, UnknownModelError, Upload)
-from edgekm.sync.frame import FrameError
-from edgekm.sync.store import SCHEMA_VERSION, SchemaError
+from edgekm.sync.wire.frame import FrameError
+from edgekm.sync.cloud.database import SCHEMA_VERSION, SchemaError
 
 PATH = "/v1/models/{}/frames"
 
@@ -46,7 +47,7 @@ def signed(agg, key, body, device="dev-a", model="m", now=None, path=None):
 
 
 def weight_of(body):
-    from edgekm.sync.frame import decode_frame
+    from edgekm.sync.wire.frame import decode_frame
     return decode_frame(body).total_weight
 
 

@@ -11,7 +11,7 @@ import pytest
 from _assign_helpers import blobs, make_version
 from edgekm import Assigner, AssignResult, _backend
 from edgekm._reference import assign as ref
-from edgekm.sync.version import CentroidVersion, encode_version
+from edgekm.sync.wire.version import CentroidVersion, encode_version
 
 
 def _ref_assign(v, X):

@@ -1,4 +1,4 @@
-"""Request signing (edgekm.sync.auth): round trip, every tampered part, the clock
+"""Request signing (edgekm.sync.wire.auth): round trip, every tampered part, the clock
 skew at 300 s and 301 s, header formats, the constant-time comparison, and the
 worked example of sync/PROTOCOL.md section 8.2.
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import edgekm
-from edgekm.sync import auth
-from edgekm.sync.auth import (H_DEVICE, H_NONCE, H_SIGNATURE, H_TIMESTAMP, AuthError, sign,
+from edgekm.sync.wire import auth
+from edgekm.sync.wire.auth import (H_DEVICE, H_NONCE, H_SIGNATURE, H_TIMESTAMP, AuthError, sign,
                               signed_headers, string_to_sign, verify)
 
 ROOT = Path(__file__).resolve().parents[1]

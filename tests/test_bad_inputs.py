@@ -19,9 +19,9 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient  # noqa: E402
 
-from edgekm.sync import auth  # noqa: E402
-from edgekm.sync.aggregator import Aggregator  # noqa: E402
-from edgekm.sync.server import create_app  # noqa: E402
+from edgekm.sync.wire import auth  # noqa: E402
+from edgekm.sync.cloud.aggregator import Aggregator  # noqa: E402
+from edgekm.sync.cloud.http.app import create_app  # noqa: E402
 
 NOW = 1_700_000_000.0          # the aggregator's (frozen) clock
 CAP = 1e6                      # max_device_weight, policy "reject"

@@ -13,8 +13,8 @@ import pytest
 from edgekm._progress import Progress
 from edgekm.cli import main
 from edgekm.datasets import load_array, load_shuttle
-from edgekm import bench
-from edgekm.bench import ALGORITHMS, BASELINES, BenchInputError, run_bench, to_json
+from edgekm.cli import bench
+from edgekm.cli.bench import ALGORITHMS, BASELINES, BenchInputError, run_bench, to_json
 
 # ---------------------------------------------------------------- bench
 

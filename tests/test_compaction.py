@@ -8,9 +8,10 @@ import warnings
 import numpy as np
 import pytest
 
-from edgekm.sync import encode_frame, store
-from edgekm.sync.aggregator import Aggregator, ConflictError, DeviceWeightCapError
-from edgekm.sync.telemetry import TelemetrySummary, encode_telemetry
+from edgekm.sync import encode_frame
+from edgekm.sync.cloud import database as store
+from edgekm.sync.cloud.aggregator import Aggregator, ConflictError, DeviceWeightCapError
+from edgekm.sync.wire.telemetry import TelemetrySummary, encode_telemetry
 
 WINDOW = 10.0
 
@@ -226,7 +227,7 @@ def test_admin_compact_and_timer(agg, clock):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
         from starlette.testclient import TestClient
-    from edgekm.sync.server import create_app
+    from edgekm.sync.cloud.http.app import create_app
 
     seqs = {"dev-a": 0, "dev-b": 0}
     feed(agg, clock, 8, seqs)

@@ -198,8 +198,8 @@ def server(tmp_path):
     uvicorn = pytest.importorskip("uvicorn")
     from _fake_aggregator import _free_port
 
-    from edgekm.sync.aggregator import Aggregator
-    from edgekm.sync.server import create_app
+    from edgekm.sync.cloud.aggregator import Aggregator
+    from edgekm.sync.cloud.http.app import create_app
 
     agg = Aggregator(tmp_path / "agg.db", random_state=0)
     key = agg.add_device("offline-fit")
@@ -250,7 +250,7 @@ def test_push_seed_to_a_real_aggregator(server, fitted, blobs):
 
 
 def test_publish_the_centres_themselves_in_process(tmp_path, fitted, blobs):
-    from edgekm.sync.aggregator import Aggregator
+    from edgekm.sync.cloud.aggregator import Aggregator
 
     with Aggregator(tmp_path / "p.db", random_state=0) as agg:
         info = publish(fitted, agg, "offline")
@@ -267,7 +267,7 @@ def test_publish_the_centres_themselves_in_process(tmp_path, fitted, blobs):
 
 
 def test_push_seed_in_process_and_frame_limits(tmp_path, fitted):
-    from edgekm.sync.aggregator import Aggregator
+    from edgekm.sync.cloud.aggregator import Aggregator
 
     with Aggregator(tmp_path / "s.db", random_state=0) as agg:
         agg.add_device("offline-fit")
@@ -285,7 +285,7 @@ def test_push_seed_in_process_and_frame_limits(tmp_path, fitted):
 
 
 def test_import_edgekm_does_not_import_dask():
-    code = ("import sys, edgekm, edgekm.sync, edgekm.sync.agent; "
+    code = ("import sys, edgekm, edgekm.sync, edgekm.sync.device.agent; "
             "print(sorted(m for m in ('dask', 'distributed', 'pandas', 'edgekm.dask') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -26,24 +26,24 @@ OPTIONAL = {"starlette", "uvicorn", "httptools", "uvloop", "scipy", "prometheus_
 
 #: modules whose examples must exist (a module that loses them fails)
 MUST_HAVE_EXAMPLES = {"edgekm.coreset", "edgekm.datasets", "edgekm._progress", "edgekm.streaming",
-                      "edgekm.assign", "edgekm.filter", "edgekm.sync.agent",
-                      "edgekm.sync.aggregator"}
+                      "edgekm.assign", "edgekm.filter", "edgekm.sync.device.agent",
+                      "edgekm.sync.cloud.aggregator"}
 
 #: public classes without an Examples section today; the list may only shrink
 CLASSES_WITHOUT_EXAMPLES = {
     "edgekm.assign.AssignResult",
     "edgekm.dask.DaskFitResult",
-    "edgekm.sync.aggregator.Pull",
-    "edgekm.sync.aggregator.Upload",
-    "edgekm.sync.frame.Frame",
-    "edgekm.sync.metrics.Metrics",
-    "edgekm.sync.outbox.Outbox",
-    "edgekm.sync.outbox.PendingFrame",
-    "edgekm.sync.outbox.RejectedFrame",
-    "edgekm.sync.store.Checkpointer",
-    "edgekm.sync.telemetry.TelemetrySummary",
-    "edgekm.sync.version.CentroidVersion",
-    "edgekm.sync.versions.VersionsMixin",
+    "edgekm.sync.cloud.aggregator.Pull",
+    "edgekm.sync.cloud.aggregator.Upload",
+    "edgekm.sync.wire.frame.Frame",
+    "edgekm.sync.cloud.metrics.Metrics",
+    "edgekm.sync.device.outbox.Outbox",
+    "edgekm.sync.device.outbox.PendingFrame",
+    "edgekm.sync.device.outbox.RejectedFrame",
+    "edgekm.sync.cloud.database.Checkpointer",
+    "edgekm.sync.wire.telemetry.TelemetrySummary",
+    "edgekm.sync.wire.version.CentroidVersion",
+    "edgekm.sync.cloud.versions.VersionsMixin",
 }
 
 #: Markdown files whose ``>>>`` examples run (files without any are fine)
@@ -87,7 +87,7 @@ def _run(module, checker=None):
 
 def test_the_walk_finds_the_modules():
     assert MUST_HAVE_EXAMPLES <= set(MODULES)
-    assert {"edgekm.sync.server", "edgekm.sync.versions", "edgekm.cli"} <= set(MODULES)
+    assert {"edgekm.sync.cloud.http.app", "edgekm.sync.cloud.versions", "edgekm.cli"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -187,7 +187,7 @@ def test_operations_guide_names_only_real_metrics(tmp_path):
     import numpy as np
 
     from edgekm.sync import Aggregator, encode_frame
-    from edgekm.sync.metrics import Metrics
+    from edgekm.sync.cloud.metrics import Metrics
 
     with Aggregator(tmp_path / "m.db", random_state=0) as agg:
         agg.add_device("d")

@@ -6,7 +6,7 @@ import pytest
 from _assign_helpers import blobs, make_version
 from edgekm import EdgeFilter
 from edgekm.filter import _bins, _bin_value, _quantiles, psi, BINS_PER_OCTAVE
-from edgekm.sync.telemetry import decode_telemetry, encode_telemetry
+from edgekm.sync.wire.telemetry import decode_telemetry, encode_telemetry
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""Wire format v1 (edgekm.sync.frame): golden frames, msgspec interop, the worked
+"""Wire format v1 (edgekm.sync.wire.frame): golden frames, msgspec interop, the worked
 example of sync/PROTOCOL.md, every limit at the limit and one past it, and
 hostile input of every kind.  Only FrameError may ever escape decode_frame.
 """
@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 import edgekm
 import edgekm.sync
-from edgekm.sync import frame as F
-from edgekm.sync.frame import FIELDS, Frame, FrameError, decode_frame, encode_frame
+from edgekm.sync.wire import frame as F
+from edgekm.sync.wire.frame import FIELDS, Frame, FrameError, decode_frame, encode_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"

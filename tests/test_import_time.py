@@ -27,7 +27,7 @@ DEVICE_PATH = [
     "import edgekm; edgekm.StreamingKMeans(n_clusters=2)",
     "import edgekm.assign, edgekm.filter",
     "import edgekm.sync",
-    "import edgekm.sync.agent, edgekm.sync.outbox, edgekm.sync.version, edgekm.sync.telemetry",
+    "import edgekm.sync.device.agent, edgekm.sync.device.outbox, edgekm.sync.wire.version, edgekm.sync.wire.telemetry",
 ]
 
 
@@ -70,5 +70,5 @@ def test_device_path_third_party_imports_are_numpy_and_msgpack(startup):
 
 def test_importtime_parser_sees_forbidden_modules():
     # The check above can fail: importing the server does load its dependencies.
-    names = imported_modules("import edgekm.sync.server")
+    names = imported_modules("import edgekm.sync.cloud.http.app")
     assert {"starlette", "prometheus_client"} <= names

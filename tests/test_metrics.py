@@ -17,10 +17,11 @@ with warnings.catch_warnings():
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from edgekm.sync import auth, encode_frame  # noqa: E402
-from edgekm.sync.aggregator import Aggregator  # noqa: E402
-from edgekm.sync.server import create_app  # noqa: E402
-from edgekm.sync.telemetry import TelemetrySummary, encode_telemetry  # noqa: E402
+from edgekm.sync import encode_frame  # noqa: E402
+from edgekm.sync.wire import auth
+from edgekm.sync.cloud.aggregator import Aggregator  # noqa: E402
+from edgekm.sync.cloud.http.app import create_app  # noqa: E402
+from edgekm.sync.wire.telemetry import TelemetrySummary, encode_telemetry  # noqa: E402
 
 ADMIN = "metrics-admin"
 

@@ -1,4 +1,4 @@
-"""Bounded-memory fitting over files (edgekm.offline) and the chunked readers (edgekm._io)."""
+"""Bounded-memory fitting over files (edgekm.cli._offline) and the chunked readers (edgekm._io)."""
 
 import gzip
 import io
@@ -11,8 +11,8 @@ import pytest
 
 from edgekm._io import DataError, open_chunks
 from edgekm.datasets import load_array
-from edgekm.offline import FitError, fit_file, read_centroids_json, write_centroids
-from edgekm.sync.version import VersionError, decode_version
+from edgekm.cli._offline import FitError, fit_file, read_centroids_json, write_centroids
+from edgekm.sync.wire.version import VersionError, decode_version
 
 
 def blobs(n, d=4, k=3, seed=0):

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from edgekm import Coreset
-from edgekm.sync import outbox as outbox_mod
-from edgekm.sync.frame import MAX_LEVEL, decode_frame
-from edgekm.sync.outbox import OUTBOX_FILE, Outbox, OutboxError
+from edgekm.sync.device import outbox as outbox_mod
+from edgekm.sync.wire.frame import MAX_LEVEL, decode_frame
+from edgekm.sync.device.outbox import OUTBOX_FILE, Outbox, OutboxError
 
 M = 16          # coreset_size
 D = 3
@@ -99,7 +99,7 @@ def test_crash_without_close_keeps_commits(tmp_path):
     code = textwrap.dedent(f"""
         import os, numpy as np
         from edgekm import Coreset
-        from edgekm.sync.outbox import Outbox
+        from edgekm.sync.device.outbox import Outbox
         ob = Outbox({str(tmp_path)!r}, device_id="dev-1", model="m1", coreset_size={M},
                     max_pending=4, random_state=0)
         for i in range(7):
@@ -157,7 +157,7 @@ def test_crash_inside_merge_transaction(tmp_path):
     code = textwrap.dedent(f"""
         import os, numpy as np
         from edgekm import Coreset
-        from edgekm.sync.outbox import Outbox
+        from edgekm.sync.device.outbox import Outbox
         ob = Outbox({str(tmp_path)!r}, device_id="dev-1", model="m1", coreset_size={M},
                     max_pending=3, random_state=0)
         for i in range(3):

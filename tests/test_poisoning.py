@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from edgekm.sync import auth, encode_frame
-from edgekm.sync.aggregator import Aggregator, FrameOverCapError
-from edgekm.sync.versions import trimmed_kmeans
+from edgekm.sync import encode_frame
+from edgekm.sync.wire import auth
+from edgekm.sync.cloud.aggregator import Aggregator, FrameOverCapError
+from edgekm.sync.cloud.versions import trimmed_kmeans
 
 K, D, SIGMA, N = 5, 8, 1.0, 400
 CAP = 1200.0            # per device and window: about one honest device's window
@@ -143,7 +144,7 @@ def test_clip_and_window_cap_over_http(tmp_path):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
         from starlette.testclient import TestClient
-    from edgekm.sync.server import create_app
+    from edgekm.sync.cloud.http.app import create_app
 
     agg = Aggregator(tmp_path / "h.db", max_device_weight=100.0, weight_cap_policy="clip")
     key = agg.add_device("evil")

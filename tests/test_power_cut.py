@@ -18,7 +18,7 @@ pytest.importorskip("uvicorn")
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from edgekm.sync.version import CentroidVersion, encode_version  # noqa: E402
+from edgekm.sync.wire.version import CentroidVersion, encode_version  # noqa: E402
 from tools import crash_device  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def test_forty_power_cuts_lose_and_double_nothing():
 
 def _state(tmp_path):
     """A state_dir with a few frames in its outbox and a stored version."""
-    from edgekm.sync.agent import DeviceAgent
+    from edgekm.sync.device.agent import DeviceAgent
 
     state = str(tmp_path / "state")
     with DeviceAgent("http://127.0.0.1:9", crash_device.MODEL, crash_device.DEVICE, "00" * 32,

@@ -12,9 +12,9 @@ import pytest
 
 from _assign_helpers import blobs, make_version
 from _fake_aggregator import FakeAggregator
-from edgekm.sync import agent as agent_mod
-from edgekm.sync.agent import DeviceAgent
-from edgekm.sync.auth import new_key
+from edgekm.sync.device import agent as agent_mod
+from edgekm.sync.device.agent import DeviceAgent
+from edgekm.sync.wire.auth import new_key
 
 KEY = new_key()
 D = 4
@@ -148,7 +148,7 @@ def test_a_torn_current_file_falls_back_to_previous(fake, data, tmp_path):
 OFFLINE = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from edgekm.sync.agent import DeviceAgent
+    from edgekm.sync.device.agent import DeviceAgent
     url, state, key = sys.argv[1:4]
     X = np.load(sys.argv[4])
     with DeviceAgent(url, "m", "dev-1", key, state, n_clusters=3, coreset_size=20,

@@ -24,9 +24,10 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient  # noqa: E402
 
 from edgekm.cli import main as cli_main  # noqa: E402
-from edgekm.sync import auth, encode_frame  # noqa: E402
-from edgekm.sync.aggregator import Aggregator  # noqa: E402
-from edgekm.sync.server import create_app  # noqa: E402
+from edgekm.sync import encode_frame  # noqa: E402
+from edgekm.sync.wire import auth
+from edgekm.sync.cloud.aggregator import Aggregator  # noqa: E402
+from edgekm.sync.cloud.http.app import create_app  # noqa: E402
 
 ADMIN = "s3cret-admin-token"
 

@@ -20,12 +20,14 @@ with warnings.catch_warnings():
 
 import edgekm  # noqa: E402
 from edgekm.cli import main as cli_main  # noqa: E402
-from edgekm.sync import auth, encode_frame, store  # noqa: E402
-from edgekm.sync.aggregator import Aggregator, ConflictError, ForbiddenError  # noqa: E402
-from edgekm.sync.server import create_app  # noqa: E402
-from edgekm.sync.telemetry import TelemetrySummary, encode_telemetry  # noqa: E402
-from edgekm.sync.version import decode_version  # noqa: E402
-from edgekm.sync.versions import (RolloutError, UnknownVersionError, cohort_bucket,  # noqa: E402
+from edgekm.sync import encode_frame  # noqa: E402
+from edgekm.sync.cloud import database as store  # noqa: E402
+from edgekm.sync.wire import auth
+from edgekm.sync.cloud.aggregator import Aggregator, ConflictError, ForbiddenError  # noqa: E402
+from edgekm.sync.cloud.http.app import create_app  # noqa: E402
+from edgekm.sync.wire.telemetry import TelemetrySummary, encode_telemetry  # noqa: E402
+from edgekm.sync.wire.version import decode_version  # noqa: E402
+from edgekm.sync.cloud.versions import (RolloutError, UnknownVersionError, cohort_bucket,  # noqa: E402
                                   in_cohort, match_labels, squared_distances,
                                   weighted_quantiles)
 

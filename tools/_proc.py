@@ -115,7 +115,7 @@ class Server:
 
 def register_devices(db, device_ids):
     """Create the database (if needed) and register devices; returns ``{device: key}``."""
-    from edgekm.sync.aggregator import Aggregator
+    from edgekm.sync.cloud.aggregator import Aggregator
 
     with Aggregator(db, checkpoint_interval=None) as agg:
         return {d: agg.add_device(d) for d in device_ids}

@@ -62,7 +62,7 @@ def device_main(argv):
 
     import numpy as np
 
-    from edgekm.sync.agent import DeviceAgent
+    from edgekm.sync.device.agent import DeviceAgent
 
     log = open(args.log, "a", buffering=1)
 
@@ -236,7 +236,7 @@ def check(db, logs, summaries, kill_log, returncodes):
             leftovers.append(s["device"] + ":ingested")
 
     frames, info, integrity = aggregator_frames(db, MODEL)
-    from edgekm.sync.aggregator import Aggregator
+    from edgekm.sync.cloud.aggregator import Aggregator
 
     with Aggregator(db, checkpoint_interval=None) as agg:
         aggregate_weight = agg.aggregate(MODEL).total_weight

@@ -1,7 +1,7 @@
 """Device power-cut harness: SIGKILL a DeviceAgent at hundreds of points, check after each.
 
 One device's ``state_dir`` lives through many runs of a child process.
-Each run opens a :class:`~edgekm.sync.agent.DeviceAgent`, then for
+Each run opens a :class:`~edgekm.sync.device.agent.DeviceAgent`, then for
 ``--steps`` steps ingests ``--points`` points, flushes them into the
 outbox, syncs, and every other step pulls the centroid version, from a
 real ``edgekm serve`` on loopback.  Every third run is offline (the URL
@@ -119,8 +119,8 @@ def install_hooks(killer):
     """Route the outbox's SQLite and the agent's file operations through ``killer``."""
     import sqlite3 as real_sqlite3
 
-    from edgekm.sync import agent as agent_mod
-    from edgekm.sync import outbox as outbox_mod
+    from edgekm.sync.device import agent as agent_mod
+    from edgekm.sync.device import outbox as outbox_mod
 
     outbox_file = outbox_mod.__file__
     agent_file = agent_mod.__file__
@@ -198,7 +198,7 @@ def child_main(argv):
 
     import numpy as np
 
-    from edgekm.sync.agent import DeviceAgent
+    from edgekm.sync.device.agent import DeviceAgent
 
     rng = np.random.default_rng(args.seed)
     agent = DeviceAgent(args.url, MODEL, DEVICE, args.key, args.state, n_clusters=2,
@@ -247,8 +247,8 @@ def check_state(state_dir, events, allowed_digests, points, previous=None):
     ``previous``: the digest this check loaded after the last kill (a run
     killed before it logs anything still has that version in use).
     """
-    from edgekm.sync.frame import FrameError, decode_frame
-    from edgekm.sync.version import VersionError, decode_version
+    from edgekm.sync.wire.frame import FrameError, decode_frame
+    from edgekm.sync.wire.version import VersionError, decode_version
 
     failures = []
     db = os.path.join(state_dir, "outbox.sqlite3")

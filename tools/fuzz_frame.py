@@ -1,8 +1,8 @@
 """Fuzz the decoders of untrusted bytes with atheris (libFuzzer).
 
-Targets: ``frame`` (:func:`edgekm.sync.frame.decode_frame`, the aggregator's
-input), ``telemetry`` (:func:`edgekm.sync.telemetry.decode_telemetry`) and
-``version`` (:func:`edgekm.sync.version.decode_version`, the device's input).
+Targets: ``frame`` (:func:`edgekm.sync.wire.frame.decode_frame`, the aggregator's
+input), ``telemetry`` (:func:`edgekm.sync.wire.telemetry.decode_telemetry`) and
+``version`` (:func:`edgekm.sync.wire.version.decode_version`, the device's input).
 Each input is decoded as it is and once more with its crc32 (frames) or
 digest (versions: the input is then the payload) made right, so that the
 fuzzer reaches the validation behind them.  Each may raise only its
@@ -43,9 +43,9 @@ TARGETS = ("frame", "telemetry", "version")
 
 def decoders():
     """``{target: (decode, documented error)}``."""
-    from edgekm.sync.frame import FrameError, decode_frame
-    from edgekm.sync.telemetry import TelemetryError, decode_telemetry
-    from edgekm.sync.version import VersionError, decode_version
+    from edgekm.sync.wire.frame import FrameError, decode_frame
+    from edgekm.sync.wire.telemetry import TelemetryError, decode_telemetry
+    from edgekm.sync.wire.version import VersionError, decode_version
 
     return {"frame": (decode_frame, FrameError),
             "telemetry": (decode_telemetry, TelemetryError),
@@ -56,8 +56,8 @@ def seed_inputs():
     """``{target: {name: bytes}}``: valid inputs to start from."""
     import numpy as np
 
-    from edgekm.sync.telemetry import TelemetrySummary, encode_telemetry
-    from edgekm.sync.version import CentroidVersion, encode_version
+    from edgekm.sync.wire.telemetry import TelemetrySummary, encode_telemetry
+    from edgekm.sync.wire.version import CentroidVersion, encode_version
 
     golden = {}
     for path in sorted(glob.glob(os.path.join(ROOT, "tests", "golden", "*.msgpack"))):
@@ -141,9 +141,9 @@ def child(target, argv):
     import atheris
 
     with atheris.instrument_imports():
-        import edgekm.sync.frame  # noqa: F401
-        import edgekm.sync.telemetry  # noqa: F401
-        import edgekm.sync.version  # noqa: F401
+        import edgekm.sync.wire.frame  # noqa: F401
+        import edgekm.sync.wire.telemetry  # noqa: F401
+        import edgekm.sync.wire.version  # noqa: F401
     atheris.Setup([sys.argv[0]] + argv, one_input(target))
     atheris.Fuzz()
 

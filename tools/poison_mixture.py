@@ -6,7 +6,7 @@ import time, tempfile, os
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from edgekm.sync import encode_frame
-from edgekm.sync.aggregator import Aggregator, WeightCapError
+from edgekm.sync.cloud.aggregator import Aggregator, WeightCapError
 
 K, D, SIGMA = 5, 8, 1.0
 def mixture(seed):

@@ -7,7 +7,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from edgekm.datasets import load_shuttle
 from edgekm.sync import encode_frame
-from edgekm.sync.aggregator import Aggregator
+from edgekm.sync.cloud.aggregator import Aggregator
 
 X = load_shuttle().astype(np.float64)
 X = (X - X.mean(0)) / X.std(0)
@@ -44,7 +44,7 @@ for trim in ():
 for trim in (0.092, 0.15, 0.2):
     b = run(None, trim)
     print(trim, "outlier", move(run("outlier", trim), b))
-from edgekm.sync.versions import squared_distances, _trim_mask
+from edgekm.sync.cloud.versions import squared_distances, _trim_mask
 # build attacked aggregate, compare trimmed cost of both solutions
 tmp = tempfile.mkdtemp()
 trim = 0.15

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekm.sync.frame import encode_frame
+from edgekm.sync.wire.frame import encode_frame
 
 HERE = Path(__file__).resolve().parent
 MASK = (1 << 64) - 1

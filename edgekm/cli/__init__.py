@@ -6,7 +6,7 @@ subcommand, write both and list the ``_add_`` function in ``_SUBCOMMANDS``.
 
 Every option can also come from an environment variable ``EDGEKM_<OPTION>``
 or a TOML file (``--config FILE`` or ``EDGEKM_CONFIG``); see
-:mod:`edgekm._config` for the rules and ``edgekm config COMMAND`` for what a
+:mod:`edgekm.cli._config` for the rules and ``edgekm config COMMAND`` for what a
 run would use.  Every command has ``--json``; its JSON objects carry
 ``"config"``, the configuration file used (or null).
 
@@ -22,15 +22,12 @@ import argparse
 import os
 import sys
 
-from edgekm import _config
+from edgekm.cli import _config
+from edgekm.exceptions import UsageError
 
 __all__ = ["main", "UsageError", "build_parser"]
 
 PROG = "edgekm"
-
-
-class UsageError(Exception):
-    """A mistake in the command line or its input files; exit status 2."""
 
 
 class Failure(Exception):
@@ -141,7 +138,7 @@ def _add_demo(subparsers):
 
 def _cmd_demo(args):
     try:
-        from edgekm import fleet
+        from edgekm.demo import fleet
     except ImportError as exc:
         raise UsageError(f"the demo needs the 'server' extra "
                          f"(pip install 'edgekm[server]'): {exc}") from None
@@ -226,7 +223,7 @@ def _add_bench(subparsers):
 
 def _cmd_bench(args):
     # Imported here so that `edgekm --help` works even if the core fails to import.
-    from edgekm import bench
+    from edgekm.cli import bench
 
     try:
         result = bench.run_bench(
@@ -281,8 +278,8 @@ def _open_aggregator(path):
     """An Aggregator for an administration command; a bad database is a usage error."""
     import sqlite3
 
-    from edgekm.sync.aggregator import Aggregator
-    from edgekm.sync.store import SchemaError
+    from edgekm.sync.cloud.aggregator import Aggregator
+    from edgekm.sync.cloud.database import SchemaError
 
     try:
         return Aggregator(path)
@@ -356,13 +353,13 @@ def _cmd_serve(args):
     if args.merge_degree < 2:
         raise UsageError("--merge-degree must be at least 2")
     try:
-        from edgekm.sync.server import serve
+        from edgekm.sync.cloud.http.app import serve
     except ImportError as exc:
         raise UsageError(f"the server needs the 'server' extra "
                          f"(pip install 'edgekm[server]'): {exc}") from None
     import sqlite3
 
-    from edgekm.sync.store import SchemaError
+    from edgekm.sync.cloud.database import SchemaError
 
     port = args.port if args.port != 0 else _free_port(args.host)
     if args.json:
@@ -468,8 +465,8 @@ def _add_devices(subparsers):
 
 
 def _cmd_devices(args):
-    from edgekm.sync.aggregator import DeviceExistsError, UnknownDeviceError
-    from edgekm.sync.frame import FrameError
+    from edgekm.sync.cloud.aggregator import DeviceExistsError, UnknownDeviceError
+    from edgekm.sync.wire.frame import FrameError
 
     with _open_aggregator(args.db) as agg:
         try:
@@ -537,7 +534,7 @@ def _add_models(subparsers):
 
 
 def _cmd_models(args):
-    from edgekm.sync.frame import FrameError
+    from edgekm.sync.wire.frame import FrameError
 
     with _open_aggregator(args.db) as agg:
         try:
@@ -627,9 +624,9 @@ def _add_versions(subparsers):
 
 def _cmd_versions(args):
     from edgekm.exceptions import EdgekmError, NotFittedError
-    from edgekm.sync.aggregator import UnknownDeviceError, UnknownModelError
-    from edgekm.sync.frame import FrameError
-    from edgekm.sync.versions import RolloutError, UnknownVersionError
+    from edgekm.sync.cloud.aggregator import UnknownDeviceError, UnknownModelError
+    from edgekm.sync.wire.frame import FrameError
+    from edgekm.sync.cloud.versions import RolloutError, UnknownVersionError
 
     with _open_aggregator(args.db) as agg:
         try:
@@ -750,8 +747,8 @@ def _add_assign(subparsers):
 
 
 def _read_version_file(path):
-    from edgekm.offline import read_centroids_json
-    from edgekm.sync.version import VersionError, decode_version
+    from ._offline import read_centroids_json
+    from edgekm.sync.wire.version import VersionError, decode_version
 
     try:
         with open(path, "rb") as fh:
@@ -864,7 +861,7 @@ def _cmd_assign(args):
 
 
 def _add_fit(subparsers):
-    from edgekm.offline import FIT_ALGORITHMS
+    from ._offline import FIT_ALGORITHMS
 
     p = subparsers.add_parser(
         "fit",
@@ -899,7 +896,7 @@ def _add_fit(subparsers):
 
 def _cmd_fit(args):
     from edgekm._io import DataError
-    from edgekm.offline import FitError, _check_output, fit_file, write_centroids
+    from ._offline import FitError, _check_output, fit_file, write_centroids
 
     try:
         _check_output(args.out)
@@ -979,8 +976,8 @@ def _pending_bytes(agent):
 
 def _cmd_device(args):
     from edgekm._io import DataError
-    from edgekm.sync.agent import AgentLockedError, DeviceAgent
-    from edgekm.sync.outbox import OutboxError
+    from edgekm.sync.device.agent import AgentLockedError, DeviceAgent
+    from edgekm.sync.device.outbox import OutboxError
 
     reader = _open_input(args.input, min(args.sync_every, 65536))
     try:

@@ -2,11 +2,11 @@
 
 :func:`run_fleet_demo` runs the real pieces, not stand-ins:
 
-1. an :class:`~edgekm.sync.aggregator.Aggregator` on a temporary SQLite
-   database, served by the Starlette app of :mod:`edgekm.sync.server` under
+1. an :class:`~edgekm.sync.cloud.aggregator.Aggregator` on a temporary SQLite
+   database, served by the Starlette app of :mod:`edgekm.sync.cloud.http.app` under
    uvicorn in a background thread, on a free loopback port;
 2. ``n_devices`` devices registered with their own HMAC keys, each a
-   :class:`~edgekm.sync.agent.DeviceAgent` with its own outbox, uploading
+   :class:`~edgekm.sync.device.agent.DeviceAgent` with its own outbox, uploading
    signed coreset frames and telemetry over HTTP;
 3. a stream cut into :data:`ROUNDS` sync rounds; in each round every device
    ingests a disjoint, contiguous piece of the round's points (so the fleet
@@ -62,10 +62,10 @@ import urllib.request
 
 import numpy
 
-from ._progress import Progress
-from .coreset import Coreset
-from ._validation import check_int
-from .exceptions import EdgekmError
+from edgekm._progress import Progress
+from edgekm.coreset import Coreset
+from edgekm._validation import check_int
+from edgekm.exceptions import EdgekmError, FleetDemoError
 
 __all__ = ["FleetDemoError", "run_fleet_demo", "ROUNDS", "DEFAULT_POINTS", "DEFAULT_FEATURES"]
 
@@ -103,10 +103,6 @@ MAX_CLUSTERS = 100
 MODEL = "fleet-demo"
 
 
-class FleetDemoError(ValueError, EdgekmError):
-    """Bad demo input (data file, parameters); the CLI prints it and exits 2."""
-
-
 class _StepFailed(Exception):
     """A step of the demo failed; the run stops and reports it."""
 
@@ -128,7 +124,7 @@ def _load(data, n_points, n_clusters, n_devices, seed, shuffle):
     """Return (X float32 C-contiguous finite, description dict)."""
     need = _min_points(n_devices, n_clusters)
     if data is None:
-        from .datasets import make_rbf_drift
+        from edgekm.datasets import make_rbf_drift
 
         n = DEFAULT_POINTS if n_points is None else n_points
         if n < need:
@@ -142,7 +138,7 @@ def _load(data, n_points, n_clusters, n_devices, seed, shuffle):
                                 f"over the stream, MOA RandomRBFGeneratorDrift model"),
                 "n_centers": n_clusters, "speed": speed, "travel": DRIFT_TRAVEL}
     else:
-        from .datasets import load_array
+        from edgekm.datasets import load_array
 
         try:
             X = load_array(data)
@@ -197,7 +193,7 @@ def _server_modules():
     try:
         import uvicorn  # noqa: F401 - BackgroundServer imports it; fail early with a hint
 
-        from .sync import server
+        from edgekm.sync.cloud.http import app as server
     except ImportError as exc:
         raise FleetDemoError(
             f"the demo runs the aggregator, which needs the server extra ({exc.name} is "
@@ -265,7 +261,7 @@ class _TrafficMeter:
         payload = b"".join(body)
         summary = None
         if kind == "telemetry" and sent[1] == 200:
-            from .sync.telemetry import TelemetryError, decode_telemetry
+            from edgekm.sync.wire.telemetry import TelemetryError, decode_telemetry
 
             try:
                 summary = decode_telemetry(payload)
@@ -497,9 +493,9 @@ def run_fleet_demo(*, data=None, n_devices=8, n_points=None, n_clusters=8, seed=
 
 def _run(X, result, root, server_mod, progress, out):
     """The demo proper; fills ``result``.  Closes everything it opened, whatever happens."""
-    from .sync.agent import DeviceAgent
-    from .sync.aggregator import Aggregator
-    from .sync.versions import cohort_bucket
+    from edgekm.sync.device.agent import DeviceAgent
+    from edgekm.sync.cloud.aggregator import Aggregator
+    from edgekm.sync.cloud.versions import cohort_bucket
 
     n, d = X.shape
     k, n_devices, seed = result["n_clusters"], result["n_devices"], result["seed"]
@@ -739,7 +735,7 @@ def _assign_offline(agents, last_piece, centers, failures, X):
     Also the share of all the points whose anomaly score under the final version
     exceeds 1: that version was fitted on all of them, so about 1 % is expected.
     """
-    from .sync.versions import squared_distances
+    from edgekm.sync.cloud.versions import squared_distances
 
     total, seconds, mismatches, counts, beyond = 0, 0.0, 0, None, 0
     versions = set()

@@ -1,6 +1,6 @@
 """The fleet demo's report: compact text, and one self-contained HTML page with SVG plots.
 
-Both render the dict returned by :func:`edgekm.fleet.run_fleet_demo`.  The
+Both render the dict returned by :func:`edgekm.demo.fleet.run_fleet_demo`.  The
 HTML page has no script, loads nothing (no external URL, no font, no
 library), and draws its plots as inline SVG written here; every piece of
 text that comes from the result is escaped with :func:`html.escape`.

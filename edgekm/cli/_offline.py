@@ -11,7 +11,7 @@ thresholds of a centroid version) are measured on the same coreset.
 
 - ``.npy``: the centres only, an array of shape ``(n_clusters, n_features)``;
 - ``.json``: the centres, cluster weights, quantiles and the fit's figures;
-- ``.msgpack``: an encoded :class:`edgekm.sync.version.CentroidVersion`,
+- ``.msgpack``: an encoded :class:`edgekm.sync.wire.version.CentroidVersion`,
   digest included, as an aggregator publishes it.
 
 ``edgekm assign --version FILE`` reads the ``.msgpack`` and ``.json`` files.
@@ -23,11 +23,12 @@ import time
 
 import numpy as np
 
-from ._io import open_chunks
-from ._progress import Progress
-from ._validation import check_params
-from .streaming import StreamingKMeans
-from .sync.versions import cluster_statistics
+from edgekm._io import open_chunks
+from edgekm._progress import Progress
+from edgekm._validation import check_params
+from edgekm.streaming import StreamingKMeans
+from edgekm.sync.cloud.versions import cluster_statistics
+from edgekm.exceptions import FitError
 
 __all__ = ["FitError", "fit_file", "write_centroids", "read_centroids_json", "OUTPUT_SUFFIXES"]
 
@@ -39,10 +40,6 @@ FIT_ALGORITHMS = ("ct", "cc", "rcc", "onlinecc")
 
 #: ``"kind"`` of the JSON documents of :func:`write_centroids`
 JSON_KIND = "edgekm-centroids"
-
-
-class FitError(ValueError):
-    """Bad parameters or a data file that cannot be fitted (too few points)."""
 
 
 def _check_output(path):
@@ -155,7 +152,7 @@ def write_centroids(result, path, *, model="offline"):
         The SHA-256 of a ``.msgpack`` version's payload; None otherwise.
     """
     suffix = _check_output(path)
-    from edgekm.sync.frame import FrameError, check_id
+    from edgekm.sync.wire.frame import FrameError, check_id
 
     try:
         check_id(model, "model")
@@ -171,7 +168,7 @@ def write_centroids(result, path, *, model="offline"):
     else:
         version = _as_version(result, model)
         if suffix == ".msgpack":
-            from edgekm.sync.version import encode_version
+            from edgekm.sync.wire.version import encode_version
 
             body, digest = encode_version(version)
         else:
@@ -191,7 +188,7 @@ def write_centroids(result, path, *, model="offline"):
 
 
 def _as_version(result, model, created=None):
-    from edgekm.sync.version import CentroidVersion
+    from edgekm.sync.wire.version import CentroidVersion
 
     return CentroidVersion(
         model=model, version=1, parent=None,
@@ -202,14 +199,14 @@ def _as_version(result, model, created=None):
 
 
 def read_centroids_json(data):
-    """A :class:`~edgekm.sync.version.CentroidVersion` from the JSON of :func:`write_centroids`.
+    """A :class:`~edgekm.sync.wire.version.CentroidVersion` from the JSON of :func:`write_centroids`.
 
     Raises
     ------
-    edgekm.sync.version.VersionError
+    edgekm.sync.wire.version.VersionError
         Not such a document, or values that a version refuses.
     """
-    from edgekm.sync.version import VersionError, decode_version, encode_version
+    from edgekm.sync.wire.version import VersionError, decode_version, encode_version
 
     try:
         doc = json.loads(data)

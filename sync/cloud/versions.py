@@ -1,8 +1,8 @@
 """Centroid versions on the aggregator: publishing, stable labels, rollout, drift.
 
 Everything here runs on the aggregator (it needs scipy); devices only decode
-what :func:`~edgekm.sync.version.encode_version` produced.  The methods are
-mixed into :class:`~edgekm.sync.aggregator.Aggregator` by
+what :func:`~edgekm.sync.wire.version.encode_version` produced.  The methods are
+mixed into :class:`~edgekm.sync.cloud.aggregator.Aggregator` by
 :class:`VersionsMixin`; the pure functions (:func:`match_labels`,
 :func:`weighted_quantiles`, :func:`cohort_bucket`) are what the tests pin down.
 
@@ -32,17 +32,17 @@ from collections import OrderedDict
 
 import numpy as np
 
-from edgekm.exceptions import EdgekmError, NotFittedError
+from edgekm.exceptions import EdgekmError, NotFittedError, RolloutError, UnknownVersionError
 
-from .frame import check_id
-from .telemetry import MAX_TELEMETRY_BYTES, decode_telemetry
-from .version import CentroidVersion, decode_version, encode_version
+from edgekm.sync.wire.frame import check_id
+from edgekm.sync.wire.telemetry import MAX_TELEMETRY_BYTES, decode_telemetry
+from edgekm.sync.wire.version import CentroidVersion, decode_version, encode_version
 
 __all__ = ["VersionsMixin", "RolloutError", "UnknownVersionError", "STATUSES",
            "cluster_statistics", "cohort_bucket", "in_cohort", "match_labels", "weighted_quantiles",
            "squared_distances", "trimmed_kmeans", "DEFAULT_DRIFT_THRESHOLD"]
 
-logger = logging.getLogger("edgekm.sync.versions")
+logger = logging.getLogger("edgekm.sync.cloud.versions")
 
 STATUSES = ("candidate", "canary", "active", "retired")
 QUANTILES = (0.50, 0.95, 0.99)
@@ -53,15 +53,6 @@ COHORT_BUCKETS = 10_000
 DEFAULT_DRIFT_THRESHOLD = 1.0
 ACTORS = ("api", "cli", "http", "policy")
 _VERSION_CACHE_SIZE = 64
-
-
-class RolloutError(ValueError, EdgekmError):
-    """A rollout change that the current state does not allow (HTTP 409): a second
-    canary, promoting the active version, a rollback with nothing to go back to."""
-
-
-class UnknownVersionError(LookupError, EdgekmError):
-    """No such version of this model (HTTP 404)."""
 
 
 # ---------------------------------------------------------------- pure functions
@@ -305,7 +296,7 @@ def _version_rows(conn, mid):
 
 
 class VersionsMixin:
-    """Versioned centroids for :class:`~edgekm.sync.aggregator.Aggregator`.
+    """Versioned centroids for :class:`~edgekm.sync.cloud.aggregator.Aggregator`.
 
     Uses the aggregator's ``_transaction``, ``_reader``, ``_model_row``,
     ``clock`` and error classes; holds no state of its own except a small
@@ -563,7 +554,7 @@ class VersionsMixin:
         return [_version_info(r, percent) for r in rows]
 
     def version(self, model, version):
-        """The stored :class:`~edgekm.sync.version.CentroidVersion` (digest checked)."""
+        """The stored :class:`~edgekm.sync.wire.version.CentroidVersion` (digest checked)."""
         version = self._check_version_id(version)
         conn = self._reader()
         return self._load_version(conn, self._mid(conn, model)["model_id"], version)[0]
@@ -817,7 +808,7 @@ class VersionsMixin:
         Dedup is on ``(model, device, boot, seq)`` with the body's sha256, as
         for frames.  Returns ``{"status": "accepted" | "duplicate",
         "summary_id": [...], "version": v, "drift_score": s}``.  Raises
-        :class:`~edgekm.sync.telemetry.TelemetryError` (400),
+        :class:`~edgekm.sync.wire.telemetry.TelemetryError` (400),
         ``ForbiddenError``, ``UnknownModelError``, ``DimensionError``,
         ``ConflictError``.
         """

@@ -24,6 +24,7 @@ and in the file as TOML booleans.
 import argparse
 import os
 import sys
+from edgekm.exceptions import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,10 +49,6 @@ SOURCES = ("flag", "env", "file", "default")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
-
-
-class ConfigError(Exception):
-    """A bad configuration file, environment variable or missing setting (exit status 2)."""
 
 
 class _Unset:

@@ -34,6 +34,7 @@ import edgekm
 from edgekm._progress import Progress
 from edgekm._validation import check_int
 from edgekm.datasets import load_array, load_shuttle
+from edgekm.exceptions import BenchInputError
 
 __all__ = ["ALGORITHMS", "BASELINES", "BenchInputError", "run_bench", "format_table", "to_json"]
 
@@ -48,10 +49,6 @@ RIVER_CHUNK_SIZE = 100
 
 #: Restarts of the batch k-means reference.
 BATCH_N_INIT = 10
-
-
-class BenchInputError(ValueError):
-    """A problem with the benchmark's input (data file or parameters), not with edgekm."""
 
 
 def _check_int(name, value, minimum, allow_none=False):

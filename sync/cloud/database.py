@@ -1,6 +1,6 @@
 """The aggregator's SQLite store: schema, migrations and connection settings.
 
-Only :mod:`edgekm.sync.aggregator` uses this module.  The database runs in WAL
+Only :mod:`edgekm.sync.cloud.aggregator` uses this module.  The database runs in WAL
 mode, so that readers (fits, health checks) never block the single writer,
 with ``synchronous=FULL`` by default: a transaction is on disk when COMMIT
 returns, and the aggregator answers 200 only after that.
@@ -27,7 +27,7 @@ Schema v1 (every table is documented in ``sync/PROTOCOL.md`` §Aggregator):
 - ``nonces``: (device, nonce, request timestamp), expired after twice the
   allowed clock skew.
 
-Schema v2 adds the centroid versions (issue 4, :mod:`edgekm.sync.versions`):
+Schema v2 adds the centroid versions (issue 4, :mod:`edgekm.sync.cloud.versions`):
 
 - ``versions``: one row per published version, keyed on (model, version):
   the exact encoded document (``body``) and its ``digest``, a few columns
@@ -71,6 +71,7 @@ Schema v3 adds the weight cap and the compaction (issue 5, hardening):
 
 import sqlite3
 import threading
+from edgekm.exceptions import SchemaError
 
 SCHEMA_VERSION = 3
 ALL_TIME = -1
@@ -337,10 +338,6 @@ _V3 = (
 MIGRATIONS = {0: _V1, 1: _V2, 2: _V3}
 
 DURABILITY = {"full": "FULL", "normal": "NORMAL"}
-
-
-class SchemaError(RuntimeError):
-    """The database was written by a newer edgekm, or is not an edgekm database."""
 
 
 def connect(path, *, durability="full", busy_timeout=30.0):

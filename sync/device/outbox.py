@@ -77,7 +77,7 @@ levels logarithmic in the number of frames, as a coreset tree does, while
 fewer than about 2**(max_pending - 1) frames have been queued: the oldest
 data of a device that stays offline for days goes through about
 log2(frames) reduce steps, not one per sync, and the level stays far below
-:data:`edgekm.sync.frame.MAX_LEVEL`.  (Beyond that, the top level grows by
+:data:`edgekm.sync.wire.frame.MAX_LEVEL`.  (Beyond that, the top level grows by
 one per 2**(max_pending - 2) frames or so; folding everything into one frame
 would make it grow by one per frame.)
 
@@ -97,9 +97,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from edgekm import Coreset
-from edgekm.exceptions import EdgekmError
+from edgekm.exceptions import EdgekmError, OutboxError
 
-from . import frame as _frame
+from edgekm.sync.wire import frame as _frame
 
 OUTBOX_FILE = "outbox.sqlite3"
 SCHEMA_VERSION = 1
@@ -169,10 +169,6 @@ MAX_PENDING_TELEMETRY = 256
 
 _COUNTERS = ("next_seq", "next_point", "weight_ingested", "weight_acked", "frames_acked",
              "frames_merged")
-
-
-class OutboxError(RuntimeError, EdgekmError):
-    """The outbox belongs to another device or model, or its schema is unknown."""
 
 
 def _to_sql_u64(value):

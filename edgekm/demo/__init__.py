@@ -1,0 +1,1 @@
+"""``edgekm demo``: a whole fleet on one machine (the run, its text report, its HTML report)."""

@@ -1,0 +1,777 @@
+"""The device agent: local streaming k-means, a sync window and a durable outbox.
+
+Standard library, numpy, msgpack and edgekm only: it runs on the device.
+HTTP goes through :mod:`urllib.request`; the protocol is in ``sync/PROTOCOL.md``.
+
+Weight accounting.  Every point the agent ingests is, at every moment, in
+exactly one of four places: the sync window (memory), the outbox's pending
+frames, the aggregator (acknowledged), or the outbox's ``rejected`` table.
+:meth:`DeviceAgent.stats` reports the four weights; they add up to the
+weight ingested exactly (integer weights in float64).  Across a clean
+restart (:meth:`DeviceAgent.close`) nothing is lost; after a crash the
+window's points, which were only in memory, are lost together with their
+count, so the durable equation still holds.  Call :meth:`DeviceAgent.flush`
+(or :meth:`DeviceAgent.sync`) more often to lose less.
+"""
+
+import email.utils
+import http.client
+import json
+import os
+import random
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+
+from edgekm import EdgeFilter, StreamingKMeans
+from edgekm._validation import check_array, check_params, resolve_seed
+from edgekm.exceptions import AgentLockedError, EdgekmError
+
+from edgekm.sync.wire import auth as _auth
+from edgekm.sync.wire import frame as _frame
+from .outbox import Outbox, _fsync_dir
+from edgekm.sync.wire.version import VersionError, decode_version
+
+try:
+    import fcntl
+except ImportError:         # pragma: no cover - not POSIX: no cross-process lock
+    fcntl = None
+
+LOCK_FILE = "agent.lock"
+#: the centroid version in use and the one before it (encoded documents, digest inside)
+VERSION_FILE = "version.current"
+PREVIOUS_VERSION_FILE = "version.previous"
+_VERSION_TMP = "version.tmp"
+
+#: answers that are final for this frame only: it goes to the ``rejected`` table and
+#: the next frames are uploaded
+FRAME_REFUSALS = frozenset({400, 409, 413, 422})
+#: 4xx answers that are retried (PROTOCOL.md section 6); every other 4xx, including
+#: 401 (unless the clock was off), 403 and 404, concerns the device or the model: the
+#: frame is kept aside in ``rejected`` and the sync stops, since the next frames
+#: would get the same answer
+RETRYABLE_4XX = frozenset({408, 429})
+
+#: algorithm of the sync window: one coreset per sync, so a cache cannot help
+WINDOW_ALGORITHM = "ct"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """urllib would turn a redirected POST into a GET without body: refuse instead."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+class _Outcome:
+    """The result of one HTTP attempt."""
+
+    __slots__ = ("kind", "status", "error", "retry_after", "duplicate")
+
+    def __init__(self, kind, status=None, error=None, retry_after=None, duplicate=False):
+        self.kind = kind                  # "ack", "reject", "reject_stop", "retry"
+        self.status = status
+        self.error = error
+        self.retry_after = retry_after
+        self.duplicate = duplicate
+
+
+class _NetworkFailure(Exception):
+    """No HTTP answer at all (refused, reset, timeout, DNS): always retryable."""
+
+
+def _json_answer(payload):
+    """The aggregator's JSON object answer, or {} when the body is empty or not an object."""
+    try:
+        answer = json.loads(payload) if payload else {}
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+class DeviceAgent:
+    """Streams points into a local model and ships coreset frames to an aggregator.
+
+    Each point goes into :attr:`model`, the device's own
+    :class:`edgekm.StreamingKMeans`, and into a *sync window*, a second
+    fixed-memory coreset tree that :meth:`sync` drains into one frame of at
+    most ``coreset_size`` points and then replaces by an empty one: memory
+    does not grow with the number of points between syncs.  Frames go to a
+    durable outbox in ``state_dir`` (see :mod:`edgekm.sync.device.outbox`) and are
+    uploaded in order, deleted only when the aggregator acknowledges them.
+
+    Parameters
+    ----------
+    server_url : str
+        Base URL of the aggregator, e.g. ``"http://127.0.0.1:8750"``.
+    model : str
+        Model name (1-64 characters of ``A-Za-z0-9._-``).
+    device_id : str
+        This device's id, registered on the aggregator.
+    key : str
+        The device's secret key, hex (``edgekm devices add``).
+    state_dir : str or path
+        Directory of the outbox and the lock; survives restarts.  One agent
+        at a time per directory (:class:`AgentLockedError` otherwise).
+    n_clusters : int, default=8
+        Clusters of the local model.
+    coreset_size : int, default=200
+        m: points per frame, bucket size of the window and of the local model.
+    algorithm : {"ct", "cc", "rcc", "onlinecc", "sequential"}, default="cc"
+        Algorithm of the local model.  The window is always a coreset tree.
+    max_pending : int, default=64
+        Bound on queued frames (>= 2); beyond it, frames are merged.
+    timeout : float, default=10.0
+        Seconds for each HTTP request.
+    max_retries : int, default=5
+        Retries of one frame within one :meth:`sync` after a retryable failure.
+    backoff_base, backoff_max : float, default=0.5, 30.0
+        Before retry ``a`` (0-based) the agent sleeps a uniform random time in
+        ``[0, min(backoff_max, backoff_base * 2**a)]`` (exponential backoff
+        with full jitter), or the server's ``Retry-After`` if longer; a
+        ``Retry-After`` above ``backoff_max`` ends the call instead.  Answers
+        400, 409, 413 and 422 move the frame to ``rejected`` and the upload
+        goes on; 408, 429, 5xx, network errors and a 401 caused by clock skew
+        are retried; any other 4xx (401, 403, 404, ...) moves the frame to
+        ``rejected`` and ends the call.
+    dtype : {numpy.float32, numpy.float64}, default=numpy.float32
+        Storage and wire type of the points.
+    random_state : None, int or numpy Generator, default=None
+        Seeds the local model, the windows and the outbox merges.
+    sleep : callable, default=time.sleep
+        Used for the backoff (inject it in tests).
+    rng : random.Random-like, default=None
+        Source of the jitter (``.random()``); a ``random.Random`` seeded from
+        ``random_state`` when None.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from edgekm.sync import DeviceAgent
+    >>> state = tempfile.mkdtemp()
+    >>> with DeviceAgent("http://127.0.0.1:9", "demo", "dev-1", "00" * 32, state,
+    ...                  n_clusters=2, coreset_size=20, max_retries=0) as agent:
+    ...     agent.ingest(np.random.default_rng(0).random((100, 3)))
+    ...     report = agent.sync()           # nothing listens on port 9
+    >>> report["uploaded"], report["pending"], report["pending_weight"]
+    (0, 1, 100.0)
+    """
+
+    def __init__(self, server_url, model, device_id, key, state_dir, n_clusters=8, *,
+                 coreset_size=200, algorithm="cc", max_pending=64, timeout=10.0,
+                 max_retries=5, backoff_base=0.5, backoff_max=30.0, dtype=np.float32,
+                 random_state=None, sleep=time.sleep, rng=None, anomaly_threshold=1.0,
+                 telemetry_window_seconds=60.0, max_anomalies=32, clock=time.time):
+        parts = urllib.parse.urlsplit(server_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"server_url must be an http(s) URL; got {server_url!r}.")
+        _frame.check_id(model, "model")
+        _frame.check_id(device_id, "device_id")
+        try:
+            if len(bytes.fromhex(key)) < 16:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ValueError("key must be the device secret as hex (at least 16 bytes).") from None
+        check_params({
+            "n_clusters": n_clusters, "algorithm": algorithm, "coreset_size": coreset_size,
+            "merge_degree": 2, "nesting_depth": 3, "switch_threshold": 1.2, "n_init": 5,
+            "max_iter": 20, "max_levels": None, "dtype": dtype, "random_state": random_state})
+        if not (isinstance(coreset_size, int) and coreset_size <= _frame.MAX_POINTS):
+            raise ValueError(f"coreset_size must be an int <= {_frame.MAX_POINTS}; "
+                             f"got {coreset_size!r}.")
+        for name, value in (("timeout", timeout), ("backoff_base", backoff_base),
+                            ("backoff_max", backoff_max)):
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
+        if not (isinstance(max_retries, int) and max_retries >= 0):
+            raise ValueError(f"max_retries must be an int >= 0; got {max_retries!r}.")
+        self.server_url = server_url
+        self.model_name = model
+        self.device_id = device_id
+        self._key = key
+        self.state_dir = os.fspath(state_dir)
+        self.n_clusters = n_clusters
+        self.coreset_size = coreset_size
+        self.algorithm = algorithm
+        self.max_pending = max_pending
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.dtype = np.dtype(dtype)
+        self._dtype_code = self.dtype.newbyteorder("<").str
+        self._sleep = sleep
+        self._rng = (random_state if isinstance(random_state, np.random.Generator)
+                     else np.random.default_rng(resolve_seed(random_state)))
+        self._jitter = rng if rng is not None else random.Random(int(self._rng.integers(2**62)))
+        self._path = parts.path.rstrip("/") + f"/v1/models/{model}/frames"
+        self._url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, self._path, "", ""))
+        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._base_path = parts.path.rstrip("/")
+        self._centroids_path = self._base_path + f"/v1/models/{model}/centroids?device={device_id}"
+        self._telemetry_path = self._base_path + f"/v1/models/{model}/telemetry"
+        self._netloc = (parts.scheme, parts.netloc)
+        self.anomaly_threshold = anomaly_threshold
+        self.telemetry_window_seconds = telemetry_window_seconds
+        self.max_anomalies = max_anomalies
+        self._clock = clock
+        self.assigner = None              # the Assigner of the version in use, or None
+        self.filter = None                # its EdgeFilter
+        self.last_pull = None             # what the last pull() did (a dict)
+        self._version_doc = None
+        self._clock_offset = 0.0          # server clock - ours, learnt from a 401 for skew
+        self._window = None
+        self._window_weight = 0.0
+        self._window_first = None
+        self._outbox = None
+        self._lock_fd = None
+        os.makedirs(self.state_dir, exist_ok=True)
+        self._lock()
+        try:
+            self._outbox = Outbox(self.state_dir, device_id=device_id, model=model,
+                                  coreset_size=coreset_size, max_pending=max_pending,
+                                  random_state=self._rng)
+            self._next_point = self._outbox.next_point
+            self._n_features, stored = self._outbox.layout()
+            if stored is not None and stored != self._dtype_code:
+                raise ValueError(f"{self.state_dir} holds {stored} frames; the agent's dtype "
+                                 f"is {self._dtype_code}.")
+            self.model = self._new_model()
+            self._restore_model()
+            self._load_stored_version()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------ lifecycle
+    def _lock(self):
+        if fcntl is None:           # pragma: no cover
+            return
+        fd = os.open(os.path.join(self.state_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise AgentLockedError(
+                f"another DeviceAgent uses {self.state_dir}; one agent per state_dir.") from None
+        self._lock_fd = fd
+
+    def close(self):
+        """Move the window into the outbox (no network), save the model summary, release.
+
+        Nothing ingested is lost across a clean close and reopen.
+        """
+        try:
+            if self._outbox is not None:
+                self.flush()
+                self._flush_filter()
+        finally:
+            if self._outbox is not None:
+                self._outbox.close()
+                self._outbox = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)       # releases the flock
+                self._lock_fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _open_outbox(self):
+        if self._outbox is None:
+            raise ValueError("this DeviceAgent is closed.")
+        return self._outbox
+
+    @property
+    def boot(self):
+        """This run's boot id (a fresh random 64-bit number at every start)."""
+        return self._open_outbox().boot
+
+    @property
+    def outbox(self):
+        """The :class:`edgekm.sync.device.outbox.Outbox` (for inspection and requeueing)."""
+        return self._outbox
+
+    # ------------------------------------------------------------ models
+    def _new_model(self):
+        return StreamingKMeans(self.n_clusters, algorithm=self.algorithm,
+                               coreset_size=self.coreset_size, dtype=self.dtype.type,
+                               random_state=self._rng)
+
+    def _new_window(self):
+        return StreamingKMeans(self.n_clusters, algorithm=WINDOW_ALGORITHM,
+                               coreset_size=self.coreset_size, dtype=self.dtype.type,
+                               random_state=self._rng)
+
+    def _restore_model(self):
+        body = self._outbox.load_snapshot()
+        if body is None:
+            return
+        snap = _frame.decode_frame(body)
+        points = snap.points.astype(self.dtype, copy=False)
+        self.model.partial_fit(points, sample_weight=snap.weights)
+
+    def _save_model(self):
+        """Store the local model's coreset, encoded as a frame, for the next boot."""
+        if getattr(self.model, "_engine", None) is None or self.algorithm == "sequential":
+            return
+        try:
+            summary = self.model.coreset()
+        except EdgekmError:
+            return
+        if len(summary) > _frame.MAX_POINTS:        # pragma: no cover - huge m only
+            summary = summary.merge(size=_frame.MAX_POINTS, random_state=self._rng)
+        body = _frame.encode_frame(
+            model=self.model_name, device=self.device_id, boot=self.boot, seq=0,
+            span=(0, max(int(summary.total_weight) - 1, 0)), points=summary.points,
+            weights=summary.weights, level=min(summary.level, _frame.MAX_LEVEL),
+            created=time.time())
+        self._outbox.save_snapshot(body)
+
+    # ------------------------------------------------------------ ingest
+    def ingest(self, X):
+        """Add one point (1-D array of ``n_features``) or a batch (2-D array).
+
+        Validated once (finite numbers, a fixed number of features, which the
+        first point fixes and the outbox remembers across restarts); a rejected
+        batch raises ``ValueError`` and changes nothing.
+        """
+        self._open_outbox()
+        n_features = self._n_features
+        if (n_features is not None and self._window is not None and isinstance(X, np.ndarray)
+                and X.ndim == 1 and X.dtype == self.dtype and X.flags.c_contiguous):
+            self.model.learn_one(X)             # the fast path: checked in the engine
+            self._window.learn_one(X)
+            self._window_weight += 1
+            self._next_point += 1
+            if self.filter is not None:
+                self._observe(X)
+            return
+        raw = X
+        if not (hasattr(X, "toarray") or hasattr(X, "tocsr")):   # sparse: check_array refuses
+            raw = np.asarray(X)
+            if raw.ndim == 1:
+                raw = raw.reshape(1, -1)
+        X = check_array(raw, self.dtype.type, n_features=n_features, estimator="DeviceAgent")
+        if n_features is None:
+            d = X.shape[1]
+            size = self.coreset_size * (d * self.dtype.itemsize + 8) + 512
+            if d > _frame.MAX_FEATURES or size > _frame.MAX_FRAME_BYTES:
+                raise ValueError(
+                    f"{d} features with coreset_size={self.coreset_size} make frames of about "
+                    f"{size} bytes, above the wire limits (max_features={_frame.MAX_FEATURES}, "
+                    f"max_frame_bytes={_frame.MAX_FRAME_BYTES}); lower coreset_size.")
+            self._outbox.set_layout(d, self._dtype_code)
+            self._n_features = d
+        self.model.partial_fit(X)
+        if self._window is None:
+            self._window = self._new_window()
+            self._window_first = self._next_point
+        self._window.partial_fit(X)
+        self._window_weight += X.shape[0]
+        self._next_point += X.shape[0]
+        if self.filter is not None:
+            self._observe(X)
+
+    # ------------------------------------------------------------ sync
+    def flush(self):
+        """Drain the window into one durable frame (no network); returns the merge count.
+
+        Also stores a summary of :attr:`model` (its coreset) in the outbox, from
+        which the next boot warm-starts its local model (except with
+        ``algorithm="sequential"``, which keeps no coreset: it restarts empty).
+        """
+        self._open_outbox()
+        if self._window is None:
+            return 0
+        summary = self._window.coreset()
+        if summary.total_weight != self._window_weight:     # pragma: no cover - a core bug
+            raise AssertionError(f"the window's coreset weighs {summary.total_weight!r}, "
+                                 f"not the {self._window_weight!r} points it received")
+        span = (self._window_first, self._window_first + int(self._window_weight) - 1)
+        _, merges = self._outbox.append(summary, span=span, created=time.time())
+        self._window = None                   # committed: the outbox holds the weight now
+        self._window_weight = 0.0
+        self._window_first = None
+        self._save_model()
+        return merges
+
+    def sync(self):
+        """Flush the window into the outbox, then upload the pending frames in order.
+
+        Never raises on network failure: what is not acknowledged stays in
+        the outbox for the next call.
+
+        Returns
+        -------
+        dict
+            ``uploaded``: frames acknowledged during this call (``accepted``
+            plus ``duplicates``, the ones the aggregator already had);
+            ``rejected``: frames the aggregator refused for good during this
+            call (kept in the outbox's ``rejected`` table); ``merged``: pair
+            merges the flush needed to respect ``max_pending``; ``failed_attempts``:
+            HTTP attempts that failed with a retryable error;
+            ``pending``, ``pending_weight``: what is still queued; ``error``:
+            the last error of this call (even if a retry then succeeded), or
+            None; ``telemetry_uploaded``, ``telemetry_pending``: telemetry
+            summaries acknowledged during this call and still queued;
+            ``version``: the centroid version in use (None before the first
+            successful :meth:`pull`).  Telemetry goes up after the frames, in
+            seq order; a retryable failure (or a 404 from an aggregator without
+            the endpoint) keeps the rest for the next call, a 400/409/413/422
+            drops that summary (counted in ``outbox.telemetry_stats()``).
+        """
+        report = {"uploaded": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "merged": 0,
+                  "failed_attempts": 0, "error": None}
+        report["merged"] = self.flush()
+        after = -1
+        while True:
+            pending = self._outbox.next_pending(after)
+            if pending is None:
+                break
+            after = pending.seq
+            outcome = self._upload(pending, report)
+            if outcome.kind == "ack":
+                self._outbox.ack(pending.seq)
+                report["uploaded"] += 1
+                report["duplicates" if outcome.duplicate else "accepted"] += 1
+                continue
+            report["error"] = outcome.error
+            if outcome.kind == "retry":
+                break                         # keep the order: later frames wait
+            self._outbox.reject(pending.seq, outcome.status, outcome.error)
+            report["rejected"] += 1
+            if outcome.kind == "reject_stop":
+                break
+        stats = self._outbox.stats()
+        report["pending"] = stats["pending"]
+        report["pending_weight"] = stats["pending_weight"]
+        self._flush_filter()
+        report["telemetry_uploaded"] = self._upload_telemetry(report)
+        report["telemetry_pending"] = self._outbox.telemetry_stats()["telemetry_pending"]
+        report["version"] = self.version
+        return report
+
+    def _upload(self, pending, report):
+        """Send one frame, retrying retryable failures with backoff; returns an _Outcome."""
+        for attempt in range(self.max_retries + 1):
+            self._outbox.mark_attempted(pending.seq)    # durable before any byte leaves
+            outcome = self._post(pending)
+            if outcome.kind != "retry":
+                return outcome
+            report["error"] = outcome.error
+            report["failed_attempts"] += 1
+            self._outbox.record_error(pending.seq, outcome.error)
+            if attempt == self.max_retries:
+                return outcome
+            cap = min(self.backoff_max, self.backoff_base * 2 ** attempt)
+            delay = self._jitter.random() * cap
+            if outcome.retry_after is not None:
+                if outcome.retry_after > self.backoff_max:
+                    return outcome                  # not before Retry-After: next sync()
+                delay = max(delay, outcome.retry_after)
+            self._sleep(delay)
+        raise AssertionError("unreachable")         # pragma: no cover
+
+    def _send(self, request):
+        """Send one request and return ``(status, body, headers)``.  HTTP error
+        statuses are answers; a network failure raises :class:`_NetworkFailure`."""
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return response.status, response.read(), response.headers
+        except urllib.error.HTTPError as exc:
+            try:
+                payload = exc.read()
+            except (OSError, http.client.HTTPException):
+                payload = b""
+            exc.close()
+            return exc.code, payload, exc.headers
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            # URLError, refused, reset, timeout, a dropped connection after a lost ACK
+            raise _NetworkFailure(f"network: {type(exc).__name__}: {exc}"[:300]) from None
+
+    def _post(self, pending):
+        body = pending.body
+        headers = _auth.signed_headers(self._key, "POST", self._path, body, self.device_id,
+                                       now=time.time() + self._clock_offset)
+        headers["Content-Type"] = "application/msgpack"
+        headers["Accept"] = "application/json"
+        try:
+            answer = self._send(urllib.request.Request(self._url, data=body, headers=headers,
+                                                       method="POST"))
+        except _NetworkFailure as exc:
+            return _Outcome("retry", error=str(exc))
+        return self._classify(pending, *answer)
+
+    def _classify(self, pending, status, payload, headers):
+        answer = _json_answer(payload)
+        detail = answer.get("error") or answer.get("reason") or ""
+        error = f"HTTP {status} {answer.get('reason', '')}: {detail}".strip()[:300]
+        if 200 <= status < 300:
+            kind = answer.get("status")
+            frame_id = answer.get("frame_id")
+            expected = [self.model_name, self.device_id, pending.boot, pending.seq]
+            if not isinstance(frame_id, list):
+                frame_id = expected             # the id is optional in an answer
+            if kind not in ("accepted", "duplicate") or \
+                    [str(x) for x in frame_id] != [str(x) for x in expected]:
+                # a 2xx that is not the aggregator's answer (a proxy, a portal): not an ACK
+                return _Outcome("retry", status=status,
+                                error=f"HTTP {status} without an acknowledgement of this frame")
+            return _Outcome("ack", status=status, duplicate=(kind == "duplicate"))
+        if status == 401 and self._clock_skewed(headers):
+            return _Outcome("retry", status=status, error=error + " (clock skew; corrected)")
+        if status in FRAME_REFUSALS:
+            return _Outcome("reject", status=status, error=error)
+        if 400 <= status < 500 and status not in RETRYABLE_4XX:
+            return _Outcome("reject_stop", status=status, error=error)
+        retry_after = None
+        value = headers.get("Retry-After") if headers is not None else None
+        if value is not None and value.strip().isdigit():
+            retry_after = float(value.strip())
+        return _Outcome("retry", status=status, error=error, retry_after=retry_after)
+
+    def _clock_skewed(self, headers):
+        """True when the server's Date header says our clock is off by more than the skew.
+
+        The offset is then applied to the next signatures (devices often lack a clock).
+        """
+        value = headers.get("Date") if headers is not None else None
+        if not value:
+            return False
+        try:
+            server_now = email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return False
+        offset = server_now - time.time()
+        if abs(offset - self._clock_offset) <= _auth.MAX_SKEW_SECONDS / 2:
+            return False
+        self._clock_offset = offset
+        return True
+
+    # ------------------------------------------------------------ centroid versions
+    @property
+    def version(self):
+        """Id of the centroid version in use, or None."""
+        return None if self.assigner is None else self.assigner.version_id
+
+    def _version_path(self, name):
+        return os.path.join(self.state_dir, name)
+
+    def _read_version_file(self, name):
+        try:
+            with open(self._version_path(name), "rb") as fh:
+                body = fh.read()
+            v = decode_version(body)
+        except (OSError, VersionError):
+            return None
+        if v.model != self.model_name:
+            return None
+        return v
+
+    def _load_stored_version(self):
+        """Use the stored version (a corrupt current file falls back to the previous one)."""
+        try:
+            os.unlink(self._version_path(_VERSION_TMP))    # an interrupted store: ignored
+        except OSError:
+            pass
+        for name in (VERSION_FILE, PREVIOUS_VERSION_FILE):
+            v = self._read_version_file(name)
+            if v is not None and self._usable(v) is None:
+                self._switch(v)
+                return
+
+    def _usable(self, v):
+        """None if this agent can assign with ``v``, else why not."""
+        if v.model != self.model_name:
+            return f"the version is for model {v.model!r}"
+        if self._n_features is not None and v.n_features != self._n_features:
+            return (f"the version has {v.n_features} features; this device's points have "
+                    f"{self._n_features}")
+        return None
+
+    def _store_version(self, body):
+        """Write ``body`` as the current version, keeping the old one as previous.
+
+        Temp file, fsync, rename the current file to previous, rename the temp
+        file to current, fsync the directory: a crash at any point leaves the
+        old version or the new one readable (current, else previous), never a
+        mix, and a half-written temp file is never read.
+        """
+        tmp = self._version_path(_VERSION_TMP)
+        current = self._version_path(VERSION_FILE)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if os.path.exists(current):
+            os.replace(current, self._version_path(PREVIOUS_VERSION_FILE))
+        os.replace(tmp, current)
+        _fsync_dir(self.state_dir)
+
+    def _switch(self, v):
+        closed = None
+        if self.filter is None:
+            self.filter = EdgeFilter(
+                v, anomaly_threshold=self.anomaly_threshold,
+                window_seconds=self.telemetry_window_seconds, clock=self._clock,
+                max_anomalies=self.max_anomalies, device=self.device_id, boot=self.boot,
+                seq_source=self._outbox.take_telemetry_seq)
+        else:
+            closed = self.filter.set_version(v)
+        self.assigner = self.filter.assigner
+        self._version_doc = v
+        if closed is not None:
+            self._queue_summaries([closed])
+
+    def pull(self):
+        """Fetch this device's centroid version; returns the id in use (or None).
+
+        A signed conditional GET (``If-None-Match`` with the digest in use).
+        On 200 the body is checked against its digest and the ``ETag``;
+        a lower version id than the one in use is refused unless the answer
+        says ``x-edgekm-rollback: 1`` or ``x-edgekm-pinned: 1``; the version is
+        stored in ``state_dir`` (see :meth:`_store_version`) before the agent
+        switches to it.  304, 404, refusals and network errors keep the
+        version in use.  Never raises for the network or the server's
+        answers; :attr:`last_pull` says what happened.
+        """
+        self._open_outbox()
+        current = getattr(self, "_version_doc", None)
+        outcome = {"status": None, "changed": False, "error": None, "version": self.version}
+        self.last_pull = outcome
+        for _ in range(2):                       # a second try after a clock-skew 401
+            headers = _auth.signed_headers(self._key, "GET", self._centroids_path, b"",
+                                           self.device_id, now=time.time() + self._clock_offset)
+            headers["Accept"] = "application/msgpack"
+            if current is not None:
+                headers["If-None-Match"] = f'"{current.digest}"'
+            url = urllib.parse.urlunsplit(self._netloc + (self._centroids_path.split("?")[0],
+                                                          f"device={self.device_id}", ""))
+            try:
+                status, body, rheaders = self._send(
+                    urllib.request.Request(url, headers=headers, method="GET"))
+            except _NetworkFailure as exc:
+                outcome["error"] = str(exc)
+                return self.version
+            outcome["status"] = status
+            if status == 401 and self._clock_skewed(rheaders):
+                continue
+            break
+        if status == 304:
+            return self.version
+        if status != 200:
+            outcome["error"] = f"HTTP {status}: {body[:200]!r}"
+            return self.version
+        etag = (rheaders.get("ETag") or "").strip()
+        if etag.startswith("W/"):
+            etag = etag[2:]
+        etag = etag.strip('"')
+        try:
+            if not etag:
+                raise VersionError("the answer has no ETag")
+            v = decode_version(body, expected_digest=etag)
+        except VersionError as exc:
+            outcome["error"] = f"refused: {exc}"
+            return self.version
+        flag = lambda name: (rheaders.get(name) or "").strip() == "1"   # noqa: E731
+        allowed = flag("x-edgekm-rollback") or flag("x-edgekm-pinned")
+        why = self._usable(v)
+        if why is None and current is not None:
+            if v.digest == current.digest:
+                return self.version
+            if v.version < current.version and not allowed:
+                why = (f"downgrade from version {current.version} to {v.version} without a "
+                       "rollback or pin")
+            elif v.version == current.version:
+                why = f"version {v.version} with another digest (versions are immutable)"
+        if why is not None:
+            outcome["error"] = f"refused: {why}"
+            return self.version
+        try:
+            self._store_version(body)
+        except OSError as exc:
+            outcome["error"] = f"cannot store the version: {exc}"
+            return self.version
+        self._switch(v)
+        outcome["changed"] = True
+        outcome["version"] = self.version
+        return self.version
+
+    # ------------------------------------------------------------ telemetry
+    def _observe(self, X):
+        if self.filter.assigner.n_features != self._n_features:
+            # a version pulled before the first point, for another layout: unusable
+            self.last_pull = {"status": None, "changed": False, "version": None,
+                              "error": f"version {self.version} has "
+                              f"{self.filter.assigner.n_features} features; the points have "
+                              f"{self._n_features}: not used"}
+            self.filter = self.assigner = self._version_doc = None
+            return
+        self._queue_summaries(self.filter.observe(X))
+
+    def _queue_summaries(self, summaries):
+        from edgekm.sync.wire.telemetry import encode_telemetry
+
+        for summary in summaries:
+            self._outbox.append_telemetry(summary.seq, summary.boot, encode_telemetry(summary),
+                                          created=summary.window[1])
+
+    def _flush_filter(self):
+        if self.filter is not None:
+            summary = self.filter.flush()
+            if summary is not None:
+                self._queue_summaries([summary])
+
+    def _upload_telemetry(self, report):
+        uploaded = 0
+        url = urllib.parse.urlunsplit(self._netloc + (self._telemetry_path, "", ""))
+        for seq, body in self._outbox.pending_telemetry():
+            headers = _auth.signed_headers(self._key, "POST", self._telemetry_path, body,
+                                           self.device_id, now=time.time() + self._clock_offset)
+            headers["Content-Type"] = "application/msgpack"
+            headers["Accept"] = "application/json"
+            try:
+                status, payload, _ = self._send(
+                    urllib.request.Request(url, data=body, headers=headers, method="POST"))
+            except _NetworkFailure as exc:
+                error = f"telemetry: {exc}"[:300]
+                self._outbox.record_telemetry_error(seq, error)
+                report["error"] = error
+                break
+            answer = _json_answer(payload)
+            if 200 <= status < 300 and answer.get("status") in ("accepted", "duplicate"):
+                self._outbox.ack_telemetry(seq)
+                uploaded += 1
+                continue
+            error = f"telemetry: HTTP {status} {answer.get('reason', '')}".strip()
+            if status in FRAME_REFUSALS:
+                self._outbox.drop_telemetry(seq, error)
+                report["error"] = error
+                continue
+            self._outbox.record_telemetry_error(seq, error)
+            report["error"] = error
+            break
+        return uploaded
+
+    # ------------------------------------------------------------ accounting
+    def stats(self):
+        """Where the weight is: window, pending, acknowledged, rejected, and the total.
+
+        ``weight_ingested == window_weight + pending_weight + weight_acked +
+        rejected_weight`` exactly, at every step and across restarts.
+        """
+        out = self._open_outbox().stats()
+        out["window_weight"] = float(self._window_weight)
+        out["weight_ingested"] = out["weight_ingested"] + float(self._window_weight)
+        out["next_point"] = self._next_point
+        return out

@@ -1,0 +1,179 @@
+"""Telemetry summaries on the wire (v1): what an EdgeFilter sends up with each sync.
+
+One summary covers one window of a device's stream under one centroid
+version: per cluster the weight, sum and sum of squares of the points
+assigned to it, the raw points of anomalies, the bytes it replaced, and the
+device's drift statistics.  A msgpack map with raw little-endian arrays,
+validated as hostile input like coreset frames (``sync/frame.py``); every
+failure raises :class:`TelemetryError`.  Device-side: numpy and msgpack only.
+"""
+
+import math
+from dataclasses import dataclass
+
+import msgpack
+import numpy as np
+
+from edgekm.exceptions import EdgekmError, TelemetryError
+
+from .frame import DTYPES, MAX_FEATURES, check_id, FrameError
+
+TELEMETRY_SCHEMA = 1
+KIND_TELEMETRY = "telemetry"
+MAX_TELEMETRY_BYTES = 8 * 1024 * 1024
+MAX_CLUSTERS = 4096
+MAX_ANOMALIES = 65536
+
+_FIELDS = {
+    "v": int, "kind": str, "model": str, "device": str, "boot": int, "seq": int,
+    "window": list, "version": int, "k": int, "d": int, "dtype": str,
+    "counts": bytes, "sums": bytes, "sumsq": bytes, "n_points": int,
+    "raw_bytes": int, "forwarded_bytes": int, "n_anomalies": int, "anomalies_dropped": int,
+    "anomalies": bytes, "anomaly_labels": bytes, "anomaly_scores": bytes,
+    "psi": (float, int), "dist_quantiles": bytes, "drift_score": (float, int),
+    "assign_latency_us": (float, int),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class TelemetrySummary:
+    """One window's summary.  Arrays are read-only, float64 unless stated.
+
+    counts (k,), sums (k, d), sumsq (k, d): per-cluster weight, sum and sum of
+    squares of the points assigned to each cluster.  anomalies (a, d) in
+    ``dtype``, anomaly_labels (a,) int32, anomaly_scores (a,).
+    anomalies_dropped: anomalies over the device's per-window cap, counted
+    but not forwarded.  dist_quantiles (3,): the window's p50/p95/p99 of squared assignment
+    distance.  psi: population stability index of the cluster shares against
+    the version's training shares.  drift_score: the device's combined score
+    (see ``edgekm.filter``).  ``version`` is 0 when no version was in use.
+    """
+
+    model: str
+    device: str
+    boot: int
+    seq: int
+    window: tuple
+    version: int
+    counts: np.ndarray
+    sums: np.ndarray
+    sumsq: np.ndarray
+    n_points: int
+    raw_bytes: int
+    forwarded_bytes: int
+    anomalies: np.ndarray
+    anomaly_labels: np.ndarray
+    anomaly_scores: np.ndarray
+    psi: float
+    dist_quantiles: np.ndarray
+    drift_score: float
+    assign_latency_us: float
+    anomalies_dropped: int = 0
+
+    @property
+    def summary_id(self):
+        return (self.model, self.device, self.boot, self.seq)
+
+    @property
+    def compression_ratio(self):
+        """Bytes forwarded / raw bytes replaced (0 when nothing was seen)."""
+        return self.forwarded_bytes / self.raw_bytes if self.raw_bytes else 0.0
+
+
+def encode_telemetry(s):
+    """Encode a :class:`TelemetrySummary` (validated like the decoder); returns bytes."""
+    anomalies = np.ascontiguousarray(s.anomalies)
+    code = anomalies.dtype.newbyteorder("<").str
+    k, d = np.shape(s.sums)
+    body = {
+        "v": TELEMETRY_SCHEMA, "kind": KIND_TELEMETRY, "model": s.model, "device": s.device,
+        "boot": int(s.boot), "seq": int(s.seq),
+        "window": [float(s.window[0]), float(s.window[1])], "version": int(s.version),
+        "k": int(k), "d": int(d), "dtype": code,
+        "counts": np.ascontiguousarray(s.counts, dtype="<f8").tobytes(),
+        "sums": np.ascontiguousarray(s.sums, dtype="<f8").tobytes(),
+        "sumsq": np.ascontiguousarray(s.sumsq, dtype="<f8").tobytes(),
+        "n_points": int(s.n_points), "raw_bytes": int(s.raw_bytes),
+        "forwarded_bytes": int(s.forwarded_bytes), "n_anomalies": int(anomalies.shape[0]),
+        "anomalies_dropped": int(s.anomalies_dropped),
+        "anomalies": anomalies.astype(code).tobytes(),
+        "anomaly_labels": np.ascontiguousarray(s.anomaly_labels, dtype="<i4").tobytes(),
+        "anomaly_scores": np.ascontiguousarray(s.anomaly_scores, dtype="<f8").tobytes(),
+        "psi": float(s.psi),
+        "dist_quantiles": np.ascontiguousarray(s.dist_quantiles, dtype="<f8").tobytes(),
+        "drift_score": float(s.drift_score), "assign_latency_us": float(s.assign_latency_us),
+    }
+    data = msgpack.packb(body, use_bin_type=True)
+    decode_telemetry(data)
+    return data
+
+
+def _array(b, key, dtype, shape):
+    need = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if len(b[key]) != need:
+        raise TelemetryError(f"'{key}' has {len(b[key])} bytes; shape {shape} needs {need}.")
+    arr = np.frombuffer(b[key], dtype=dtype).reshape(shape).astype(np.dtype(dtype).newbyteorder("="))
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise TelemetryError(f"'{key}' contains NaN or infinity.")
+    arr.setflags(write=False)
+    return arr
+
+
+def decode_telemetry(data, *, max_bytes=MAX_TELEMETRY_BYTES):
+    """Decode and validate a v1 telemetry summary; raises :class:`TelemetryError`."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise TelemetryError(f"a summary must be bytes; got {type(data).__name__}.")
+    if len(data) > max_bytes:
+        raise TelemetryError(f"summary of {len(data)} bytes exceeds {max_bytes}.")
+    try:
+        b = msgpack.unpackb(data, raw=False, strict_map_key=True, max_str_len=256,
+                            max_bin_len=max_bytes, max_array_len=16, max_map_len=len(_FIELDS),
+                            max_ext_len=0)
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        raise TelemetryError(f"not valid msgpack ({type(exc).__name__}).") from None
+    if not isinstance(b, dict) or set(b) != set(_FIELDS):
+        raise TelemetryError(f"a summary is a map with exactly the keys {sorted(_FIELDS)}.")
+    for key, typ in _FIELDS.items():
+        if isinstance(b[key], bool) or not isinstance(b[key], typ):
+            raise TelemetryError(f"'{key}' has the wrong type ({type(b[key]).__name__}).")
+    if b["v"] != TELEMETRY_SCHEMA or b["kind"] != KIND_TELEMETRY:
+        raise TelemetryError("unknown telemetry schema version or kind.")
+    try:
+        check_id(b["model"], "model")
+        check_id(b["device"], "device")
+    except FrameError as exc:
+        raise TelemetryError(str(exc)) from None
+    k, d, a = b["k"], b["d"], b["n_anomalies"]
+    ints_ok = (1 <= k <= MAX_CLUSTERS and 1 <= d <= MAX_FEATURES and 0 <= a <= MAX_ANOMALIES
+               and 0 <= b["boot"] < 2**64 and 0 <= b["seq"] < 2**63 and b["version"] >= 0
+               and b["n_points"] >= 0 and b["raw_bytes"] >= 0 and b["forwarded_bytes"] >= 0
+               and 0 <= b["anomalies_dropped"] <= b["n_points"])
+    if not ints_ok:
+        raise TelemetryError("an integer field is out of range.")
+    window = b["window"]
+    if not (len(window) == 2 and all(isinstance(t, (int, float)) and not isinstance(t, bool)
+                                     and math.isfinite(t) for t in window)
+            and 0 <= window[0] <= window[1]):
+        raise TelemetryError("'window' must be [start, end] Unix seconds with start <= end.")
+    dtype = DTYPES.get(b["dtype"])
+    if dtype is None:
+        raise TelemetryError(f"dtype must be one of {sorted(DTYPES)}.")
+    counts = _array(b, "counts", "<f8", (k,))
+    if (counts < 0).any() or counts.sum() > b["n_points"] * (1 + 1e-9) + 1e-9:
+        raise TelemetryError("counts must be >= 0 and sum to at most n_points.")
+    for key in ("psi", "drift_score", "assign_latency_us"):
+        if not (math.isfinite(b[key]) and b[key] >= 0):
+            raise TelemetryError(f"'{key}' must be finite and >= 0.")
+    labels = _array(b, "anomaly_labels", "<i4", (a,))
+    if ((labels < 0) | (labels >= k)).any():
+        raise TelemetryError("anomaly labels must be cluster indices.")
+    return TelemetrySummary(
+        model=b["model"], device=b["device"], boot=b["boot"], seq=b["seq"],
+        window=(float(window[0]), float(window[1])), version=b["version"], counts=counts,
+        sums=_array(b, "sums", "<f8", (k, d)), sumsq=_array(b, "sumsq", "<f8", (k, d)),
+        n_points=b["n_points"], raw_bytes=b["raw_bytes"], forwarded_bytes=b["forwarded_bytes"],
+        anomalies=_array(b, "anomalies", dtype, (a, d)), anomaly_labels=labels,
+        anomaly_scores=_array(b, "anomaly_scores", "<f8", (a,)), psi=float(b["psi"]),
+        dist_quantiles=_array(b, "dist_quantiles", "<f8", (3,)),
+        drift_score=float(b["drift_score"]), assign_latency_us=float(b["assign_latency_us"]),
+        anomalies_dropped=b["anomalies_dropped"])
