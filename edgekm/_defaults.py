@@ -195,3 +195,6 @@ def buffers(layout, n_features, n_clusters, coreset_size, dtype):
         "parts": ((layout.n_orders, S), i8),   # the parts of a union, per order
         "out_c": ((k, d), dtype),
     }
+
+#: the squared-distance quantiles a centroid version carries per cluster (p50, p95, p99)
+QUANTILES = (0.50, 0.95, 0.99)

@@ -16,7 +16,7 @@ from scipy.optimize import linear_sum_assignment
 from edgekm.sync import encode_frame
 from edgekm.sync.wire import auth
 from edgekm.sync.cloud.aggregator import Aggregator, FrameOverCapError
-from edgekm.sync.cloud.versions import trimmed_kmeans
+from edgekm.solve import trimmed_kmeans
 
 K, D, SIGMA, N = 5, 8, 1.0, 400
 CAP = 1200.0            # per device and window: about one honest device's window

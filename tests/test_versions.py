@@ -27,9 +27,9 @@ from edgekm.sync.cloud.aggregator import Aggregator, ConflictError, ForbiddenErr
 from edgekm.sync.cloud.http.app import create_app  # noqa: E402
 from edgekm.sync.wire.telemetry import TelemetrySummary, encode_telemetry  # noqa: E402
 from edgekm.sync.wire.version import decode_version  # noqa: E402
-from edgekm.sync.cloud.versions import (RolloutError, UnknownVersionError, cohort_bucket,  # noqa: E402
-                                  in_cohort, match_labels, squared_distances,
-                                  weighted_quantiles)
+from edgekm.sync.cloud.versions import (RolloutError, UnknownVersionError,  # noqa: E402
+                                        cohort_bucket, in_cohort, match_labels)
+from edgekm.solve import squared_distances, weighted_quantiles  # noqa: E402
 
 ADMIN = "admin-token-for-tests"
 BLOBS = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0], [6.0, 6.0], [3.0, 10.0]])

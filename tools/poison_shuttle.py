@@ -44,7 +44,7 @@ for trim in ():
 for trim in (0.092, 0.15, 0.2):
     b = run(None, trim)
     print(trim, "outlier", move(run("outlier", trim), b))
-from edgekm.sync.cloud.versions import squared_distances, _trim_mask
+from edgekm.solve import squared_distances, _trim_mask
 # build attacked aggregate, compare trimmed cost of both solutions
 tmp = tempfile.mkdtemp()
 trim = 0.15

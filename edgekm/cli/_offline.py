@@ -27,7 +27,7 @@ from edgekm._io import open_chunks
 from edgekm._progress import Progress
 from edgekm._validation import check_params
 from edgekm.streaming import StreamingKMeans
-from edgekm.sync.cloud.versions import cluster_statistics
+from edgekm.solve import cluster_statistics
 from edgekm.exceptions import FitError
 
 __all__ = ["FitError", "fit_file", "write_centroids", "read_centroids_json", "OUTPUT_SUFFIXES"]

@@ -735,7 +735,7 @@ def _assign_offline(agents, last_piece, centers, failures, X):
     Also the share of all the points whose anomaly score under the final version
     exceeds 1: that version was fitted on all of them, so about 1 % is expected.
     """
-    from edgekm.sync.cloud.versions import squared_distances
+    from edgekm.solve import squared_distances
 
     total, seconds, mismatches, counts, beyond = 0, 0.0, 0, None, 0
     versions = set()

@@ -229,7 +229,7 @@ class Aggregator(VersionsMixin):
     publish_trim : float in [0, 0.5), default=0.0
         The default ``trim`` of :meth:`publish` (and of the auto-publish
         policies): fit the published centres with
-        :func:`~edgekm.sync.cloud.versions.trimmed_kmeans`, which leaves out up to
+        :func:`~edgekm.solve.trimmed_kmeans`, which leaves out up to
         this fraction of the aggregate's weight farthest from the centres.
         0: the plain solver.
 

@@ -21,7 +21,7 @@ VERSION_SCHEMA = 1
 KIND_CENTROIDS = "centroids"
 MAX_VERSION_BYTES = 16 * 1024 * 1024
 MAX_CLUSTERS = 4096
-QUANTILES = (0.50, 0.95, 0.99)
+from edgekm._defaults import QUANTILES
 
 _FIELDS = {
     "v": int, "kind": str, "model": str, "version": int, "parent": (int, type(None)),

@@ -63,8 +63,8 @@ from edgekm.sync.cloud.aggregator import (Aggregator, ConflictError, DeviceWeigh
 from edgekm.sync.wire.frame import FrameError, check_id
 from edgekm.sync.cloud.metrics import Metrics
 from edgekm.sync.wire.telemetry import MAX_TELEMETRY_BYTES, TelemetryError
-from edgekm.sync.cloud.versions import (RolloutError, UnknownVersionError, squared_distances,
-                                        trimmed_kmeans)
+from edgekm.solve import fit_centers
+from edgekm.sync.cloud.versions import RolloutError, UnknownVersionError
 
 __all__ = ["BackgroundServer", "create_app", "serve"]
 
@@ -610,18 +610,9 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_inter
 
         def work():
             coreset = aggregator.aggregate(model, params["windows"])
-            if params["trim"]:
-                centers, cost = trimmed_kmeans(coreset.points, coreset.weights,
-                                               params["n_clusters"], params["trim"],
-                                               n_init=params["n_init"],
-                                               random_state=params["random_state"])
-                labels, _ = squared_distances(coreset.points, centers)
-                weights = np.bincount(labels, weights=coreset.weights,
-                                      minlength=len(centers))
-            else:
-                centers, weights, cost = coreset.fit_centers(
-                    params["n_clusters"], n_init=params["n_init"],
-                    random_state=params["random_state"])
+            centers, weights, cost = fit_centers(
+                coreset, params["n_clusters"], trim=params["trim"], n_init=params["n_init"],
+                random_state=params["random_state"])
             return {"centers": centers.tolist(), "cluster_weights": weights.tolist(),
                     "cost": cost, "total_weight": coreset.total_weight,
                     "windows": params["windows"], "n_points": len(coreset)}
