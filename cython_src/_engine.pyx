@@ -1,6 +1,6 @@
 # Fixed-memory streaming k-means structures: CT, CC, RCC, OnlineCC and
 # sequential k-means.  The twin is edgekm/_reference/engine.py; read its
-# docstrings and ALGORITHMS.md §3-§8 and §11 for the logic.
+# docstrings and docs/algorithms.md §3-§8 and §11 for the logic.
 #
 # Every buffer is allocated once, at construction, from the list in
 # edgekm/_defaults.buffers.  After that nothing allocates: buckets live in a
@@ -672,7 +672,7 @@ cdef inline void _macqueen(Engine e, const floating* x, double w) noexcept nogil
 
 
 cdef int _learn(Engine e, const floating* x, double w) noexcept nogil:
-    """UPDATE(x, w) of the driver (ALGORITHMS.md §3, §7, §8)."""
+    """UPDATE(x, w) of the driver (docs/algorithms.md §3, §7, §8)."""
     cdef Py_ssize_t q
     cdef floating* row
     e.n_points += 1

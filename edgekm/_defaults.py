@@ -76,7 +76,7 @@ class Layout:
 
 
 def _slot_capacity(degrees, levels, cached):
-    """Upper bound on live buckets (ALGORITHMS.md §11), in slots."""
+    """Upper bound on live buckets (docs/algorithms.md §11), in slots."""
     cap = 0
     for j, (r, lv) in enumerate(zip(degrees, levels)):
         cap = lv * (r - 1) + (lv if cached else 0) + (lv * cap if j > 0 else 0)

@@ -23,7 +23,7 @@ class Coreset:
     weights : array-like of shape (n_points,), default=None
         Positive finite weights; ones when None.
     level : int, default=0
-        Coreset level (ALGORITHMS.md §0): the number of reduce steps the
+        Coreset level (docs/algorithms.md §0): the number of reduce steps the
         oldest data went through.  0 means raw points.
 
     Attributes

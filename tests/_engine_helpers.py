@@ -1,5 +1,5 @@
 """Shared helpers for the kernel and engine tests: builders, base-r digit
-arithmetic (ALGORITHMS.md §5.1) and structural checks on an engine's buffers.
+arithmetic (docs/algorithms.md §5.1) and structural checks on an engine's buffers.
 
 Both backends expose the same buffers (``edgekm._defaults.buffers``): the
 compiled engine as ``engine.buffers``, the reference as ``engine.a``.
@@ -82,7 +82,7 @@ def prefixsum(n, r):
 
 
 def expected_absorptions(n_buckets, r, levels):
-    """ALGORITHMS.md §11: 1 + floor((N - r^L) / ((r-1) r^(L-1))) for N >= r^L, else 0."""
+    """docs/algorithms.md §11: 1 + floor((N - r^L) / ((r-1) r^(L-1))) for N >= r^L, else 0."""
     if n_buckets < r ** levels:
         return 0
     return 1 + (n_buckets - r ** levels) // ((r - 1) * r ** (levels - 1))

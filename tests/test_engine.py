@@ -4,7 +4,7 @@ its twin ``edgekm._reference.engine.Engine``).
 Checked here: the two backends agree bit for bit (docs/internals.md), weight is
 conserved exactly, the tree is a base-r counter (CT), the cache obeys Lemma 4
 and the prefix-key rule (CC), coreset levels obey Lemma 5 and our RCC bound,
-overflow absorbs into the top level as ALGORITHMS.md §11 predicts, the slot
+overflow absorbs into the top level as docs/algorithms.md §11 predicts, the slot
 pool never leaks, OnlineCC falls back rarely, pickling continues
 bit-identically and memory is fixed.
 """
@@ -199,7 +199,7 @@ def test_total_weight_is_exact(backend, kind, degrees, max_levels):
 def test_ct_levels_are_the_base_r_digits(backend, r):
     """Without overflow |Q_l| is the l-th base-r digit of N, the j-th bucket of
     Q_l covers [H_l + (j-1) r^l + 1, H_l + j r^l] at level l and weighs r^l m
-    (ALGORITHMS.md §4), and a query solves on every bucket plus B."""
+    (docs/algorithms.md §4), and a query solves on every bucket plus B."""
     m, L = 4, 4
     e = make_engine(backend, "ct", d=2, k=2, m=m, degrees=(r,), max_levels=L)
     b = bufs(e)

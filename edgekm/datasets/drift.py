@@ -2,7 +2,7 @@
 
 The paper's *Drift* data set was made with the RBF generator of the MOA
 framework, whose centres move with a given direction and speed (the paper's
-§5; ALGORITHMS.md §9).  This module is a seeded, NumPy-only generator of the
+§5; docs/algorithms.md §9).  This module is a seeded, NumPy-only generator of the
 same kind, written from that description:
 
 - ``n_centers`` centres start uniformly in the unit cube ``[0, 1]^d``.  Each
