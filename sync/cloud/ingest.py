@@ -33,7 +33,7 @@ from .database import ALL_TIME, in_ranges, model_row
 from .telemetry import check_sender
 from .trees import SeedCounter
 
-__all__ = ["Ingest", "Upload", "Pull", "Prepared"]
+__all__ = ["Ingest", "Upload", "Pull"]
 
 
 @dataclass(frozen=True)
