@@ -112,13 +112,7 @@ class Ingest:
         self._next_nonce_purge = 0.0
 
     def authenticate(self, method, path, body, headers):
-        """Check a request's signature; return the device id.
-
-        Raises :class:`AuthError` (missing or bad signature, stale timestamp,
-        reused nonce, unknown device) or :class:`ForbiddenError` (revoked
-        device).  The nonce is recorded durably (its own transaction) before
-        this returns.
-        """
+        """:meth:`Aggregator.authenticate <edgekm.sync.cloud.aggregator.Aggregator.authenticate>`."""
         now = float(self.clock())
         return self.db.transaction(lambda conn: self._authenticate(conn, method, path, body,
                                                                  headers, now))
@@ -155,29 +149,7 @@ class Ingest:
                             max_points=self.max_points, max_features=self.max_features)
 
     def accept(self, model, device_id, body):
-        """Validate, deduplicate, merge and record one frame, in one committed transaction.
-
-        Parameters
-        ----------
-        model : str
-            The model the frame is sent to (the URL's); the frame must name it.
-        device_id : str
-            The authenticated device; the frame must name it.
-        body : bytes
-            The msgpack frame.
-
-        Returns
-        -------
-        dict
-            ``{"status": "accepted" | "duplicate", "frame_id": [model, device,
-            boot, seq], "weight": w, "total_weight": model_total}``.
-
-        Raises
-        ------
-        FrameError, FrameTooLargeError, ForbiddenError, UnknownModelError,
-        ConflictError, DimensionError
-            Nothing is merged or recorded when any of these is raised.
-        """
+        """:meth:`Aggregator.accept <edgekm.sync.cloud.aggregator.Aggregator.accept>`."""
         frame = self.decode(body)
         digest = hashlib.sha256(body).digest()
         now = float(self.clock())
@@ -193,27 +165,7 @@ class Ingest:
         return self.db.transaction(work)
 
     def accept_signed(self, uploads):
-        """Authenticate and accept a batch of uploads in ONE transaction (group commit).
-
-        Each upload has its own savepoints: a rejected request changes nothing
-        (its nonce stays recorded once its signature is verified), and the
-        others go on.  Every result is committed when this returns.
-
-        Parameters
-        ----------
-        uploads : sequence of :class:`Upload`, :class:`Pull` or :meth:`prepare` results
-            Uploads to ``.../telemetry`` and pulls are taken too, so that
-            they share the group commit.
-
-        Returns
-        -------
-        list
-            One entry per upload, in order: the result dict of :meth:`accept`
-            (:meth:`accept_telemetry` for a summary, ``{"version":
-            CentroidVersion or None, "flags": ...}`` as :meth:`version_for`
-            for a pull), or the :class:`~edgekm.exceptions.EdgekmError` that
-            rejected it.
-        """
+        """:meth:`Aggregator.accept_signed <edgekm.sync.cloud.aggregator.Aggregator.accept_signed>`."""
         # CPU work that needs no database runs before the write lock is taken.
         uploads = [up if isinstance(up, Prepared) else self.prepare(up) for up in uploads]
         prepared = [(up.kind, up.decoded) for up in uploads]
@@ -244,15 +196,7 @@ class Ingest:
         return results
 
     def prepare(self, upload):
-        """Decode and digest an upload's frame, touching no database (any thread).
-
-        :meth:`accept_signed` takes the result in place of the :class:`Upload`;
-        a server calls this in the request's thread so that the writer does
-        less.  A frame that fails to decode is reported only after the
-        request is authenticated.  An upload whose path ends in
-        ``/telemetry`` is decoded as a telemetry summary; a :class:`Pull`
-        needs no decoding.
-        """
+        """:meth:`Aggregator.prepare <edgekm.sync.cloud.aggregator.Aggregator.prepare>`."""
         if isinstance(upload, Pull):
             return Prepared(Upload(upload.model, "GET", upload.path, b"", upload.headers),
                             upload.device, "pull")

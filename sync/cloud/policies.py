@@ -53,15 +53,7 @@ class PublishPolicies:
     def set_publish_policy(self, model, every_seconds=None, every_weight=None,
                            drift_threshold=None, *, n_clusters=None, windows=None, n_init=10,
                            random_state=0, actor="api"):
-        """Publish automatically: every ``every_seconds``, after ``every_weight`` new
-        merged weight, or when the devices' mean drift score reaches ``drift_threshold``.
-
-        Any trigger fires only when weight was merged since the last version
-        (refitting the same data is pointless).  All three None removes the
-        policy.  ``n_clusters`` defaults to the k of the latest version.  The
-        policy is evaluated by :meth:`run_publish_policies` (the server calls
-        it on a timer).  Returns the policy as a dict, or None when removed.
-        """
+        """:meth:`Aggregator.set_publish_policy <edgekm.sync.cloud.aggregator.Aggregator.set_publish_policy>`."""
         every_seconds = _optional_positive("every_seconds", every_seconds)
         every_weight = _optional_positive("every_weight", every_weight)
         drift_threshold = _optional_positive("drift_threshold", drift_threshold)
@@ -110,10 +102,7 @@ class PublishPolicies:
                          "windows", "n_init", "random_state", "since"), row))
 
     def due_publications(self, now=None):
-        """The models whose policy fires now: a list of ``(model, reason, policy)``.
-
-        A cheap read (one query per policy), safe to call after every batch.
-        """
+        """:meth:`Aggregator.due_publications <edgekm.sync.cloud.aggregator.Aggregator.due_publications>`."""
         now = float(self.clock()) if now is None else float(now)
         with self.db.snapshot() as conn:
             due = []
@@ -147,10 +136,7 @@ class PublishPolicies:
         return due
 
     def run_publish_policies(self, now=None):
-        """Publish every model whose policy fires; returns ``[(model, version, reason)]``.
-
-        A model whose data cannot be fitted (too few points) is skipped and logged.
-        """
+        """:meth:`Aggregator.run_publish_policies <edgekm.sync.cloud.aggregator.Aggregator.run_publish_policies>`."""
         published = []
         for model, reason, params in self.due_publications(now):
             try:

@@ -48,8 +48,7 @@ class Rollout:
         self.clock = clock
 
     def rollout_state(self, model):
-        """``{"active": v|None, "canary": v|None, "canary_percent": p, "history": [...],
-        "pins": {device: v}}``."""
+        """:meth:`Aggregator.rollout_state <edgekm.sync.cloud.aggregator.Aggregator.rollout_state>`."""
         with self.db.snapshot() as conn:
             mid = require_model(conn, model)["model_id"]
             active, canary, percent = rollout_row(conn, mid)
@@ -63,12 +62,7 @@ class Rollout:
                 "history": history, "pins": pins}
 
     def canary(self, model, version, percent, *, actor="api"):
-        """Send ``version`` to ``percent`` % of the devices (the cohort hash).
-
-        A candidate, a retired version, or the current canary (to change its
-        percentage) may be canaried; there is one canary at a time.  Raises
-        :class:`RolloutError`, :class:`UnknownVersionError` or ``ValueError``.
-        """
+        """:meth:`Aggregator.canary <edgekm.sync.cloud.aggregator.Aggregator.canary>`."""
         version = check_version_id(version)
         percent = _check_percent(percent)
         check_actor(actor)
@@ -91,11 +85,7 @@ class Rollout:
         return self.db.transaction(work)
 
     def promote(self, model, version, *, actor="api"):
-        """Make ``version`` active: the previous active is retired, the canary cleared.
-
-        A canary other than ``version`` goes back to ``candidate``.  Returns
-        ``{"active": version, "retired": previous or None}``.
-        """
+        """:meth:`Aggregator.promote <edgekm.sync.cloud.aggregator.Aggregator.promote>`."""
         version = check_version_id(version)
         check_actor(actor)
         now = float(self.clock())
@@ -120,14 +110,7 @@ class Rollout:
         return self.db.transaction(work)
 
     def abort_canary(self, model, *, actor="api"):
-        """Withdraw the canary: it goes back to ``candidate`` and the active version stays.
-
-        Devices in the cohort that were served the canary get the active
-        version at their next pull, with the ``x-edgekm-rollback: 1`` header
-        (it is older), so they accept it.  Returns ``{"aborted": canary,
-        "active": active or None}``; raises :class:`RolloutError` when there is
-        no canary.
-        """
+        """:meth:`Aggregator.abort_canary <edgekm.sync.cloud.aggregator.Aggregator.abort_canary>`."""
         check_actor(actor)
         now = float(self.clock())
 
@@ -143,13 +126,7 @@ class Rollout:
         return self.db.transaction(work)
 
     def rollback(self, model, *, actor="api"):
-        """Atomically retire the active version and make the previous active one active.
-
-        Any canary goes back to ``candidate``.  Devices that were served a
-        newer version get the ``x-edgekm-rollback: 1`` header at their next
-        pull.  Returns ``{"active": previous, "retired": current}``; raises
-        :class:`RolloutError` when there is no earlier active version.
-        """
+        """:meth:`Aggregator.rollback <edgekm.sync.cloud.aggregator.Aggregator.rollback>`."""
         check_actor(actor)
         now = float(self.clock())
 
@@ -177,12 +154,7 @@ class Rollout:
         return self.db.transaction(work)
 
     def pin(self, model, device_id, version, *, actor="api"):
-        """Pin a device to a version (any status), or unpin it with ``version=None``.
-
-        A pinned device is served its pin whatever the rollout, with the
-        header ``x-edgekm-pinned: 1``.  Returns ``{"device": ..., "version": v|None,
-        "previous": v|None}``.
-        """
+        """:meth:`Aggregator.pin <edgekm.sync.cloud.aggregator.Aggregator.pin>`."""
         check_id(device_id, "device_id")
         if version is not None:
             version = check_version_id(version)
@@ -213,20 +185,7 @@ class Rollout:
         return self.db.transaction(work)
 
     def version_for(self, model, device_id):
-        """The version ``device_id`` should use, and how it was chosen.
-
-        Its pin if pinned; else the canary when the device is in the canary
-        cohort; else the active version.  Records the version as served to
-        the device (one transaction, so never half a rollback).
-
-        Returns
-        -------
-        version : CentroidVersion or None
-        flags : dict
-            ``pinned``, ``canary``, ``rollback`` (the version is older than
-            the last one served to this device), ``digest`` and ``body``
-            (the exact bytes to send; None without a version).
-        """
+        """:meth:`Aggregator.version_for <edgekm.sync.cloud.aggregator.Aggregator.version_for>`."""
         now = float(self.clock())
         return self.db.transaction(lambda conn: self.resolve(conn, model, device_id, now))
 

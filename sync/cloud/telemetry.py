@@ -51,15 +51,7 @@ class Telemetry:
         return decode_telemetry(body)
 
     def accept_telemetry(self, model, device_id, body):
-        """Validate, deduplicate and record one telemetry summary (one transaction).
-
-        Dedup is on ``(model, device, boot, seq)`` with the body's sha256, as
-        for frames.  Returns ``{"status": "accepted" | "duplicate",
-        "summary_id": [...], "version": v, "drift_score": s}``.  Raises
-        :class:`~edgekm.sync.wire.telemetry.TelemetryError` (400),
-        ``ForbiddenError``, ``UnknownModelError``, ``DimensionError``,
-        ``ConflictError``.
-        """
+        """:meth:`Aggregator.accept_telemetry <edgekm.sync.cloud.aggregator.Aggregator.accept_telemetry>`."""
         summary = self.decode(body)
         digest = hashlib.sha256(body).digest()
         now = float(self.clock())
@@ -148,8 +140,7 @@ class Telemetry:
         return result
 
     def anomalies(self, model, limit=100):
-        """The most recent forwarded anomalies (newest first), as dicts with device,
-        version, received, points (list of lists), labels and scores."""
+        """:meth:`Aggregator.anomalies <edgekm.sync.cloud.aggregator.Aggregator.anomalies>`."""
         conn = self.db.reader()
         mid = require_model(conn, model)["model_id"]
         out = []
@@ -163,27 +154,7 @@ class Telemetry:
         return out
 
     def drift(self, model):
-        """The aggregator's drift report for ``model``.
-
-        Returns
-        -------
-        dict
-            - ``versions``: per version, oldest first: status, cost, training
-              weight, ``shift`` (largest centre movement against its parent),
-              ``shares`` (cluster weight shares), ``share_change`` (largest
-              absolute change of a label's share against the parent),
-              ``empty_clusters`` (labels with no training weight), new and
-              vanished clusters, and ``observed_shares`` (the cluster shares
-              devices reported while using it) with ``observed_share_change``
-              (largest gap to the training shares);
-            - ``devices``: from each device's latest summary: ``reporting``,
-              ``mean_drift_score``, ``max_drift_score``, ``mean_psi``,
-              ``max_psi``, ``over_threshold`` (devices whose score reaches
-              ``threshold``) and ``top`` (the ten highest scores);
-            - ``telemetry``: summaries, points, raw and forwarded bytes,
-              ``compression_ratio`` (forwarded / raw) and anomalies;
-            - ``active``, ``canary``, ``canary_percent``.
-        """
+        """:meth:`Aggregator.drift <edgekm.sync.cloud.aggregator.Aggregator.drift>`."""
         with self.db.snapshot() as conn:
             mid = require_model(conn, model)["model_id"]
             active, canary, percent = rollout_row(conn, mid)

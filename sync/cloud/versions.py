@@ -263,41 +263,7 @@ class Versions:
 
     def publish(self, model, n_clusters, windows=None, *, n_init=10, random_state=0,
                 actor="api", reason=None, trim=None):
-        """Fit centres on the aggregate and store them as a new immutable version.
-
-        Parameters
-        ----------
-        model : str
-        n_clusters : int
-        windows : int or None, default=None
-            Fit on the last N time windows; None: all time.
-        n_init, random_state
-            Passed to :meth:`edgekm.Coreset.fit_centers`.
-        actor : {"api", "cli", "http", "policy"}
-            Recorded in the event log.
-        reason : str or None
-            Recorded in the event log (the auto-publish trigger).
-        trim : float in [0, 0.5) or None, default=None
-            Robust publication: fit with :func:`edgekm.solve.trimmed_kmeans`, which leaves
-            out up to this fraction of the aggregate's weight, farthest from
-            the centres, so that a far-outlier cluster of at most that weight
-            cannot capture a centre.  0: the plain solver.  None: the
-            aggregator's ``publish_trim`` (0 unless set).
-
-        Returns
-        -------
-        int
-            The new version id (1, 2, ... per model).  The first version of a
-            model, or any version published while no version is active,
-            becomes active at once; the others start as ``candidate``.
-
-        Raises
-        ------
-        UnknownModelError, edgekm.NotFittedError
-            No model, or no data in the selected windows.
-        ValueError
-            Fewer aggregate points than ``n_clusters``.
-        """
+        """:meth:`Aggregator.publish <edgekm.sync.cloud.aggregator.Aggregator.publish>`."""
         if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) \
                 or n_clusters < 1:
             raise ValueError(f"n_clusters must be an int >= 1; got {n_clusters!r}.")
@@ -311,40 +277,7 @@ class Versions:
         return self._store_version(model, centers, coreset, cost, windows, actor, reason)
 
     def publish_centers(self, model, centers, coreset=None, *, actor="api", reason=None):
-        """Store centres fitted elsewhere as a new immutable version.
-
-        For centres that were not fitted on the aggregate, for example by an
-        offline fit on a cluster (:func:`edgekm.dask.fit_coreset`).  The
-        version is built exactly as :meth:`publish` builds one (stable labels
-        against the parent, status, rollout), with the centres as given.
-
-        Parameters
-        ----------
-        model : str
-            An existing model.
-        centers : array-like of shape (n_clusters, n_features)
-            Finite centres; stored in the model's dtype.
-        coreset : edgekm.Coreset or None, default=None
-            The data the centres were fitted on: the cluster weights, anomaly
-            quantiles, training weight and cost of the version are computed on
-            it.  None uses the model's all-time aggregate.
-        actor : {"api", "cli", "http", "policy"}
-        reason : str or None
-            Recorded in the event log.
-
-        Returns
-        -------
-        int
-            The new version id (status as in :meth:`publish`).
-
-        Raises
-        ------
-        UnknownModelError, edgekm.NotFittedError
-            No model, or (``coreset=None``) no data in the aggregate.
-        ValueError
-            Centres that are not a finite 2-D array with the model's
-            n_features, or a coreset with another n_features.
-        """
+        """:meth:`Aggregator.publish_centers <edgekm.sync.cloud.aggregator.Aggregator.publish_centers>`."""
         check_actor(actor)
         info = require_model(self.db.reader(), model)
         C = np.asarray(centers)
@@ -413,9 +346,7 @@ class Versions:
         return self.db.transaction(work)
 
     def versions(self, model):
-        """Every version of ``model``, oldest first, as dicts: version, status, created,
-        parent, k, d, training_weight, cost, shift, windows, model_weight, digest
-        (and ``canary_percent`` for the canary)."""
+        """:meth:`Aggregator.versions <edgekm.sync.cloud.aggregator.Aggregator.versions>`."""
         with self.db.snapshot() as conn:
             mid = require_model(conn, model)["model_id"]
             _, _, percent = rollout_row(conn, mid)
@@ -436,8 +367,7 @@ class Versions:
         return body, digest
 
     def version_events(self, model, limit=None):
-        """The event log of ``model``, oldest first: dicts with event, version, at,
-        actor, action, old_status, new_status and detail."""
+        """:meth:`Aggregator.version_events <edgekm.sync.cloud.aggregator.Aggregator.version_events>`."""
         conn = self.db.reader()
         mid = require_model(conn, model)["model_id"]
         sql = ("SELECT event_id, version, at, actor, action, old_status, new_status, detail "
