@@ -179,3 +179,77 @@ class Coreset:
             self._points, self._weights, int(n_clusters), int(n_init), int(max_iter),
             resolve_seed(random_state))
         return centers, weights, float(cost)
+
+
+class CoresetTree:
+    """An r-way merge-and-reduce tree of :class:`Coreset` buckets (a carry in base r).
+
+    Level ``l`` holds at most ``merge_degree - 1`` buckets.  :meth:`push` adds a
+    bucket at a level; when that level would reach ``merge_degree`` buckets, its
+    buckets and the new one are merged into one coreset of at most
+    ``coreset_size`` points (``Coreset.merge(*held, bucket, size=coreset_size,
+    random_state=next_seed())``, Observation 1) and carried to the next level,
+    which may carry on in turn.  A tree over N pushes holds at most
+    ``(r - 1) * (log_r(N) + 1)`` buckets.
+
+    This is the aggregator's tree (one per time window, one for all time, one
+    compacted); it persists each change through the ``on_write`` and
+    ``on_clear`` callbacks of :meth:`push`.  The device engine (Cython) runs
+    the same carry on raw points in its fixed memory; the device outbox's pair
+    merge and the Dask tree reduce with :meth:`Coreset.merge` directly.
+
+    Parameters
+    ----------
+    coreset_size : int
+        m, the most points of a merged bucket.
+    merge_degree : int, default=2
+        r, the buckets of a level that are merged into one bucket of the next.
+    levels : list of list of Coreset or None, default=None
+        The initial buckets, by level then position (the tree takes the lists).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from edgekm import Coreset
+    >>> from edgekm.coreset import CoresetTree
+    >>> tree = CoresetTree(coreset_size=4, merge_degree=2)
+    >>> for i in range(3):
+    ...     tree.push(Coreset(np.full((3, 2), float(i)), np.ones(3)), next_seed=lambda: 0)
+    >>> [len(level) for level in tree.levels]
+    [1, 1]
+    >>> float(sum(b.total_weight for _, b in tree.buckets()))
+    9.0
+    """
+
+    def __init__(self, coreset_size, merge_degree=2, levels=None):
+        self.coreset_size = coreset_size
+        self.merge_degree = merge_degree
+        self.levels = [] if levels is None else levels
+
+    def buckets(self):
+        """``(level, bucket)`` of every bucket, level by level, in position order."""
+        return [(level, b) for level, held in enumerate(self.levels) for b in held]
+
+    def push(self, bucket, level=0, *, next_seed, on_write=None, on_clear=None):
+        """Add ``bucket`` at ``level`` and carry the merges up.
+
+        ``next_seed()`` gives the ``random_state`` of each merge, in order;
+        ``on_write(level, position, bucket)`` is called for the bucket stored and
+        ``on_clear(level)`` for each level merged away, in the order they happen.
+        """
+        levels = self.levels
+        while True:
+            while len(levels) <= level:
+                levels.append([])
+            held = levels[level]
+            if len(held) + 1 < self.merge_degree:
+                if on_write is not None:
+                    on_write(level, len(held), bucket)
+                held.append(bucket)
+                return
+            bucket = Coreset.merge(*held, bucket, size=self.coreset_size,
+                                   random_state=next_seed())
+            if on_clear is not None:
+                on_clear(level)
+            held.clear()
+            level += 1

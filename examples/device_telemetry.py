@@ -72,7 +72,7 @@ def local_aggregator(directory, admin_token):
     Yields ``(url, aggregator)``; stops the server and closes the database on exit.
     """
     from edgekm.sync import Aggregator
-    from edgekm.sync.cloud.http.app import BackgroundServer, create_app
+    from edgekm.sync.cloud.http import BackgroundServer, create_app
 
     with Aggregator(os.path.join(directory, "aggregator.db")) as aggregator:
         app = create_app(aggregator, admin_token=admin_token, policy_interval=None)

@@ -1,11 +1,11 @@
-"""``edgekm.sync.server``: the documented import path of :mod:`edgekm.sync.cloud.http.app`.
+"""``edgekm.sync.server``: the documented import path of :mod:`edgekm.sync.cloud.http`.
 
-The code lives in ``sync/cloud/http/app.py``; importing this name gives that very module, so
+The code lives in ``sync/cloud/http/`` (app, routes, errors, admission, committer, serving); importing this name gives that very module, so
 there is one home and one set of module globals.
 """
 
 import sys
 
-from .cloud.http import app as _home
+from .cloud import http as _home
 
 sys.modules[__name__] = _home

@@ -33,8 +33,8 @@ MUST_HAVE_EXAMPLES = {"edgekm.coreset", "edgekm.datasets", "edgekm._progress", "
 CLASSES_WITHOUT_EXAMPLES = {
     "edgekm.assign.AssignResult",
     "edgekm.dask.DaskFitResult",
-    "edgekm.sync.cloud.aggregator.Pull",
-    "edgekm.sync.cloud.aggregator.Upload",
+    "edgekm.sync.cloud.ingest.Pull",
+    "edgekm.sync.cloud.ingest.Upload",
     "edgekm.sync.wire.frame.Frame",
     "edgekm.sync.cloud.metrics.Metrics",
     "edgekm.sync.device.outbox.Outbox",
@@ -43,7 +43,6 @@ CLASSES_WITHOUT_EXAMPLES = {
     "edgekm.sync.cloud.database.Checkpointer",
     "edgekm.sync.wire.telemetry.TelemetrySummary",
     "edgekm.sync.wire.version.CentroidVersion",
-    "edgekm.sync.cloud.versions.VersionsMixin",
 }
 
 #: Markdown files whose ``>>>`` examples run (files without any are fine)

@@ -353,7 +353,7 @@ def _cmd_serve(args):
     if args.merge_degree < 2:
         raise UsageError("--merge-degree must be at least 2")
     try:
-        from edgekm.sync.cloud.http.app import serve
+        from edgekm.sync.cloud.http import serve
     except ImportError as exc:
         raise UsageError(f"the server needs the 'server' extra "
                          f"(pip install 'edgekm[server]'): {exc}") from None

@@ -193,7 +193,7 @@ def _server_modules():
     try:
         import uvicorn  # noqa: F401 - BackgroundServer imports it; fail early with a hint
 
-        from edgekm.sync.cloud.http import app as server
+        from edgekm.sync.cloud import http as server
     except ImportError as exc:
         raise FleetDemoError(
             f"the demo runs the aggregator, which needs the server extra ({exc.name} is "

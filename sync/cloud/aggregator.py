@@ -39,11 +39,21 @@ device's.  ``window_seconds`` is fixed per model when it is created.
 ``aggregate(model, windows=N)`` is the union of the windows
 ``current - N + 1 .. current``, ``current`` being the window of ``clock()``.
 
-**Centroid versions** (:mod:`edgekm.sync.cloud.versions`, mixed in): publishing
-with stable labels, the rollout (candidate, canary, active, retired; pins;
-rollback), device pulls, telemetry summaries and the drift report.  Pulls
-and telemetry uploads go through :meth:`Aggregator.accept_signed` like
-frames, so that they share its group commit.
+**Centroid versions**: publishing with stable labels (:mod:`.versions`), the
+rollout (candidate, canary, active, retired; pins; rollback; device pulls:
+:mod:`.rollout`), telemetry summaries and the drift report (:mod:`.telemetry`)
+and the auto-publish policies (:mod:`.policies`).  Pulls and telemetry
+uploads go through :meth:`Aggregator.accept_signed` like frames, so that
+they share its group commit.
+
+**Composition.** :class:`Aggregator` is a facade: each public method delegates
+to one service, built in ``_compose`` with explicit references to what it
+needs: :class:`~.database.Database` (connections and transactions),
+:class:`~.registry.Registry` (devices, models, caps), :class:`~.trees.Trees`
+(the coreset trees and the aggregate), :class:`~.ingest.Ingest`,
+:class:`~.versions.Versions`, :class:`~.rollout.Rollout`,
+:class:`~.telemetry.Telemetry`, :class:`~.policies.PublishPolicies` and
+:class:`~.compaction.Compaction`.  None of them imports this module.
 
 **Reproducibility.** Each model has a seed (drawn at creation, or derived
 from ``random_state``) and a persisted counter of reduces; reduce number i
@@ -51,32 +61,31 @@ uses the seed ``sha256(seed, i)``, so replaying the same frames in the same
 order into a fresh database gives the same trees, bit for bit.
 """
 
-import contextlib
-import hashlib
 import math
-import secrets
-import sqlite3
-import threading
 import time
-from dataclasses import dataclass
-from typing import Mapping
 
-import numpy as np
-
-from edgekm import Coreset
 from edgekm.exceptions import (ConflictError, DeviceExistsError, DeviceWeightCapError,
-                               DimensionError, EdgekmError, ForbiddenError, FrameOverCapError,
-                               FrameTooLargeError, NotFittedError, UnavailableError,
-                               UnknownDeviceError, UnknownModelError, WeightCapError)
+                               DimensionError, ForbiddenError, FrameOverCapError,
+                               FrameTooLargeError, RolloutError, UnavailableError,
+                               UnknownDeviceError, UnknownModelError, UnknownVersionError,
+                               WeightCapError)
+from edgekm.solve import fit_centers
 
 from edgekm.sync.wire import auth
-from edgekm.sync.cloud import database as store
 from edgekm.sync.wire.auth import AuthError
-from edgekm.sync.wire.frame import (DTYPES, MAX_FEATURES, MAX_FRAME_BYTES, MAX_POINTS, FrameError, check_id,
-                    decode_frame, seqsum)
-from .database import ALL_TIME, COMPACTED
+from edgekm.sync.wire.frame import MAX_FEATURES, MAX_FRAME_BYTES, MAX_POINTS, FrameError
 from edgekm.sync.wire.telemetry import TelemetryError
-from .versions import RolloutError, UnknownVersionError, VersionsMixin
+
+from .compaction import Compaction
+from .database import DURABILITY, Database
+from .ingest import Ingest, Prepared, Pull, Upload
+from .policies import PublishPolicies
+from .registry import WEIGHT_CAP_POLICIES, Registry, check_cap, check_positive_int
+from .rollout import Rollout
+from .status import metrics_snapshot, table_rows
+from .telemetry import Telemetry, check_sender
+from .trees import Trees
+from .versions import Versions
 
 __all__ = ["Aggregator", "Upload", "Pull", "AuthError", "FrameError", "ForbiddenError",
            "UnknownModelError", "UnknownDeviceError", "ConflictError", "DimensionError",
@@ -84,88 +93,8 @@ __all__ = ["Aggregator", "Upload", "Pull", "AuthError", "FrameError", "Forbidden
            "RolloutError", "UnknownVersionError", "WeightCapError", "FrameOverCapError",
            "DeviceWeightCapError", "WEIGHT_CAP_POLICIES"]
 
-#: what the aggregator does with a frame that would take its device over the weight cap
-WEIGHT_CAP_POLICIES = ("reject", "clip")
 
-
-@dataclass(frozen=True)
-class Upload:
-    """One signed frame upload, as :meth:`Aggregator.accept_signed` takes it.
-
-    ``headers`` maps the lower-case header names of :mod:`edgekm.sync.wire.auth`
-    to their values; ``path`` is the request path exactly as signed.
-    """
-
-    model: str
-    method: str
-    path: str
-    body: bytes
-    headers: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class Pull:
-    """A signed pull of centroids (``GET .../centroids?device=ID``), for :meth:`Aggregator.accept_signed`.
-
-    ``path`` is the path as signed, query string included; ``device`` the
-    ``device`` query parameter (None: the signing device).
-    """
-
-    model: str
-    path: str
-    headers: Mapping[str, str]
-    device: object = None
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """An :class:`Upload` with its body decoded, and the body's sha256.
-
-    ``kind`` is "frame" (``decoded``: (Frame, digest) or the FrameError),
-    "telemetry" ((TelemetrySummary, digest) or the TelemetryError) or "pull"
-    (``decoded``: the requested device id or None).
-    """
-
-    upload: Upload
-    decoded: object
-    kind: str = "frame"
-
-
-def _signed64(value):
-    return value - (1 << 64) if value >= (1 << 63) else value
-
-
-def _reduce_seed(seed, counter):
-    digest = hashlib.sha256(f"edgekm-reduce:{seed}:{counter}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
-
-
-def _check_positive_int(name, value):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1; got {value!r}.")
-    return int(value)
-
-
-def _check_cap(value):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"max_device_weight must be None or a finite number > 0; "
-                         f"got {value!r}.")
-    return float(value)
-
-
-def check_sender(what, item, model, device_id):
-    """An upload (frame or summary) must name the signing device and the URL's model."""
-    if item.device != device_id:
-        raise ForbiddenError(f"the {what} is from device {item.device!r} but the request is "
-                             f"signed by {device_id!r}")
-    if item.model != model:
-        raise ForbiddenError(f"the {what} is for model {item.model!r} but was sent to "
-                             f"model {model!r}")
-
-class Aggregator(VersionsMixin):
+class Aggregator:
     """Merge coreset frames from many devices into bounded per-model aggregates.
 
     Parameters
@@ -255,6 +184,7 @@ class Aggregator(VersionsMixin):
     >>> agg.close()
     """
 
+
     def __init__(self, db_path, *, coreset_size=200, merge_degree=2, window_seconds=3600,
                  auto_create_models=True, max_frame_bytes=MAX_FRAME_BYTES,
                  max_points=MAX_POINTS, max_features=MAX_FEATURES,
@@ -262,25 +192,25 @@ class Aggregator(VersionsMixin):
                  clock=time.time, random_state=None, checkpoint_interval=0.5,
                  max_device_weight=None, weight_cap_policy="reject", compact_windows=168,
                  dedup_seconds=7 * 86400.0, publish_trim=0.0):
-        self.coreset_size = _check_positive_int("coreset_size", coreset_size)
-        self.merge_degree = _check_positive_int("merge_degree", merge_degree)
+        self.coreset_size = check_positive_int("coreset_size", coreset_size)
+        self.merge_degree = check_positive_int("merge_degree", merge_degree)
         if self.merge_degree < 2:
             raise ValueError(f"merge_degree must be >= 2; got {merge_degree!r}.")
         if not (isinstance(window_seconds, (int, float)) and math.isfinite(window_seconds)
                 and window_seconds > 0):
             raise ValueError(f"window_seconds must be a number > 0; got {window_seconds!r}.")
-        if durability not in store.DURABILITY:
-            raise ValueError(f"durability must be one of {sorted(store.DURABILITY)}; "
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be one of {sorted(DURABILITY)}; "
                              f"got {durability!r}.")
         if retain_windows is not None:
-            retain_windows = _check_positive_int("retain_windows", retain_windows)
-        self.max_device_weight = _check_cap(max_device_weight)
+            retain_windows = check_positive_int("retain_windows", retain_windows)
+        self.max_device_weight = check_cap(max_device_weight)
         if weight_cap_policy not in WEIGHT_CAP_POLICIES:
             raise ValueError(f"weight_cap_policy must be one of {WEIGHT_CAP_POLICIES}; "
                              f"got {weight_cap_policy!r}.")
         self.weight_cap_policy = weight_cap_policy
         if compact_windows is not None:
-            compact_windows = _check_positive_int("compact_windows", compact_windows)
+            compact_windows = check_positive_int("compact_windows", compact_windows)
         self.compact_windows = compact_windows
         if dedup_seconds is not None and not (
                 isinstance(dedup_seconds, (int, float)) and not isinstance(dedup_seconds, bool)
@@ -294,129 +224,58 @@ class Aggregator(VersionsMixin):
         self.publish_trim = float(publish_trim)
         self.window_seconds = float(window_seconds)
         self.auto_create_models = bool(auto_create_models)
-        self.max_frame_bytes = _check_positive_int("max_frame_bytes", max_frame_bytes)
-        self.max_points = _check_positive_int("max_points", max_points)
-        self.max_features = _check_positive_int("max_features", max_features)
-        self.max_skew = _check_positive_int("max_skew", max_skew)
+        self.max_frame_bytes = check_positive_int("max_frame_bytes", max_frame_bytes)
+        self.max_points = check_positive_int("max_points", max_points)
+        self.max_features = check_positive_int("max_features", max_features)
+        self.max_skew = check_positive_int("max_skew", max_skew)
         self.durability = durability
         self.retain_windows = retain_windows
         self.clock = clock
         self.random_state = random_state
         self.db_path = str(db_path)
-
-        self._lock = threading.RLock()          # serialises the write connection
-        self._local = threading.local()         # one read connection per thread
-        self._readers = []
-        self._readers_lock = threading.Lock()
-        self._closed = False
-        self._next_nonce_purge = 0.0
-        self._cache = {}                        # model_id -> _Trees (writer only)
         if checkpoint_interval is not None and not (
                 isinstance(checkpoint_interval, (int, float)) and checkpoint_interval > 0):
             raise ValueError(f"checkpoint_interval must be None or a number > 0; "
                              f"got {checkpoint_interval!r}.")
         self.checkpoint_interval = checkpoint_interval
-        self._checkpointer = None
-        self._writer = store.connect(self.db_path, durability=durability)
-        try:
-            store.migrate(self._writer)
-            if checkpoint_interval is not None:
-                self._writer.execute("PRAGMA wal_autocheckpoint = 0")
-                self._checkpointer = store.Checkpointer(self.db_path, checkpoint_interval,
-                                                        durability=durability)
-        except BaseException:
-            self._writer.close()
-            raise
+        self._compose(durability, checkpoint_interval)
 
-    # ------------------------------------------------------------ lifecycle
-    def close(self):
-        """Close every connection; further calls raise :class:`UnavailableError`."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._checkpointer is not None:
-                self._checkpointer.stop()
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
-        with self._lock:
-            try:    # copy the WAL into the database and empty it
-                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            except sqlite3.Error:
-                pass
-            self._writer.close()
+    def _compose(self, durability, checkpoint_interval):
+        """Build the services, each with explicit references to what it needs."""
+        clock = self.clock
+        self.db = Database(self.db_path, durability=durability,
+                           checkpoint_interval=checkpoint_interval)
+        self.registry = Registry(self.db, clock=clock, max_features=self.max_features,
+                                 window_seconds=self.window_seconds,
+                                 random_state=self.random_state,
+                                 max_device_weight=self.max_device_weight,
+                                 weight_cap_policy=self.weight_cap_policy)
+        self.trees = Trees(self.db, coreset_size=self.coreset_size,
+                           merge_degree=self.merge_degree, clock=clock)
+        self.versions_service = Versions(self.db, self.trees, clock=clock,
+                                         publish_trim=self.publish_trim)
+        self.rollout = Rollout(self.db, self.versions_service, clock=clock)
+        self.telemetry = Telemetry(self.db, self.versions_service, clock=clock)
+        self.policies = PublishPolicies(self.db, self.versions_service, clock=clock)
+        self.ingest = Ingest(self.db, self.registry, self.trees, self.telemetry, self.rollout,
+                             clock=clock, coreset_size=self.coreset_size,
+                             window_seconds=self.window_seconds,
+                             auto_create_models=self.auto_create_models,
+                             retain_windows=self.retain_windows,
+                             max_frame_bytes=self.max_frame_bytes, max_points=self.max_points,
+                             max_features=self.max_features, max_skew=self.max_skew)
+        self.compaction = Compaction(self.db, self.trees, clock=clock,
+                                     compact_windows=self.compact_windows,
+                                     dedup_seconds=self.dedup_seconds)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _check_open(self):
-        if self._closed:
-            raise UnavailableError("the aggregator is closed.")
-
-    @contextlib.contextmanager
-    def _snapshot(self):
-        """This thread's read-only connection inside one read transaction, so that
-        every query in the block sees the same state."""
-        conn = self._reader()
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
-
-    def _reader(self):
-        self._check_open()
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = store.connect(self.db_path, durability=self.durability)
-            conn.execute("PRAGMA query_only = ON")
-            with self._readers_lock:
-                if self._closed:
-                    conn.close()
-                    raise UnavailableError("the aggregator is closed.")
-                self._readers.append(conn)
-            self._local.conn = conn
-        return conn
-
-    def _transaction(self, work):
-        """Run ``work(cursor)`` in one BEGIN IMMEDIATE ... COMMIT on the writer."""
-        with self._lock:
-            self._check_open()
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                self._cache.clear()
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return result
-
-    # ------------------------------------------------------------ devices
+    # ------------------------------------------------------------ devices and models
     def add_device(self, device_id):
         """Register a device; return its new secret key (hex, 256 bits).
 
         Raises :class:`DeviceExistsError` if the id is taken (revoked ids stay
         taken, for audit) and :class:`FrameError` for an invalid id.
         """
-        check_id(device_id, "device_id")
-        key = auth.new_key()
-
-        def work(conn):
-            try:
-                conn.execute("INSERT INTO devices (device_id, key_hex, created) VALUES (?, ?, ?)",
-                             (device_id, key, float(self.clock())))
-            except sqlite3.IntegrityError:
-                raise DeviceExistsError(f"device {device_id!r} already exists.") from None
-        self._transaction(work)
-        return key
+        return self.registry.add_device(device_id)
 
     def revoke_device(self, device_id):
         """Revoke a device: its requests are answered 403 from now on.
@@ -425,30 +284,13 @@ class Aggregator(VersionsMixin):
         revoked device does nothing; an unknown id raises
         :class:`UnknownDeviceError`.
         """
-        def work(conn):
-            row = conn.execute("SELECT revoked FROM devices WHERE device_id = ?",
-                               (device_id,)).fetchone()
-            if row is None:
-                raise UnknownDeviceError(f"no device {device_id!r}.")
-            if row[0] is None:
-                conn.execute("UPDATE devices SET revoked = ? WHERE device_id = ?",
-                             (float(self.clock()), device_id))
-        self._transaction(work)
+        return self.registry.revoke_device(device_id)
 
     def list_devices(self):
         """Every device, as dicts with ``device_id``, ``created``, ``revoked`` (time or
         None), ``frames`` and ``last_received`` (keys are never listed)."""
-        rows = self._reader().execute(
-            "SELECT d.device_id, d.created, d.revoked, "
-            "(SELECT count(*) FROM frames f WHERE f.device_id = d.device_id) + "
-            "(SELECT coalesce(sum(n_items), 0) FROM seq_ranges r WHERE r.kind = 'frame' "
-            "AND r.device_id = d.device_id), "
-            "(SELECT max(received) FROM frames f WHERE f.device_id = d.device_id) "
-            "FROM devices d ORDER BY d.device_id").fetchall()
-        return [{"device_id": r[0], "created": r[1], "revoked": r[2], "frames": r[3],
-                 "last_received": r[4]} for r in rows]
+        return self.registry.list_devices()
 
-    # ------------------------------------------------------------ models
     def add_model(self, model, n_features, *, dtype="float32", window_seconds=None,
                   max_device_weight=None, weight_cap_policy=None):
         """Register a model with ``n_features`` features.
@@ -460,102 +302,35 @@ class Aggregator(VersionsMixin):
         aggregator's); given for an existing model, they replace its cap.
         Raises ``ValueError`` if the model exists with another n_features.
         """
-        cap = _check_cap(max_device_weight)
-        if weight_cap_policy is not None and weight_cap_policy not in WEIGHT_CAP_POLICIES:
-            raise ValueError(f"weight_cap_policy must be None or one of {WEIGHT_CAP_POLICIES}; "
-                             f"got {weight_cap_policy!r}.")
-        check_id(model, "model")
-        n_features = _check_positive_int("n_features", n_features)
-        if n_features > self.max_features:
-            raise ValueError(f"n_features={n_features} exceeds max_features={self.max_features}.")
-        code = np.dtype(dtype).newbyteorder("<").str
-        if code not in DTYPES:
-            raise ValueError(f"dtype must be float32 or float64; got {dtype!r}.")
-        seconds = self.window_seconds if window_seconds is None else float(window_seconds)
-        if not (math.isfinite(seconds) and seconds > 0):
-            raise ValueError(f"window_seconds must be a number > 0; got {window_seconds!r}.")
-
-        def work(conn):
-            row = self._model_row(conn, model)
-            if row is not None:
-                if row["n_features"] != n_features:
-                    raise ValueError(f"model {model!r} exists with n_features="
-                                     f"{row['n_features']}, not {n_features}.")
-            else:
-                row = self._create_model(conn, model, n_features, code, seconds)
-            if cap is not None or weight_cap_policy is not None:
-                conn.execute("UPDATE models SET max_device_weight = ?, weight_cap_policy = ? "
-                             "WHERE model_id = ?", (cap, weight_cap_policy, row["model_id"]))
-        self._transaction(work)
+        return self.registry.add_model(model, n_features, dtype=dtype, window_seconds=window_seconds, max_device_weight=max_device_weight, weight_cap_policy=weight_cap_policy)
 
     def list_models(self):
         """Every model, as dicts (see :meth:`model_info`, without the windows)."""
-        names = [r[0] for r in self._reader().execute("SELECT name FROM models ORDER BY name")]
-        return [self.model_info(name, with_windows=False) for name in names]
+        return self.registry.list_models()
 
     def model_info(self, model, *, with_windows=True):
         """A dict: model, n_features, dtype, window_seconds, total_weight, frames,
         devices, buckets and (``with_windows``) the windows with their weights."""
-        with self._snapshot() as conn:          # one snapshot for every query below
-            row = self._model_row(conn, model)
-            if row is None:
-                raise UnknownModelError(f"no model {model!r}.")
-            mid = row["model_id"]
-            devices = conn.execute("SELECT count(DISTINCT device_id) FROM frames "
-                                   "WHERE model_id = ?", (mid,)).fetchone()[0]
-            buckets = conn.execute("SELECT count(*) FROM buckets WHERE model_id = ?",
-                                   (mid,)).fetchone()[0]
-            cap, policy = self._cap(row)
-            compacted = conn.execute("SELECT total_weight, n_frames FROM windows WHERE "
-                                     "model_id = ? AND window = ?", (mid, COMPACTED)).fetchone()
-            info = {"model": model, "n_features": row["n_features"],
-                    "dtype": np.dtype(row["dtype"]).name,
-                    "window_seconds": row["window_seconds"],
-                    "total_weight": row["total_weight"], "frames": row["n_frames"],
-                    "devices": devices, "buckets": buckets,
-                    "weight_cap": {"max_device_weight": cap, "policy": policy,
-                                   "clipped_weight": row["clipped_weight"]},
-                    "compacted": {"through": row["compacted_through"],
-                                  "total_weight": compacted[0] if compacted else 0.0,
-                                  "frames": compacted[1] if compacted else 0}}
-            if with_windows:
-                ws = row["window_seconds"]
-                info["windows"] = [
-                    {"window": w, "start": w * ws, "end": (w + 1) * ws, "total_weight": tw,
-                     "frames": nf}
-                    for w, tw, nf in conn.execute(
-                        "SELECT window, total_weight, n_frames FROM windows WHERE model_id = ? "
-                        "AND window >= 0 ORDER BY window", (mid,))]
-        return info
+        return self.registry.model_info(model, with_windows=with_windows)
 
-    _MODEL_COLUMNS = ("model_id", "n_features", "dtype", "window_seconds", "total_weight",
-                      "n_frames", "seed", "n_reduces", "folded_through", "clipped_weight",
-                      "max_device_weight", "weight_cap_policy", "compacted_through")
+    def total_weight(self, model):
+        """The exact sum of the weights of the accepted frames of ``model``."""
+        return self.registry.total_weight(model)
 
-    def _cap(self, row):
-        """The (cap, policy) of a model row: its own, else the aggregator's."""
-        cap = row["max_device_weight"]
-        if cap is None:
-            cap = self.max_device_weight
-        return cap, row["weight_cap_policy"] or self.weight_cap_policy
+    def current_window(self, model):
+        """The window id of ``clock()`` for ``model``."""
+        return self.registry.current_window(model)
 
-    def _model_row(self, conn, model):
-        row = conn.execute(f"SELECT {', '.join(self._MODEL_COLUMNS)} FROM models WHERE name = ?",
-                           (model,)).fetchone()
-        return None if row is None else dict(zip(self._MODEL_COLUMNS, row))
+    def frame_count(self, model=None):
+        """Number of accepted frames (of one model, or of all)."""
+        return self.registry.frame_count(model)
 
-    def _create_model(self, conn, model, n_features, code, window_seconds):
-        if self.random_state is None:
-            seed = secrets.randbits(63)
-        else:
-            digest = hashlib.sha256(f"edgekm-model:{self.random_state}:{model}".encode()).digest()
-            seed = int.from_bytes(digest[:8], "little") >> 1
-        conn.execute("INSERT INTO models (name, n_features, dtype, window_seconds, created, seed) "
-                     "VALUES (?, ?, ?, ?, ?, ?)",
-                     (model, n_features, code, window_seconds, float(self.clock()), seed))
-        return self._model_row(conn, model)
+    def bucket_count(self, model, window=None):
+        """Number of bucket rows of a model (of one tree when ``window`` is given;
+        ``window=-1`` is the all-time tree)."""
+        return self.registry.bucket_count(model, window)
 
-    # ------------------------------------------------------------ authentication
+    # ------------------------------------------------------------ ingest
     def authenticate(self, method, path, body, headers):
         """Check a request's signature; return the device id.
 
@@ -564,41 +339,7 @@ class Aggregator(VersionsMixin):
         device).  The nonce is recorded durably (its own transaction) before
         this returns.
         """
-        now = float(self.clock())
-        return self._transaction(lambda conn: self._authenticate(conn, method, path, body,
-                                                                 headers, now))
-
-    def _authenticate(self, conn, method, path, body, headers, now):
-        device_id = headers.get(auth.H_DEVICE) if hasattr(headers, "get") else None
-        if not isinstance(device_id, str) or not device_id:
-            raise AuthError(f"missing header {auth.H_DEVICE}")
-        row = conn.execute("SELECT key_hex, revoked FROM devices WHERE device_id = ?",
-                           (device_id,)).fetchone()
-        if row is None:
-            raise AuthError("unknown device")
-        key_hex, revoked = row
-        _, timestamp, nonce = auth.verify(key_hex, method, path, body, headers, now=now,
-                                          max_skew=self.max_skew)
-        # Only a correctly signed request learns that its device is revoked.
-        if revoked is not None:
-            raise ForbiddenError(f"device {device_id!r} is revoked")
-        if now >= self._next_nonce_purge:
-            conn.execute("DELETE FROM nonces WHERE timestamp < ?", (now - 2 * self.max_skew,))
-            self._next_nonce_purge = now + 10.0
-        try:
-            conn.execute("INSERT INTO nonces (device_id, nonce, timestamp) VALUES (?, ?, ?)",
-                         (device_id, nonce, timestamp))
-        except sqlite3.IntegrityError:
-            raise AuthError("nonce already used") from None
-        return device_id
-
-    # ------------------------------------------------------------ accepting frames
-    def _decode(self, body):
-        if isinstance(body, (bytes, bytearray, memoryview)) and len(body) > self.max_frame_bytes:
-            raise FrameTooLargeError(f"frame of {len(body)} bytes exceeds max_frame_bytes="
-                                     f"{self.max_frame_bytes}.")
-        return decode_frame(body, max_frame_bytes=self.max_frame_bytes,
-                            max_points=self.max_points, max_features=self.max_features)
+        return self.ingest.authenticate(method, path, body, headers)
 
     def accept(self, model, device_id, body):
         """Validate, deduplicate, merge and record one frame, in one committed transaction.
@@ -624,19 +365,7 @@ class Aggregator(VersionsMixin):
         ConflictError, DimensionError
             Nothing is merged or recorded when any of these is raised.
         """
-        frame = self._decode(body)
-        digest = hashlib.sha256(body).digest()
-        now = float(self.clock())
-
-        def work(conn):
-            row = conn.execute("SELECT revoked FROM devices WHERE device_id = ?",
-                               (device_id,)).fetchone()
-            if row is None:
-                raise ForbiddenError(f"unknown device {device_id!r}")
-            if row[0] is not None:
-                raise ForbiddenError(f"device {device_id!r} is revoked")
-            return self._accept(conn, model, device_id, frame, digest, now)
-        return self._transaction(work)
+        return self.ingest.accept(model, device_id, body)
 
     def accept_signed(self, uploads):
         """Authenticate and accept a batch of uploads in ONE transaction (group commit).
@@ -660,34 +389,7 @@ class Aggregator(VersionsMixin):
             for a pull), or the :class:`~edgekm.exceptions.EdgekmError` that
             rejected it.
         """
-        # CPU work that needs no database runs before the write lock is taken.
-        uploads = [up if isinstance(up, Prepared) else self.prepare(up) for up in uploads]
-        prepared = [(up.kind, up.decoded) for up in uploads]
-        uploads = [up.upload for up in uploads]
-        now = float(self.clock())
-
-        def work(conn):
-            results = []
-            for up, item in zip(uploads, prepared):
-                results.append(self._accept_one_signed(conn, up, item, now))
-            return results
-        try:
-            return self._transaction(work)
-        except EdgekmError:
-            raise
-        except Exception:
-            if len(uploads) == 1:
-                raise
-        # An unexpected failure (a bug or a database error) aborted the whole
-        # batch: retry each upload alone, so that only the culprit fails.
-        results = []
-        for up, item in zip(uploads, prepared):
-            try:
-                results.append(self._transaction(
-                    lambda conn, up=up, item=item: self._accept_one_signed(conn, up, item, now)))
-            except Exception as exc:
-                results.append(exc)
-        return results
+        return self.ingest.accept_signed(uploads)
 
     def prepare(self, upload):
         """Decode and digest an upload's frame, touching no database (any thread).
@@ -699,213 +401,7 @@ class Aggregator(VersionsMixin):
         ``/telemetry`` is decoded as a telemetry summary; a :class:`Pull`
         needs no decoding.
         """
-        if isinstance(upload, Pull):
-            return Prepared(Upload(upload.model, "GET", upload.path, b"", upload.headers),
-                            upload.device, "pull")
-        if upload.path.split("?", 1)[0].endswith("/telemetry"):
-            try:
-                decoded = (self._decode_telemetry(upload.body),
-                           hashlib.sha256(upload.body).digest())
-            except (TelemetryError, FrameTooLargeError) as exc:
-                decoded = exc
-            return Prepared(upload, decoded, "telemetry")
-        try:
-            decoded = (self._decode(upload.body), hashlib.sha256(upload.body).digest())
-        except FrameError as exc:
-            decoded = exc
-        return Prepared(upload, decoded)
-
-    def _accept_one_signed(self, conn, up, item, now):
-        kind, item = item
-        conn.execute("SAVEPOINT upload")
-        try:
-            device_id = self._authenticate(conn, up.method, up.path, up.body, up.headers, now)
-        except EdgekmError as exc:
-            conn.execute("ROLLBACK TO upload")
-            conn.execute("RELEASE upload")
-            return exc
-        conn.execute("RELEASE upload")
-        if isinstance(item, (FrameError, TelemetryError)):
-            return item
-        conn.execute("SAVEPOINT upload")
-        try:
-            if kind == "pull":
-                if item is not None and item != device_id:
-                    raise ForbiddenError(f"device {device_id!r} may not pull for {item!r:.80}")
-                version, flags = self._resolve(conn, up.model, device_id, now)
-                result = {"version": version, "flags": flags}
-            elif kind == "telemetry":
-                summary, digest = item
-                result = self._accept_telemetry(conn, up.model, device_id, summary, digest, now)
-            else:
-                frame, digest = item
-                result = self._accept(conn, up.model, device_id, frame, digest, now)
-        except EdgekmError as exc:
-            self._cache.clear()
-            conn.execute("ROLLBACK TO upload")
-            conn.execute("RELEASE upload")
-            return exc
-        except BaseException:
-            self._cache.clear()
-            conn.execute("ROLLBACK TO upload")
-            conn.execute("RELEASE upload")
-            raise
-        conn.execute("RELEASE upload")
-        return result
-
-    def _accept(self, conn, model, device_id, frame, digest, now):
-        """Inside a transaction: check, deduplicate, merge and record one decoded frame."""
-        check_sender("frame", frame, model, device_id)
-        row = self._model_row(conn, model)
-        if row is None:
-            if not self.auto_create_models:
-                raise UnknownModelError(f"no model {model!r} (auto-creation is off)")
-            row = self._create_model(conn, model, frame.n_features,
-                                     frame.points.dtype.newbyteorder("<").str,
-                                     self.window_seconds)
-        if frame.n_features != row["n_features"]:
-            raise DimensionError(f"the frame has {frame.n_features} features; model {model!r} "
-                                 f"has {row['n_features']}")
-        mid = row["model_id"]
-        key = (mid, device_id, _signed64(frame.boot), frame.seq)
-        frame_id = [model, device_id, frame.boot, frame.seq]
-        seen = conn.execute("SELECT digest, weight, clipped FROM frames WHERE model_id = ? AND "
-                            "device_id = ? AND boot = ? AND seq = ?", key).fetchone()
-        if seen is not None:
-            if bytes(seen[0]) != digest:
-                raise ConflictError(f"frame {frame_id} was accepted before with a different "
-                                    "body")
-            result = {"status": "duplicate", "frame_id": frame_id, "weight": seen[1],
-                      "total_weight": row["total_weight"]}
-            if seen[2] > 0:
-                result["clipped_weight"] = seen[2]
-            return result
-        if _in_ranges(conn, "frame", key):
-            # collapsed by compaction: accepted once, body digest no longer kept
-            return {"status": "duplicate", "frame_id": frame_id, "weight": None,
-                    "total_weight": row["total_weight"], "collapsed": True}
-
-        window = max(0, math.floor(now / row["window_seconds"]))
-        weight = frame.total_weight
-        weights = frame.weights
-        clipped = 0.0
-        cap, policy = self._cap(row)
-        if cap is not None:
-            used = conn.execute("SELECT weight FROM device_windows WHERE model_id = ? AND "
-                                "device_id = ? AND window = ?",
-                                (mid, device_id, window)).fetchone()
-            used = 0.0 if used is None else used[0]
-            if used + weight > cap:
-                if policy == "reject":
-                    if weight > cap:
-                        raise FrameOverCapError(
-                            f"frame {frame_id} has weight {weight!r}, over the cap of {cap!r} "
-                            "per device and window")
-                    end = (window + 1) * row["window_seconds"]
-                    raise DeviceWeightCapError(
-                        f"device {device_id!r} has merged {used!r} of its cap of {cap!r} in "
-                        f"this window; frame {frame_id} (weight {weight!r}) fits after it ends",
-                        retry_after=max(1, math.ceil(end - now)))
-                room = max(0.0, cap - used)
-                weights = frame.weights * (room / weight)
-                if room <= 0 or not (weights > 0).all():
-                    weights = None          # nothing left to merge
-                    merged = 0.0
-                else:
-                    merged = seqsum(weights)
-                clipped = weight - merged
-                weight = merged
-        counter = [row["n_reduces"]]
-
-        def next_seed():
-            counter[0] += 1
-            return _reduce_seed(row["seed"], counter[0] - 1)
-
-        trees = self._trees(conn, row)
-        folded = row["folded_through"]
-        if weights is not None:
-            dtype = np.dtype(row["dtype"])
-            points = frame.points.astype(dtype.newbyteorder("="), copy=False)
-            bucket = Coreset(points, weights, level=frame.level)
-            if len(bucket) > self.coreset_size:
-                bucket = bucket.merge(size=self.coreset_size, random_state=next_seed())
-            if folded is not None and window <= folded:
-                # the clock stepped back into a folded window: it goes to both trees
-                trees.push(conn, ALL_TIME, bucket, 0, next_seed)
-            elif folded is None or folded < window - 1:
-                self._fold(conn, trees, mid, folded, window, next_seed)
-                folded = window - 1
-            trees.push(conn, window, bucket, 0, next_seed)
-
-        conn.execute("INSERT INTO frames (model_id, device_id, boot, seq, digest, weight, "
-                     "n_points, span_first, span_last, level, created, received, window, "
-                     "clipped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     key + (digest, weight, len(frame.weights), frame.span[0], frame.span[1],
-                            frame.level, frame.created, now, window, clipped))
-        conn.execute("INSERT INTO device_windows VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT "
-                     "(model_id, device_id, window) DO UPDATE SET weight = weight + ?, "
-                     "n_frames = n_frames + 1, clipped = clipped + ?",
-                     (mid, device_id, window, weight, clipped, weight, clipped))
-        total = row["total_weight"] + weight
-        conn.execute("UPDATE models SET total_weight = ?, n_frames = n_frames + 1, "
-                     "n_reduces = ?, folded_through = ?, clipped_weight = clipped_weight + ? "
-                     "WHERE model_id = ?",
-                     (total, counter[0], folded, clipped, mid))
-        trees.stamp = (row["n_frames"] + 1, counter[0])
-        updated = conn.execute("UPDATE windows SET total_weight = total_weight + ?, "
-                               "n_frames = n_frames + 1, last_received = ? "
-                               "WHERE model_id = ? AND window = ?", (weight, now, mid, window))
-        if updated.rowcount == 0:
-            conn.execute("INSERT INTO windows VALUES (?, ?, ?, 1, ?, ?)",
-                         (mid, window, weight, now, now))
-            if self.retain_windows is not None:
-                self._expire_windows(conn, mid, window)
-        result = {"status": "accepted", "frame_id": frame_id, "weight": weight,
-                  "total_weight": total}
-        if clipped > 0:
-            result["clipped_weight"] = clipped
-        return result
-
-    def _expire_windows(self, conn, mid, window):
-        oldest = window - self.retain_windows + 1
-        conn.execute("DELETE FROM buckets WHERE model_id = ? AND window >= 0 AND window < ?",
-                     (mid, oldest))
-        trees = self._cache.get(mid)
-        if trees is not None:
-            for old in [w for w in trees.windows if 0 <= w < oldest]:
-                trees.forget(old)
-
-    def _trees(self, conn, row):
-        """The write-through cache of a model's trees, valid for the row's state."""
-        stamp = (row["n_frames"], row["n_reduces"])
-        trees = self._cache.get(row["model_id"])
-        if trees is None or trees.stamp != stamp:
-            trees = self._cache[row["model_id"]] = _Trees(row["model_id"], stamp, self)
-        return trees
-
-    def _fold(self, conn, trees, mid, folded, window, next_seed):
-        """Add the trees of the windows in (folded, window) to the all-time tree."""
-        lo = -1 if folded is None else folded
-        for (old,) in conn.execute("SELECT window FROM windows WHERE model_id = ? AND "
-                                   "window > ? AND window < ? ORDER BY window",
-                                   (mid, lo, window)).fetchall():
-            levels = trees.tree(conn, old)
-            for level, buckets in enumerate(levels):
-                for bucket in list(buckets):
-                    trees.push(conn, ALL_TIME, bucket, level, next_seed)
-            trees.forget(old)
-
-    def _accept_telemetry(self, conn, model, device_id, s, digest, now):
-        """A summary whose dedup row was collapsed by :meth:`compact` is a duplicate;
-        anything else goes to the versions mixin."""
-        check_sender("summary", s, model, device_id)
-        row = self._model_row(conn, model)
-        if row is not None:
-            key = (row["model_id"], device_id, _signed64(s.boot), s.seq)
-            if _in_ranges(conn, "telemetry", key):
-                return {"status": "duplicate", "summary_id": [model, device_id, s.boot, s.seq],
-                        "version": s.version, "drift_score": s.drift_score, "collapsed": True}
-        return super()._accept_telemetry(conn, model, device_id, s, digest, now)
+        return self.ingest.prepare(upload)
 
     # ------------------------------------------------------------ compaction
     def compact(self, now=None):
@@ -941,103 +437,9 @@ class Aggregator(VersionsMixin):
             ``frames_collapsed``, ``telemetry_collapsed``, ``ranges``,
             ``anomalies_deleted``.
         """
-        now = float(self.clock()) if now is None else float(now)
+        return self.compaction.compact(now)
 
-        def work(conn):
-            stats = {"windows_compacted": 0, "frames_collapsed": 0, "telemetry_collapsed": 0,
-                     "anomalies_deleted": 0,
-                     "buckets_before": conn.execute("SELECT count(*) FROM buckets").fetchone()[0]}
-            if self.compact_windows is not None:
-                names = [r[0] for r in conn.execute("SELECT name FROM models ORDER BY model_id")]
-                for name in names:
-                    stats["windows_compacted"] += self._compact_model(
-                        conn, self._model_row(conn, name), now)
-            if self.dedup_seconds is not None:
-                cutoff = now - self.dedup_seconds
-                stats["frames_collapsed"] = _collapse(conn, "frame", cutoff)
-                stats["telemetry_collapsed"] = _collapse(conn, "telemetry", cutoff)
-                stats["anomalies_deleted"] = conn.execute(
-                    "DELETE FROM anomalies WHERE received < ?", (cutoff,)).rowcount
-            stats["buckets_after"] = conn.execute("SELECT count(*) FROM buckets").fetchone()[0]
-            stats["ranges"] = conn.execute("SELECT count(*) FROM seq_ranges").fetchone()[0]
-            return stats
-        return self._transaction(work)
-
-    def _compact_model(self, conn, row, now):
-        mid = row["model_id"]
-        folded = row["folded_through"]
-        if folded is None:
-            return 0
-        limit = min(folded, math.floor(now / row["window_seconds"]) - self.compact_windows)
-        old = [r[0] for r in conn.execute(
-            "SELECT window FROM windows WHERE model_id = ? AND window >= 0 AND window <= ? "
-            "ORDER BY window", (mid, limit))]
-        if not old:
-            return 0
-        counter = [row["n_reduces"]]
-
-        def next_seed():
-            counter[0] += 1
-            return _reduce_seed(row["seed"], counter[0] - 1)
-        trees = _Trees(mid, None, self)        # a private mirror; the cache is dropped below
-        for window in old:
-            for level, buckets in enumerate(trees.tree(conn, window)):
-                for bucket in list(buckets):
-                    trees.push(conn, COMPACTED, bucket, level, next_seed)
-            trees.forget(window)
-        marks = ",".join("?" * len(old))
-        conn.execute(f"DELETE FROM buckets WHERE model_id = ? AND window IN ({marks})",
-                     (mid, *old))
-        conn.execute(
-            "INSERT INTO windows SELECT model_id, ?, sum(total_weight), sum(n_frames), "
-            f"min(first_received), max(last_received) FROM windows WHERE model_id = ? AND "
-            f"window IN ({marks}) GROUP BY model_id ON CONFLICT (model_id, window) DO UPDATE SET "
-            "total_weight = total_weight + excluded.total_weight, "
-            "n_frames = n_frames + excluded.n_frames, "
-            "first_received = min(first_received, excluded.first_received), "
-            "last_received = max(last_received, excluded.last_received)",
-            (COMPACTED, mid, *old))
-        conn.execute(f"DELETE FROM windows WHERE model_id = ? AND window IN ({marks})",
-                     (mid, *old))
-        conn.execute(
-            "INSERT INTO device_windows SELECT model_id, device_id, ?, sum(weight), "
-            f"sum(n_frames), sum(clipped) FROM device_windows WHERE model_id = ? AND "
-            f"window IN ({marks}) GROUP BY device_id ON CONFLICT (model_id, device_id, window) "
-            "DO UPDATE SET weight = weight + excluded.weight, "
-            "n_frames = n_frames + excluded.n_frames, clipped = clipped + excluded.clipped",
-            (COMPACTED, mid, *old))
-        conn.execute(f"DELETE FROM device_windows WHERE model_id = ? AND window IN ({marks})",
-                     (mid, *old))
-        through = max(old) if row["compacted_through"] is None \
-            else max(old[-1], row["compacted_through"])
-        conn.execute("UPDATE models SET n_reduces = ?, compacted_through = ? WHERE model_id = ?",
-                     (counter[0], through, mid))
-        self._cache.pop(mid, None)
-        return len(old)
-
-    def table_rows(self):
-        """Row counts of the tables that grow with use (for metrics and capacity checks)."""
-        conn = self._reader()
-        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                for t in ("frames", "seq_ranges", "buckets", "windows", "device_windows",
-                          "telemetry", "anomalies", "nonces", "version_events")}
-
-    # ------------------------------------------------------------ queries
-    def total_weight(self, model):
-        """The exact sum of the weights of the accepted frames of ``model``."""
-        row = self._reader().execute("SELECT total_weight FROM models WHERE name = ?",
-                                     (model,)).fetchone()
-        if row is None:
-            raise UnknownModelError(f"no model {model!r}.")
-        return float(row[0])
-
-    def current_window(self, model):
-        """The window id of ``clock()`` for ``model``."""
-        row = self._model_row(self._reader(), model)
-        if row is None:
-            raise UnknownModelError(f"no model {model!r}.")
-        return math.floor(float(self.clock()) / row["window_seconds"])
-
+    # ------------------------------------------------------------ the aggregate
     def aggregate(self, model, windows=None):
         """The model's aggregate as one :class:`edgekm.Coreset`.
 
@@ -1061,30 +463,249 @@ class Aggregator(VersionsMixin):
             The selected windows hold no data.
         """
         if windows is not None:
-            windows = _check_positive_int("windows", windows)
-        with self._snapshot() as conn:
-            row = self._model_row(conn, model)
-            if row is None:
-                raise UnknownModelError(f"no model {model!r}.")
-            mid = row["model_id"]
-            select = ("SELECT n_points, n_features, dtype, points, weights, coreset_level "
-                      "FROM buckets WHERE model_id = ? ")
-            if windows is None:
-                folded = row["folded_through"]
-                rows = conn.execute(
-                    select + "AND (window = ? OR window > ?) ORDER BY window, level DESC, "
-                    "position", (mid, ALL_TIME, -1 if folded is None else folded)).fetchall()
-            else:
-                current = math.floor(float(self.clock()) / row["window_seconds"])
-                rows = conn.execute(    # never the all-time (-1) or compacted (-2) trees
-                    select + "AND window >= 0 AND window > ? AND window <= ? "
-                    "ORDER BY window, level DESC, position",
-                    (mid, current - windows, current)).fetchall()
-        if not rows:
-            which = "all time" if windows is None else f"the last {windows} window(s)"
-            raise NotFittedError(f"model {model!r} has no data for {which}.")
-        parts = [_bucket_coreset(r) for r in rows]
-        return parts[0].merge(*parts[1:]) if len(parts) > 1 else parts[0]
+            windows = check_positive_int("windows", windows)
+        return self.trees.aggregate(model, windows)
+
+    # ------------------------------------------------------------ versions
+    def publish(self, model, n_clusters, windows=None, *, n_init=10, random_state=0,
+                actor="api", reason=None, trim=None):
+        """Fit centres on the aggregate and store them as a new immutable version.
+
+        Parameters
+        ----------
+        model : str
+        n_clusters : int
+        windows : int or None, default=None
+            Fit on the last N time windows; None: all time.
+        n_init, random_state
+            Passed to :meth:`edgekm.Coreset.fit_centers`.
+        actor : {"api", "cli", "http", "policy"}
+            Recorded in the event log.
+        reason : str or None
+            Recorded in the event log (the auto-publish trigger).
+        trim : float in [0, 0.5) or None, default=None
+            Robust publication: fit with :func:`edgekm.solve.trimmed_kmeans`, which leaves
+            out up to this fraction of the aggregate's weight, farthest from
+            the centres, so that a far-outlier cluster of at most that weight
+            cannot capture a centre.  0: the plain solver.  None: the
+            aggregator's ``publish_trim`` (0 unless set).
+
+        Returns
+        -------
+        int
+            The new version id (1, 2, ... per model).  The first version of a
+            model, or any version published while no version is active,
+            becomes active at once; the others start as ``candidate``.
+
+        Raises
+        ------
+        UnknownModelError, edgekm.NotFittedError
+            No model, or no data in the selected windows.
+        ValueError
+            Fewer aggregate points than ``n_clusters``.
+        """
+        return self.versions_service.publish(model, n_clusters, windows, n_init=n_init, random_state=random_state, actor=actor, reason=reason, trim=trim)
+
+    def publish_centers(self, model, centers, coreset=None, *, actor="api", reason=None):
+        """Store centres fitted elsewhere as a new immutable version.
+
+        For centres that were not fitted on the aggregate, for example by an
+        offline fit on a cluster (:func:`edgekm.dask.fit_coreset`).  The
+        version is built exactly as :meth:`publish` builds one (stable labels
+        against the parent, status, rollout), with the centres as given.
+
+        Parameters
+        ----------
+        model : str
+            An existing model.
+        centers : array-like of shape (n_clusters, n_features)
+            Finite centres; stored in the model's dtype.
+        coreset : edgekm.Coreset or None, default=None
+            The data the centres were fitted on: the cluster weights, anomaly
+            quantiles, training weight and cost of the version are computed on
+            it.  None uses the model's all-time aggregate.
+        actor : {"api", "cli", "http", "policy"}
+        reason : str or None
+            Recorded in the event log.
+
+        Returns
+        -------
+        int
+            The new version id (status as in :meth:`publish`).
+
+        Raises
+        ------
+        UnknownModelError, edgekm.NotFittedError
+            No model, or (``coreset=None``) no data in the aggregate.
+        ValueError
+            Centres that are not a finite 2-D array with the model's
+            n_features, or a coreset with another n_features.
+        """
+        return self.versions_service.publish_centers(model, centers, coreset, actor=actor, reason=reason)
+
+    def versions(self, model):
+        """Every version of ``model``, oldest first, as dicts: version, status, created,
+        parent, k, d, training_weight, cost, shift, windows, model_weight, digest
+        (and ``canary_percent`` for the canary)."""
+        return self.versions_service.versions(model)
+
+    def version(self, model, version):
+        """The stored :class:`~edgekm.sync.wire.version.CentroidVersion` (digest checked)."""
+        return self.versions_service.version(model, version)
+
+    def version_body(self, model, version):
+        """``(body, digest)``: the exact bytes devices download for this version."""
+        return self.versions_service.version_body(model, version)
+
+    def version_events(self, model, limit=None):
+        """The event log of ``model``, oldest first: dicts with event, version, at,
+        actor, action, old_status, new_status and detail."""
+        return self.versions_service.version_events(model, limit)
+
+    # ------------------------------------------------------------ rollout
+    def rollout_state(self, model):
+        """``{"active": v|None, "canary": v|None, "canary_percent": p, "history": [...],
+        "pins": {device: v}}``."""
+        return self.rollout.rollout_state(model)
+
+    def canary(self, model, version, percent, *, actor="api"):
+        """Send ``version`` to ``percent`` % of the devices (the cohort hash).
+
+        A candidate, a retired version, or the current canary (to change its
+        percentage) may be canaried; there is one canary at a time.  Raises
+        :class:`RolloutError`, :class:`UnknownVersionError` or ``ValueError``.
+        """
+        return self.rollout.canary(model, version, percent, actor=actor)
+
+    def promote(self, model, version, *, actor="api"):
+        """Make ``version`` active: the previous active is retired, the canary cleared.
+
+        A canary other than ``version`` goes back to ``candidate``.  Returns
+        ``{"active": version, "retired": previous or None}``.
+        """
+        return self.rollout.promote(model, version, actor=actor)
+
+    def abort_canary(self, model, *, actor="api"):
+        """Withdraw the canary: it goes back to ``candidate`` and the active version stays.
+
+        Devices in the cohort that were served the canary get the active
+        version at their next pull, with the ``x-edgekm-rollback: 1`` header
+        (it is older), so they accept it.  Returns ``{"aborted": canary,
+        "active": active or None}``; raises :class:`RolloutError` when there is
+        no canary.
+        """
+        return self.rollout.abort_canary(model, actor=actor)
+
+    def rollback(self, model, *, actor="api"):
+        """Atomically retire the active version and make the previous active one active.
+
+        Any canary goes back to ``candidate``.  Devices that were served a
+        newer version get the ``x-edgekm-rollback: 1`` header at their next
+        pull.  Returns ``{"active": previous, "retired": current}``; raises
+        :class:`RolloutError` when there is no earlier active version.
+        """
+        return self.rollout.rollback(model, actor=actor)
+
+    def pin(self, model, device_id, version, *, actor="api"):
+        """Pin a device to a version (any status), or unpin it with ``version=None``.
+
+        A pinned device is served its pin whatever the rollout, with the
+        header ``x-edgekm-pinned: 1``.  Returns ``{"device": ..., "version": v|None,
+        "previous": v|None}``.
+        """
+        return self.rollout.pin(model, device_id, version, actor=actor)
+
+    def version_for(self, model, device_id):
+        """The version ``device_id`` should use, and how it was chosen.
+
+        Its pin if pinned; else the canary when the device is in the canary
+        cohort; else the active version.  Records the version as served to
+        the device (one transaction, so never half a rollback).
+
+        Returns
+        -------
+        version : CentroidVersion or None
+        flags : dict
+            ``pinned``, ``canary``, ``rollback`` (the version is older than
+            the last one served to this device), ``digest`` and ``body``
+            (the exact bytes to send; None without a version).
+        """
+        return self.rollout.version_for(model, device_id)
+
+    # ------------------------------------------------------------ telemetry
+    def accept_telemetry(self, model, device_id, body):
+        """Validate, deduplicate and record one telemetry summary (one transaction).
+
+        Dedup is on ``(model, device, boot, seq)`` with the body's sha256, as
+        for frames.  Returns ``{"status": "accepted" | "duplicate",
+        "summary_id": [...], "version": v, "drift_score": s}``.  Raises
+        :class:`~edgekm.sync.wire.telemetry.TelemetryError` (400),
+        ``ForbiddenError``, ``UnknownModelError``, ``DimensionError``,
+        ``ConflictError``.
+        """
+        return self.telemetry.accept_telemetry(model, device_id, body)
+
+    def anomalies(self, model, limit=100):
+        """The most recent forwarded anomalies (newest first), as dicts with device,
+        version, received, points (list of lists), labels and scores."""
+        return self.telemetry.anomalies(model, limit)
+
+    def drift(self, model):
+        """The aggregator's drift report for ``model``.
+
+        Returns
+        -------
+        dict
+            - ``versions``: per version, oldest first: status, cost, training
+              weight, ``shift`` (largest centre movement against its parent),
+              ``shares`` (cluster weight shares), ``share_change`` (largest
+              absolute change of a label's share against the parent),
+              ``empty_clusters`` (labels with no training weight), new and
+              vanished clusters, and ``observed_shares`` (the cluster shares
+              devices reported while using it) with ``observed_share_change``
+              (largest gap to the training shares);
+            - ``devices``: from each device's latest summary: ``reporting``,
+              ``mean_drift_score``, ``max_drift_score``, ``mean_psi``,
+              ``max_psi``, ``over_threshold`` (devices whose score reaches
+              ``threshold``) and ``top`` (the ten highest scores);
+            - ``telemetry``: summaries, points, raw and forwarded bytes,
+              ``compression_ratio`` (forwarded / raw) and anomalies;
+            - ``active``, ``canary``, ``canary_percent``.
+        """
+        return self.telemetry.drift(model)
+
+    # ------------------------------------------------------------ publish policies
+    def set_publish_policy(self, model, every_seconds=None, every_weight=None,
+                           drift_threshold=None, *, n_clusters=None, windows=None, n_init=10,
+                           random_state=0, actor="api"):
+        """Publish automatically: every ``every_seconds``, after ``every_weight`` new
+        merged weight, or when the devices' mean drift score reaches ``drift_threshold``.
+
+        Any trigger fires only when weight was merged since the last version
+        (refitting the same data is pointless).  All three None removes the
+        policy.  ``n_clusters`` defaults to the k of the latest version.  The
+        policy is evaluated by :meth:`run_publish_policies` (the server calls
+        it on a timer).  Returns the policy as a dict, or None when removed.
+        """
+        return self.policies.set_publish_policy(model, every_seconds, every_weight, drift_threshold, n_clusters=n_clusters, windows=windows, n_init=n_init, random_state=random_state, actor=actor)
+
+    def publish_policy(self, model):
+        """The model's auto-publish policy as a dict, or None."""
+        return self.policies.publish_policy(model)
+
+    def due_publications(self, now=None):
+        """The models whose policy fires now: a list of ``(model, reason, policy)``.
+
+        A cheap read (one query per policy), safe to call after every batch.
+        """
+        return self.policies.due_publications(now)
+
+    def run_publish_policies(self, now=None):
+        """Publish every model whose policy fires; returns ``[(model, version, reason)]``.
+
+        A model whose data cannot be fitted (too few points) is skipped and logged.
+        """
+        return self.policies.run_publish_policies(now)
 
     def fit(self, model, n_clusters, windows=None, n_init=10, random_state=0):
         """Weighted k-means++ and Lloyd (best of ``n_init``) on :meth:`aggregate`.
@@ -1093,165 +714,45 @@ class Aggregator(VersionsMixin):
         -------
         centers : ndarray of shape (n_clusters, n_features)
         """
-        centers, _, _ = self.aggregate(model, windows).fit_centers(
-            n_clusters, n_init=n_init, random_state=random_state)
+        centers, _, _ = fit_centers(self.aggregate(model, windows), n_clusters, n_init=n_init,
+                                    random_state=random_state)
         return centers
 
-    def frame_count(self, model=None):
-        """Number of accepted frames (of one model, or of all)."""
-        conn = self._reader()
-        if model is None:
-            return conn.execute("SELECT coalesce(sum(n_frames), 0) FROM models").fetchone()[0]
-        row = self._model_row(conn, model)
-        if row is None:
-            raise UnknownModelError(f"no model {model!r}.")
-        return row["n_frames"]
+    # ------------------------------------------------------------ state
+    def metrics_snapshot(self):
+        """State for ``/metrics``, read in one snapshot: per model, the merged weight,
+        frames, versions per status, the active version, devices with frames, the
+        devices' drift and the telemetry totals."""
+        return metrics_snapshot(self.db)
 
-    def bucket_count(self, model, window=None):
-        """Number of bucket rows of a model (of one tree when ``window`` is given;
-        ``window=-1`` is the all-time tree)."""
-        conn = self._reader()
-        row = self._model_row(conn, model)
-        if row is None:
-            raise UnknownModelError(f"no model {model!r}.")
-        if window is None:
-            return conn.execute("SELECT count(*) FROM buckets WHERE model_id = ?",
-                                (row["model_id"],)).fetchone()[0]
-        return conn.execute("SELECT count(*) FROM buckets WHERE model_id = ? AND window = ?",
-                            (row["model_id"], window)).fetchone()[0]
+    def table_rows(self):
+        """Row counts of the tables that grow with use (for metrics and capacity checks)."""
+        return table_rows(self.db.reader())
 
     def check(self):
         """Run SQLite's quick_check; return "ok" or the first problem found."""
-        return self._reader().execute("PRAGMA quick_check").fetchone()[0]
+        return self.db.reader().execute("PRAGMA quick_check").fetchone()[0]
 
     def ping(self):
         """A cheap read, for health checks; raises if the database is unreadable."""
-        self._reader().execute("SELECT version FROM schema_version").fetchone()
+        self.db.reader().execute("SELECT version FROM schema_version").fetchone()
         return True
 
+    # ------------------------------------------------------------ lifecycle
+    def close(self):
+        """Close every connection; further calls raise :class:`UnavailableError`."""
+        self.db.close()
 
-class _Trees:
-    """The coreset trees of one model, mirrored in memory (write-through).
+    def __enter__(self):
+        return self
 
-    ``stamp`` is the model's (n_frames, n_reduces) that the mirror matches;
-    the aggregator rebuilds the mirror when the row says otherwise (another
-    process wrote) and drops it on any rollback.
-    """
-
-    MAX_WINDOWS = 3
-
-    def __init__(self, mid, stamp, aggregator):
-        self.mid = mid
-        self.stamp = stamp
-        self.coreset_size = aggregator.coreset_size
-        self.merge_degree = aggregator.merge_degree
-        self._levels = {}            # window -> list (level) of lists (position) of Coreset
+    def __exit__(self, *exc):
+        self.close()
 
     @property
-    def windows(self):
-        return list(self._levels)
+    def _writer(self):
+        return self.db.writer
 
-    def forget(self, window):
-        self._levels.pop(window, None)
-
-    def tree(self, conn, window):
-        levels = self._levels.get(window)
-        if levels is None:
-            levels = []
-            for row in conn.execute(
-                    "SELECT level, n_points, n_features, dtype, points, weights, coreset_level "
-                    "FROM buckets WHERE model_id = ? AND window = ? ORDER BY level, position",
-                    (self.mid, window)):
-                while len(levels) <= row[0]:
-                    levels.append([])
-                levels[row[0]].append(_bucket_coreset(row[1:]))
-            if len(self._levels) >= self.MAX_WINDOWS:
-                for old in [w for w in self._levels if w != ALL_TIME][:-1]:
-                    del self._levels[old]
-            self._levels[window] = levels
-        return levels
-
-    def push(self, conn, window, bucket, level, next_seed):
-        """Add a bucket at ``level`` of one tree and carry merges up, as in base r."""
-        levels = self.tree(conn, window)
-        while True:
-            while len(levels) <= level:
-                levels.append([])
-            held = levels[level]
-            if len(held) + 1 < self.merge_degree:
-                _write_bucket(conn, self.mid, window, level, len(held), bucket)
-                held.append(bucket)
-                return
-            bucket = Coreset.merge(*held, bucket, size=self.coreset_size,
-                                   random_state=next_seed())
-            conn.execute("DELETE FROM buckets WHERE model_id = ? AND window = ? AND level = ?",
-                         (self.mid, window, level))
-            held.clear()
-            level += 1
-
-
-def _in_ranges(conn, kind, key):
-    """True when ``key`` (model_id, device_id, boot, seq) lies in a collapsed seq run."""
-    mid, device_id, boot, seq = key
-    hit = conn.execute("SELECT seq_hi FROM seq_ranges WHERE kind = ? AND model_id = ? AND "
-                       "device_id = ? AND boot = ? AND seq_lo <= ? ORDER BY seq_lo DESC LIMIT 1",
-                       (kind, mid, device_id, boot, seq)).fetchone()
-    return hit is not None and hit[0] >= seq
-
-
-def _collapse(conn, kind, cutoff):
-    """Collapse the dedup rows of ``kind`` received before ``cutoff`` into seq runs."""
-    table, weight = ("frames", "weight") if kind == "frame" else ("telemetry", "0.0")
-    keep = set()
-    if kind == "frame":     # the newest frame row of each (model, device) stays
-        keep = set(conn.execute(
-            "SELECT f.model_id, f.device_id, f.boot, f.seq FROM frames f JOIN "
-            "(SELECT model_id, device_id, max(received) AS r FROM frames GROUP BY model_id, "
-            "device_id) m ON f.model_id = m.model_id AND f.device_id = m.device_id AND "
-            "f.received = m.r").fetchall())
-    groups = {}
-    for mid, device, boot, seq, w in conn.execute(
-            f"SELECT model_id, device_id, boot, seq, {weight} FROM {table} WHERE received < ? "
-            "ORDER BY model_id, device_id, boot, seq", (cutoff,)):
-        if (mid, device, boot, seq) not in keep:
-            groups.setdefault((mid, device, boot), []).append((seq, seq, 1, w))
-    collapsed = 0
-    for (mid, device, boot), items in groups.items():
-        runs = [tuple(r) for r in conn.execute(
-            "SELECT seq_lo, seq_hi, n_items, weight FROM seq_ranges WHERE kind = ? AND "
-            "model_id = ? AND device_id = ? AND boot = ?", (kind, mid, device, boot))]
-        merged = []
-        for lo, hi, n, w in sorted(runs + items):
-            if merged and lo == merged[-1][1] + 1:
-                plo, _, pn, pw = merged[-1]
-                merged[-1] = (plo, hi, pn + n, pw + w)
-            else:
-                merged.append((lo, hi, n, w))
-        conn.execute("DELETE FROM seq_ranges WHERE kind = ? AND model_id = ? AND device_id = ? "
-                     "AND boot = ?", (kind, mid, device, boot))
-        conn.executemany("INSERT INTO seq_ranges VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         [(kind, mid, device, boot, *m) for m in merged])
-        conn.executemany(f"DELETE FROM {table} WHERE model_id = ? AND device_id = ? AND "
-                         "boot = ? AND seq = ?", [(mid, device, boot, i[0]) for i in items])
-        collapsed += len(items)
-    return collapsed
-
-
-def _write_bucket(conn, mid, window, level, position, bucket):
-    points = bucket.points
-    code = points.dtype.newbyteorder("<").str
-    conn.execute(
-        "INSERT INTO buckets (model_id, window, level, position, n_points, n_features, "
-        "dtype, points, weights, total_weight, coreset_level) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (mid, window, level, position, len(bucket), bucket.n_features, code,
-         points.astype(code, copy=False).tobytes(),
-         bucket.weights.astype("<f8", copy=False).tobytes(), bucket.total_weight,
-         bucket.level))
-
-
-def _bucket_coreset(row):
-    n, d, code, points, weights, level = row
-    X = np.frombuffer(points, dtype=code).reshape(n, d)
-    w = np.frombuffer(weights, dtype="<f8")
-    return Coreset(X.astype(X.dtype.newbyteorder("="), copy=False), w, level=level)
+    @property
+    def _lock(self):
+        return self.db.lock

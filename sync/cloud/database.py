@@ -1,6 +1,6 @@
 """The aggregator's SQLite store: schema, migrations and connection settings.
 
-Only :mod:`edgekm.sync.cloud.aggregator` uses this module.  The database runs in WAL
+The aggregator's services use this module through :class:`Database`.  The database runs in WAL
 mode, so that readers (fits, health checks) never block the single writer,
 with ``synchronous=FULL`` by default: a transaction is on disk when COMMIT
 returns, and the aggregator answers 200 only after that.
@@ -69,9 +69,13 @@ Schema v3 adds the weight cap and the compaction (issue 5, hardening):
   ``telemetry``).
 """
 
+import contextlib
 import sqlite3
 import threading
-from edgekm.exceptions import SchemaError
+
+from edgekm.exceptions import SchemaError, UnavailableError, UnknownModelError
+
+from .._sqlite import transaction
 
 SCHEMA_VERSION = 3
 ALL_TIME = -1
@@ -432,3 +436,135 @@ class Checkpointer:
     def stop(self):
         self._stop.set()
         self._thread.join()
+
+
+#: the columns of a model row, as :func:`model_row` returns them
+MODEL_COLUMNS = ("model_id", "n_features", "dtype", "window_seconds", "total_weight",
+                 "n_frames", "seed", "n_reduces", "folded_through", "clipped_weight",
+                 "max_device_weight", "weight_cap_policy", "compacted_through")
+
+
+def model_row(conn, model):
+    """The model's row as a dict of :data:`MODEL_COLUMNS`, or None."""
+    row = conn.execute(f"SELECT {', '.join(MODEL_COLUMNS)} FROM models WHERE name = ?",
+                       (model,)).fetchone()
+    return None if row is None else dict(zip(MODEL_COLUMNS, row))
+
+
+def require_model(conn, model):
+    """:func:`model_row`, raising :class:`UnknownModelError` when there is none."""
+    row = model_row(conn, model)
+    if row is None:
+        raise UnknownModelError(f"no model {model!r}.")
+    return row
+
+
+def in_ranges(conn, kind, key):
+    """True when ``key`` (model_id, device_id, boot, seq) lies in a collapsed seq run."""
+    mid, device_id, boot, seq = key
+    hit = conn.execute("SELECT seq_hi FROM seq_ranges WHERE kind = ? AND model_id = ? AND "
+                       "device_id = ? AND boot = ? AND seq_lo <= ? ORDER BY seq_lo DESC LIMIT 1",
+                       (kind, mid, device_id, boot, seq)).fetchone()
+    return hit is not None and hit[0] >= seq
+
+
+class Database:
+    """The aggregator's connections: one writer (serialised by ``lock``) and one
+    read-only connection per reading thread (WAL readers never block the writer).
+
+    ``on_rollback`` holds callables run whenever a write transaction fails
+    (the services drop their in-memory mirrors there).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> db = Database(os.path.join(tempfile.mkdtemp(), "a.db"), checkpoint_interval=None)
+    >>> db.transaction(lambda conn: conn.execute("SELECT count(*) FROM models").fetchone()[0])
+    0
+    >>> db.close()
+    """
+
+    def __init__(self, path, *, durability="full", checkpoint_interval=0.5):
+        self.path = str(path)
+        self.durability = durability
+        self.lock = threading.RLock()           # serialises the write connection
+        self.on_rollback = []
+        self._local = threading.local()         # one read connection per thread
+        self._readers = []
+        self._readers_lock = threading.Lock()
+        self.closed = False
+        self._checkpointer = None
+        self.writer = connect(self.path, durability=durability)
+        try:
+            migrate(self.writer)
+            if checkpoint_interval is not None:
+                self.writer.execute("PRAGMA wal_autocheckpoint = 0")
+                self._checkpointer = Checkpointer(self.path, checkpoint_interval,
+                                                  durability=durability)
+        except BaseException:
+            self.writer.close()
+            raise
+
+    def close(self):
+        """Close every connection (copying the WAL into the database first)."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self.lock:
+            try:    # copy the WAL into the database and empty it
+                self.writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error:
+                pass
+            self.writer.close()
+
+    def check_open(self):
+        if self.closed:
+            raise UnavailableError("the aggregator is closed.")
+
+    def reader(self):
+        """This thread's read-only connection."""
+        self.check_open()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, durability=self.durability)
+            conn.execute("PRAGMA query_only = ON")
+            with self._readers_lock:
+                if self.closed:
+                    conn.close()
+                    raise UnavailableError("the aggregator is closed.")
+                self._readers.append(conn)
+            self._local.conn = conn
+        return conn
+
+    @contextlib.contextmanager
+    def snapshot(self):
+        """This thread's read-only connection inside one read transaction, so that
+        every query in the block sees the same state."""
+        conn = self.reader()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def transaction(self, work):
+        """Run ``work(conn)`` in one BEGIN IMMEDIATE ... COMMIT on the writer."""
+        with self.lock:
+            self.check_open()
+            try:
+                with transaction(self.writer, "IMMEDIATE") as conn:
+                    result = work(conn)
+            except BaseException:
+                for hook in self.on_rollback:
+                    hook()
+                if self.writer.in_transaction:      # a failed COMMIT leaves it open
+                    self.writer.execute("ROLLBACK")
+                raise
+            return result
