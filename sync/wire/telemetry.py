@@ -11,18 +11,17 @@ failure raises :class:`TelemetryError`.  Device-side: numpy and msgpack only.
 import math
 from dataclasses import dataclass
 
-import msgpack
 import numpy as np
 
+from edgekm._defaults import MAX_ANOMALIES
 from edgekm.exceptions import EdgekmError, TelemetryError
 
-from .frame import DTYPES, MAX_FEATURES, check_id, FrameError
+from ._codec import DTYPES, MAX_FEATURES, Codec, check_id, is_int, pack_array
 
 TELEMETRY_SCHEMA = 1
 KIND_TELEMETRY = "telemetry"
 MAX_TELEMETRY_BYTES = 8 * 1024 * 1024
 MAX_CLUSTERS = 4096
-MAX_ANOMALIES = 65536
 
 _FIELDS = {
     "v": int, "kind": str, "model": str, "device": str, "boot": int, "seq": int,
@@ -90,59 +89,57 @@ def encode_telemetry(s):
         "boot": int(s.boot), "seq": int(s.seq),
         "window": [float(s.window[0]), float(s.window[1])], "version": int(s.version),
         "k": int(k), "d": int(d), "dtype": code,
-        "counts": np.ascontiguousarray(s.counts, dtype="<f8").tobytes(),
-        "sums": np.ascontiguousarray(s.sums, dtype="<f8").tobytes(),
-        "sumsq": np.ascontiguousarray(s.sumsq, dtype="<f8").tobytes(),
+        "counts": pack_array(s.counts, "<f8"),
+        "sums": pack_array(s.sums, "<f8"),
+        "sumsq": pack_array(s.sumsq, "<f8"),
         "n_points": int(s.n_points), "raw_bytes": int(s.raw_bytes),
         "forwarded_bytes": int(s.forwarded_bytes), "n_anomalies": int(anomalies.shape[0]),
         "anomalies_dropped": int(s.anomalies_dropped),
-        "anomalies": anomalies.astype(code).tobytes(),
-        "anomaly_labels": np.ascontiguousarray(s.anomaly_labels, dtype="<i4").tobytes(),
-        "anomaly_scores": np.ascontiguousarray(s.anomaly_scores, dtype="<f8").tobytes(),
+        "anomalies": pack_array(anomalies, code),
+        "anomaly_labels": pack_array(s.anomaly_labels, "<i4"),
+        "anomaly_scores": pack_array(s.anomaly_scores, "<f8"),
         "psi": float(s.psi),
-        "dist_quantiles": np.ascontiguousarray(s.dist_quantiles, dtype="<f8").tobytes(),
+        "dist_quantiles": pack_array(s.dist_quantiles, "<f8"),
         "drift_score": float(s.drift_score), "assign_latency_us": float(s.assign_latency_us),
     }
-    data = msgpack.packb(body, use_bin_type=True)
+    data = _CODEC.pack(body)
     decode_telemetry(data)
     return data
 
 
+class _TelemetryCodec(Codec):
+    """The telemetry summary's codec: its limits and its wording (see :mod:`._codec`)."""
+
+    error = TelemetryError
+    fields = _FIELDS
+    max_bytes = MAX_TELEMETRY_BYTES
+
+    def type_message(self, data):
+        return f"a summary must be bytes; got {type(data).__name__}."
+
+    def size_message(self, n_bytes, max_bytes):
+        return f"summary of {n_bytes} bytes exceeds {max_bytes}."
+
+    def keys_message(self, body):
+        return f"a summary is a map with exactly the keys {sorted(_FIELDS)}."
+
+
+_CODEC = _TelemetryCodec()
+
+
 def _array(b, key, dtype, shape):
-    need = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if len(b[key]) != need:
-        raise TelemetryError(f"'{key}' has {len(b[key])} bytes; shape {shape} needs {need}.")
-    arr = np.frombuffer(b[key], dtype=dtype).reshape(shape).astype(np.dtype(dtype).newbyteorder("="))
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise TelemetryError(f"'{key}' contains NaN or infinity.")
+    arr = _CODEC.unpack_array(b[key], key, dtype, shape, finite=True)
     arr.setflags(write=False)
     return arr
 
 
 def decode_telemetry(data, *, max_bytes=MAX_TELEMETRY_BYTES):
     """Decode and validate a v1 telemetry summary; raises :class:`TelemetryError`."""
-    if not isinstance(data, (bytes, bytearray)):
-        raise TelemetryError(f"a summary must be bytes; got {type(data).__name__}.")
-    if len(data) > max_bytes:
-        raise TelemetryError(f"summary of {len(data)} bytes exceeds {max_bytes}.")
-    try:
-        b = msgpack.unpackb(data, raw=False, strict_map_key=True, max_str_len=256,
-                            max_bin_len=max_bytes, max_array_len=16, max_map_len=len(_FIELDS),
-                            max_ext_len=0)
-    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
-        raise TelemetryError(f"not valid msgpack ({type(exc).__name__}).") from None
-    if not isinstance(b, dict) or set(b) != set(_FIELDS):
-        raise TelemetryError(f"a summary is a map with exactly the keys {sorted(_FIELDS)}.")
-    for key, typ in _FIELDS.items():
-        if isinstance(b[key], bool) or not isinstance(b[key], typ):
-            raise TelemetryError(f"'{key}' has the wrong type ({type(b[key]).__name__}).")
+    b = _CODEC.check_fields(_CODEC.unpack(data, max_bytes))
     if b["v"] != TELEMETRY_SCHEMA or b["kind"] != KIND_TELEMETRY:
         raise TelemetryError("unknown telemetry schema version or kind.")
-    try:
-        check_id(b["model"], "model")
-        check_id(b["device"], "device")
-    except FrameError as exc:
-        raise TelemetryError(str(exc)) from None
+    check_id(b["model"], "model", TelemetryError)
+    check_id(b["device"], "device", TelemetryError)
     k, d, a = b["k"], b["d"], b["n_anomalies"]
     ints_ok = (1 <= k <= MAX_CLUSTERS and 1 <= d <= MAX_FEATURES and 0 <= a <= MAX_ANOMALIES
                and 0 <= b["boot"] < 2**64 and 0 <= b["seq"] < 2**63 and b["version"] >= 0
