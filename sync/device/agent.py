@@ -32,8 +32,10 @@ from edgekm.exceptions import AgentLockedError, EdgekmError
 
 from edgekm.sync.wire import auth as _auth
 from edgekm.sync.wire import frame as _frame
-from .outbox import Outbox, _fsync_dir
+from edgekm.sync.wire.telemetry import encode_telemetry, summarize
 from edgekm.sync.wire.version import VersionError, decode_version
+
+from .outbox import Outbox, _fsync_dir
 
 try:
     import fcntl
@@ -625,7 +627,7 @@ class DeviceAgent:
                 v, anomaly_threshold=self.anomaly_threshold,
                 window_seconds=self.telemetry_window_seconds, clock=self._clock,
                 max_anomalies=self.max_anomalies, device=self.device_id, boot=self.boot,
-                seq_source=self._outbox.take_telemetry_seq)
+                seq_source=self._outbox.take_telemetry_seq, summarize=summarize)
         else:
             closed = self.filter.set_version(v)
         self.assigner = self.filter.assigner
@@ -720,8 +722,6 @@ class DeviceAgent:
         self._queue_summaries(self.filter.observe(X))
 
     def _queue_summaries(self, summaries):
-        from edgekm.sync.wire.telemetry import encode_telemetry
-
         for summary in summaries:
             self._outbox.append_telemetry(summary.seq, summary.boot, encode_telemetry(summary),
                                           created=summary.window[1])

@@ -8,6 +8,7 @@ validated as hostile input like coreset frames (``sync/frame.py``); every
 failure raises :class:`TelemetryError`.  Device-side: numpy and msgpack only.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -77,6 +78,24 @@ class TelemetrySummary:
     def compression_ratio(self):
         """Bytes forwarded / raw bytes replaced (0 when nothing was seen)."""
         return self.forwarded_bytes / self.raw_bytes if self.raw_bytes else 0.0
+
+
+def summarize(window):
+    """The wire summary of an :class:`edgekm.filter.WindowSummary` (an EdgeFilter's window).
+
+    The same fields, plus ``forwarded_bytes``: the exact length of the encoded summary.
+    The length is part of the encoding, so it encodes until the length is stable (two or
+    three times).  Pass this function as ``EdgeFilter(..., summarize=summarize)``.
+    """
+    fields = {f.name: getattr(window, f.name) for f in dataclasses.fields(window)}
+    size = 0
+    for _ in range(8):                       # the size is part of the encoding
+        summary = TelemetrySummary(forwarded_bytes=size, **fields)
+        new = len(encode_telemetry(summary))
+        if new == size:
+            return summary
+        size = new
+    raise AssertionError("forwarded_bytes did not settle")   # pragma: no cover
 
 
 def encode_telemetry(s):
