@@ -16,6 +16,7 @@ import numpy as np
 
 from edgekm._defaults import MAX_ANOMALIES
 from edgekm.exceptions import EdgekmError, TelemetryError
+from edgekm.filter import WindowSummary
 
 from ._codec import DTYPES, MAX_FEATURES, Codec, check_id, is_int, pack_array
 
@@ -36,8 +37,10 @@ _FIELDS = {
 
 
 @dataclass(frozen=True, eq=False)
-class TelemetrySummary:
-    """One window's summary.  Arrays are read-only, float64 unless stated.
+class TelemetrySummary(WindowSummary):
+    """One window's summary on the wire: the fields of :class:`edgekm.filter.WindowSummary`
+    (one window of an EdgeFilter), plus ``forwarded_bytes``, the length of its encoding.
+    Arrays are read-only, float64 unless stated.
 
     counts (k,), sums (k, d), sumsq (k, d): per-cluster weight, sum and sum of
     squares of the points assigned to each cluster.  anomalies (a, d) in
@@ -49,30 +52,7 @@ class TelemetrySummary:
     (see ``edgekm.filter``).  ``version`` is 0 when no version was in use.
     """
 
-    model: str
-    device: str
-    boot: int
-    seq: int
-    window: tuple
-    version: int
-    counts: np.ndarray
-    sums: np.ndarray
-    sumsq: np.ndarray
-    n_points: int
-    raw_bytes: int
-    forwarded_bytes: int
-    anomalies: np.ndarray
-    anomaly_labels: np.ndarray
-    anomaly_scores: np.ndarray
-    psi: float
-    dist_quantiles: np.ndarray
-    drift_score: float
-    assign_latency_us: float
-    anomalies_dropped: int = 0
-
-    @property
-    def summary_id(self):
-        return (self.model, self.device, self.boot, self.seq)
+    forwarded_bytes: int = 0
 
     @property
     def compression_ratio(self):
@@ -87,7 +67,7 @@ def summarize(window):
     The length is part of the encoding, so it encodes until the length is stable (two or
     three times).  Pass this function as ``EdgeFilter(..., summarize=summarize)``.
     """
-    fields = {f.name: getattr(window, f.name) for f in dataclasses.fields(window)}
+    fields = {f.name: getattr(window, f.name) for f in dataclasses.fields(WindowSummary)}
     size = 0
     for _ in range(8):                       # the size is part of the encoding
         summary = TelemetrySummary(forwarded_bytes=size, **fields)
