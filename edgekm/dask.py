@@ -22,7 +22,6 @@ import hashlib
 import json
 import sys
 import time
-import urllib.parse
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,7 +38,7 @@ from ._validation import _first_bad_row, check_array, check_params, resolve_seed
 from .coreset import Coreset
 from edgekm.exceptions import EdgekmError, SeedUploadError
 from .streaming import StreamingKMeans
-from .sync.device.client import Outcome, SignedClient
+from .sync.device.client import Outcome, SignedClient, check_key, check_server_url
 
 __all__ = ["fit_coreset", "DaskFitResult", "push_seed", "publish", "data_cost",
            "SeedUploadError", "ALGORITHMS"]
@@ -472,15 +471,8 @@ def push_seed(result, server_url, model, device_id, key=None, *, boot=None, max_
             summary[answer["status"]] += 1
             summary["total_weight"] = answer["total_weight"]
         return summary
-    parts = urllib.parse.urlsplit(server_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"server_url must be an http(s) URL or an Aggregator; "
-                         f"got {server_url!r}.")
-    try:
-        if len(bytes.fromhex(key)) < 16:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError("key must be the device secret as hex (at least 16 bytes).") from None
+    check_server_url(server_url, "an http(s) URL or an Aggregator")
+    check_key(key)
     client = SignedClient(server_url, device_id=device_id, key=key, timeout=timeout)
     for seq, body in enumerate(frames):
         status, answer = _http(client, "POST", f"/v1/models/{model}/frames", body,

@@ -18,7 +18,6 @@ count, so the durable equation still holds.  Call :meth:`DeviceAgent.flush`
 import os
 import random
 import time
-import urllib.parse
 
 import numpy as np
 
@@ -30,7 +29,8 @@ from edgekm.sync.wire import frame as _frame
 from edgekm.sync.wire.telemetry import encode_telemetry, summarize
 from edgekm.sync.wire.version import VersionError, decode_version
 
-from .client import REFUSALS, RETRYABLE_4XX, Outcome, SignedClient, by_status
+from .client import (REFUSALS, RETRYABLE_4XX, Outcome, SignedClient, by_status, check_key,
+                     check_server_url)
 from .outbox import Outbox, _fsync_dir
 
 try:
@@ -73,6 +73,28 @@ def _classify_telemetry(answer):
     if 200 <= answer.status < 300:
         return Outcome("retry", status=answer.status, error=error, answer=answer)
     return by_status(answer, error)
+
+
+def _check_arguments(server_url, model, device_id, key, n_clusters, coreset_size, algorithm,
+                     timeout, max_retries, backoff_base, backoff_max, dtype, random_state):
+    """DeviceAgent's argument checks (ValueError), in the order the constructor runs them."""
+    check_server_url(server_url)
+    _frame.check_id(model, "model")
+    _frame.check_id(device_id, "device_id")
+    check_key(key)
+    check_params({
+        "n_clusters": n_clusters, "algorithm": algorithm, "coreset_size": coreset_size,
+        "merge_degree": 2, "nesting_depth": 3, "switch_threshold": 1.2, "n_init": 5,
+        "max_iter": 20, "max_levels": None, "dtype": dtype, "random_state": random_state})
+    if not (isinstance(coreset_size, int) and coreset_size <= _frame.MAX_POINTS):
+        raise ValueError(f"coreset_size must be an int <= {_frame.MAX_POINTS}; "
+                         f"got {coreset_size!r}.")
+    for name, value in (("timeout", timeout), ("backoff_base", backoff_base),
+                        ("backoff_max", backoff_max)):
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
+    if not (isinstance(max_retries, int) and max_retries >= 0):
+        raise ValueError(f"max_retries must be an int >= 0; got {max_retries!r}.")
 
 
 class DeviceAgent:
@@ -148,29 +170,8 @@ class DeviceAgent:
                  max_retries=5, backoff_base=0.5, backoff_max=30.0, dtype=np.float32,
                  random_state=None, sleep=time.sleep, rng=None, anomaly_threshold=1.0,
                  telemetry_window_seconds=60.0, max_anomalies=32, clock=time.time):
-        parts = urllib.parse.urlsplit(server_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"server_url must be an http(s) URL; got {server_url!r}.")
-        _frame.check_id(model, "model")
-        _frame.check_id(device_id, "device_id")
-        try:
-            if len(bytes.fromhex(key)) < 16:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ValueError("key must be the device secret as hex (at least 16 bytes).") from None
-        check_params({
-            "n_clusters": n_clusters, "algorithm": algorithm, "coreset_size": coreset_size,
-            "merge_degree": 2, "nesting_depth": 3, "switch_threshold": 1.2, "n_init": 5,
-            "max_iter": 20, "max_levels": None, "dtype": dtype, "random_state": random_state})
-        if not (isinstance(coreset_size, int) and coreset_size <= _frame.MAX_POINTS):
-            raise ValueError(f"coreset_size must be an int <= {_frame.MAX_POINTS}; "
-                             f"got {coreset_size!r}.")
-        for name, value in (("timeout", timeout), ("backoff_base", backoff_base),
-                            ("backoff_max", backoff_max)):
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
-        if not (isinstance(max_retries, int) and max_retries >= 0):
-            raise ValueError(f"max_retries must be an int >= 0; got {max_retries!r}.")
+        _check_arguments(server_url, model, device_id, key, n_clusters, coreset_size, algorithm,
+                         timeout, max_retries, backoff_base, backoff_max, dtype, random_state)
         self.server_url = server_url
         self.model_name = model
         self.device_id = device_id

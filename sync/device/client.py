@@ -30,7 +30,7 @@ import urllib.request
 
 from edgekm.sync.wire import auth as _auth
 
-__all__ = ["SignedClient", "Answer", "Outcome", "by_status", "REFUSALS", "RETRYABLE_4XX"]
+__all__ = ["SignedClient", "Answer", "Outcome", "by_status", "check_server_url", "check_key", "REFUSALS", "RETRYABLE_4XX"]
 
 #: answers that refuse this one request: the caller sets it aside and goes on
 REFUSALS = frozenset({400, 409, 413, 422})
@@ -103,6 +103,24 @@ class Outcome:
         self.answer = answer
 
 
+def check_server_url(server_url, what="an http(s) URL"):
+    """The parts of an aggregator's base URL; ValueError unless it is http(s)."""
+    parts = urllib.parse.urlsplit(server_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"server_url must be {what}; got {server_url!r}.")
+    return parts
+
+
+def check_key(key):
+    """A device secret: hex, at least 16 bytes; ValueError otherwise."""
+    try:
+        if len(bytes.fromhex(key)) < 16:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError("key must be the device secret as hex (at least 16 bytes).") from None
+    return key
+
+
 def by_status(answer, error):
     """The generic verdict on a non-2xx HTTP answer (see the module's rules)."""
     status = answer.status
@@ -151,9 +169,7 @@ class SignedClient:
     def __init__(self, server_url, *, device_id=None, key=None, admin_token=None, timeout=10.0,
                  max_retries=0, backoff_base=0.5, backoff_max=30.0, sleep=time.sleep, rng=None,
                  proxies=None):
-        parts = urllib.parse.urlsplit(server_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"server_url must be an http(s) URL; got {server_url!r}.")
+        parts = check_server_url(server_url)
         if (key is None) == (admin_token is None):
             raise ValueError("give either device_id and key (signed) or admin_token.")
         self.server_url = server_url
