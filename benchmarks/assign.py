@@ -28,6 +28,7 @@ from edgekm import Assigner, EdgeFilter
 from edgekm._reference.ops import _assign
 from edgekm.datasets import load_shuttle
 from edgekm.sync.wire.version import CentroidVersion, decode_version, encode_version
+from edgekm.sync.wire.telemetry import summarize
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -109,7 +110,7 @@ def bench_compression(window=10_000, k=10):
     est = edgekm.StreamingKMeans(k, random_state=0).fit(X)
     v = make_version(X, est.cluster_centers_)
     clock = [0.0]
-    f = EdgeFilter(v, clock=lambda: clock[0], window_seconds=1e9)
+    f = EdgeFilter(v, clock=lambda: clock[0], window_seconds=1e9, summarize=summarize)
     windows = []
     for a in range(0, len(X) - window + 1, window):
         f.observe(X[a:a + window])

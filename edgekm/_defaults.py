@@ -198,3 +198,6 @@ def buffers(layout, n_features, n_clusters, coreset_size, dtype):
 
 #: the squared-distance quantiles a centroid version carries per cluster (p50, p95, p99)
 QUANTILES = (0.50, 0.95, 0.99)
+
+#: raw anomalies one telemetry summary may carry (the filter's cap and the codec's limit)
+MAX_ANOMALIES = 65536

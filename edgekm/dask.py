@@ -22,9 +22,6 @@ import hashlib
 import json
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +38,7 @@ from ._validation import _first_bad_row, check_array, check_params, resolve_seed
 from .coreset import Coreset
 from edgekm.exceptions import EdgekmError, SeedUploadError
 from .streaming import StreamingKMeans
+from .sync.device.client import Outcome, SignedClient, check_key, check_server_url
 
 __all__ = ["fit_coreset", "DaskFitResult", "push_seed", "publish", "data_cost",
            "SeedUploadError", "ALGORITHMS"]
@@ -473,24 +471,12 @@ def push_seed(result, server_url, model, device_id, key=None, *, boot=None, max_
             summary[answer["status"]] += 1
             summary["total_weight"] = answer["total_weight"]
         return summary
-    from .sync.wire import auth
-
-    parts = urllib.parse.urlsplit(server_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"server_url must be an http(s) URL or an Aggregator; "
-                         f"got {server_url!r}.")
-    try:
-        if len(bytes.fromhex(key)) < 16:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError("key must be the device secret as hex (at least 16 bytes).") from None
-    path = parts.path.rstrip("/") + f"/v1/models/{model}/frames"
-    url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    check_server_url(server_url, "an http(s) URL or an Aggregator")
+    check_key(key)
+    client = SignedClient(server_url, device_id=device_id, key=key, timeout=timeout)
     for seq, body in enumerate(frames):
-        headers = auth.signed_headers(key, "POST", path, body, device_id)
-        headers.update({"Content-Type": "application/msgpack", "Accept": "application/json"})
-        status, answer = _http(urllib.request.Request(url, data=body, headers=headers,
-                                                      method="POST"), timeout)
+        status, answer = _http(client, "POST", f"/v1/models/{model}/frames", body,
+                               "application/msgpack")
         if status != 200 or answer.get("status") not in ("accepted", "duplicate"):
             raise SeedUploadError(
                 f"frame {seq + 1} of {len(frames)} was refused: HTTP {status} "
@@ -501,21 +487,20 @@ def push_seed(result, server_url, model, device_id, key=None, *, boot=None, max_
     return summary
 
 
-def _http(request, timeout):
-    """``(status, JSON object)`` of one request; network failures raise SeedUploadError."""
+def _http(client, method, path, body, content_type):
+    """``(status, JSON object)`` of one request through the device's signed client (no
+    retry but the one after a clock-skew 401); no answer raises SeedUploadError."""
+    outcome = client.call(method, path, body, max_retries=0,
+                          headers={"Content-Type": content_type, "Accept": "application/json"},
+                          classify=lambda a: Outcome("answer", status=a.status, answer=a))
+    answer = outcome.answer
+    if answer.status is None:
+        raise SeedUploadError(f"cannot reach the aggregator: {answer.exc}"[:300]) from None
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, payload = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, payload = exc.code, exc.read()
-        exc.close()
-    except OSError as exc:
-        raise SeedUploadError(f"cannot reach the aggregator: {exc}"[:300]) from None
-    try:
-        answer = json.loads(payload) if payload else {}
+        parsed = json.loads(answer.body) if answer.body else {}
     except ValueError:
-        answer = {}
-    return status, answer if isinstance(answer, dict) else {"error": str(answer)[:200]}
+        parsed = {}
+    return answer.status, parsed if isinstance(parsed, dict) else {"error": str(parsed)[:200]}
 
 
 def publish(result, aggregator_or_url, model, *, device_id=None, key=None, admin_token=None,
@@ -556,13 +541,10 @@ def publish(result, aggregator_or_url, model, *, device_id=None, key=None, admin
                          "admin_token (to publish).")
     push_seed(result, aggregator_or_url, model, device_id, key, max_points=max_points,
               max_frame_bytes=max_frame_bytes, timeout=timeout)
-    parts = urllib.parse.urlsplit(aggregator_or_url)
-    path = parts.path.rstrip("/") + f"/v1/models/{model}/versions"
     body = json.dumps({"centers": np.asarray(result.centers, dtype=np.float64).tolist()}).encode()
-    status, answer = _http(urllib.request.Request(
-        urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", "")), data=body,
-        headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
-        method="POST"), timeout)
+    client = SignedClient(aggregator_or_url, admin_token=admin_token, timeout=timeout)
+    status, answer = _http(client, "POST", f"/v1/models/{model}/versions", body,
+                           "application/json")
     if status != 200:
         raise SeedUploadError(f"publishing failed: HTTP {status} {answer.get('reason', '')}: "
                               f"{answer.get('error', answer)}"[:400])

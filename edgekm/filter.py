@@ -1,8 +1,10 @@
 """Telemetry filtering on the device: per-window cluster summaries, anomalies and drift.
 
 An :class:`EdgeFilter` assigns every point to a centroid version
-(:class:`edgekm.Assigner`) and, instead of the raw points, forwards one
-:class:`edgekm.sync.wire.telemetry.TelemetrySummary` per window: per cluster the
+(:class:`edgekm.Assigner`) and, instead of the raw points, produces one
+:class:`WindowSummary` per window (a plain value; the device turns it into the wire's
+:class:`edgekm.sync.wire.telemetry.TelemetrySummary` with
+:func:`edgekm.sync.wire.telemetry.summarize`): per cluster the
 count, sum and sum of squares (float64, fixed memory ``k x d``), the raw
 points whose anomaly score exceeds ``anomaly_threshold`` (at most
 ``max_anomalies`` per window, the highest scores; the others are counted in
@@ -54,20 +56,25 @@ Drift
 Compression
 -----------
 ``raw_bytes`` is ``n_points * n_features * itemsize`` of the points the
-window replaced, and ``forwarded_bytes`` is the exact length of the encoded
-summary (``len(encode_telemetry(summary))``: the field is part of the
-encoding, so the filter encodes until the length is stable, two or three
-times).  :attr:`TelemetrySummary.compression_ratio` is their quotient.
+window replaced.  The bytes forwarded are a property of the wire encoding, so
+the core does not count them: :func:`edgekm.sync.wire.telemetry.summarize`
+sets ``forwarded_bytes`` to the exact length of the encoded summary, and
+:attr:`TelemetrySummary.compression_ratio` is their quotient.  Pass it as
+``summarize`` (the :class:`edgekm.sync.DeviceAgent` does) and the filter
+returns wire summaries and reports their compression in :attr:`EdgeFilter.last_stats`.
 """
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from ._defaults import MAX_ANOMALIES
 from .assign import Assigner
 
-__all__ = ["EdgeFilter", "PSI_ALERT", "RATIO_ALERT", "PSI_EPSILON", "BINS_PER_OCTAVE"]
+__all__ = ["EdgeFilter", "WindowSummary", "PSI_ALERT", "RATIO_ALERT", "PSI_EPSILON",
+           "BINS_PER_OCTAVE"]
 
 BINS_PER_OCTAVE = 32
 LOG2_MIN = -64
@@ -81,6 +88,59 @@ RATIO_ALERT = 0.5
 RATIO_CAP = 1e6
 MIN_POINTS_FOR_DRIFT = 100
 QUANTILE_LEVELS = (0.50, 0.95, 0.99)
+
+
+@dataclass(frozen=True, eq=False)
+class WindowSummary:
+    """One closed window of an :class:`EdgeFilter`, as plain values.  Arrays float64
+    unless stated.
+
+    counts (k,), sums (k, d), sumsq (k, d): per-cluster weight, sum and sum of squares
+    of the points assigned to each cluster.  anomalies (a, d) in the version's dtype,
+    anomaly_labels (a,) int32, anomaly_scores (a,).  anomalies_dropped: anomalies over
+    the filter's cap, counted but not kept.  dist_quantiles (3,): p50/p95/p99 of the
+    squared assignment distance.  psi, drift_score: see the module's docstring.
+    raw_bytes: the bytes of the points the window replaced.  ``version`` is the
+    version id assigned with.  The fields are those of the wire's
+    :class:`edgekm.sync.wire.telemetry.TelemetrySummary` but ``forwarded_bytes``,
+    which only the encoding knows (:func:`edgekm.sync.wire.telemetry.summarize`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> w = WindowSummary(model="m", device="d", boot=0, seq=3, window=(0.0, 1.0), version=1,
+    ...                   counts=np.ones(2), sums=np.zeros((2, 1)), sumsq=np.zeros((2, 1)),
+    ...                   n_points=2, raw_bytes=16, anomalies=np.zeros((0, 1)),
+    ...                   anomaly_labels=np.zeros(0, np.int32), anomaly_scores=np.zeros(0),
+    ...                   psi=0.0, dist_quantiles=np.zeros(3), drift_score=0.0,
+    ...                   assign_latency_us=1.0)
+    >>> w.summary_id
+    ('m', 'd', 0, 3)
+    """
+
+    model: str
+    device: str
+    boot: int
+    seq: int
+    window: tuple
+    version: int
+    counts: np.ndarray
+    sums: np.ndarray
+    sumsq: np.ndarray
+    n_points: int
+    raw_bytes: int
+    anomalies: np.ndarray
+    anomaly_labels: np.ndarray
+    anomaly_scores: np.ndarray
+    psi: float
+    dist_quantiles: np.ndarray
+    drift_score: float
+    assign_latency_us: float
+    anomalies_dropped: int = 0
+
+    @property
+    def summary_id(self):
+        return (self.model, self.device, self.boot, self.seq)
 
 
 def _bins(values):
@@ -155,13 +215,20 @@ class EdgeFilter:
         Boot id written in the summaries.
     seq_source : callable or None, default=None
         Returns the ``seq`` of each new summary; None counts from 0.
+    summarize : callable or None, default=None
+        Applied to the :class:`WindowSummary` of each closed window; what it returns
+        is what :meth:`observe`, :meth:`flush` and :meth:`set_version` return.  The
+        device passes :func:`edgekm.sync.wire.telemetry.summarize` (the wire's
+        ``TelemetrySummary``, with its exact ``forwarded_bytes``).  None returns the
+        :class:`WindowSummary` itself.
 
     Attributes
     ----------
     anomalies_dropped : int
         Anomalies over ``max_anomalies`` in the current window (not forwarded).
     last_stats : dict or None
-        Details of the last closed window (drift terms, dropped anomalies).
+        Details of the last closed window (drift terms, dropped anomalies, and the
+        ``compression_ratio`` of what ``summarize`` returned, None without one).
 
     Examples
     --------
@@ -176,19 +243,28 @@ class EdgeFilter:
     >>> f.observe(np.array([[0.5, 0.0], [10.0, 0.5], [0.0, 5.0]]))
     []
     >>> s = f.flush()
-    >>> s.counts.tolist(), s.anomalies.tolist(), s.forwarded_bytes > 0
-    ([2.0, 1.0], [[0.0, 5.0]], True)
+    >>> s.counts.tolist(), s.anomalies.tolist(), s.raw_bytes
+    ([2.0, 1.0], [[0.0, 5.0]], 48)
+
+    The wire's summary of a window, with the bytes it takes on the wire:
+
+    >>> from edgekm.sync.wire.telemetry import summarize
+    >>> f = EdgeFilter(v, clock=lambda: 100.0, summarize=summarize)
+    >>> f.observe(np.array([[0.5, 0.0], [10.0, 0.5], [0.0, 5.0]]))
+    []
+    >>> t = f.flush()
+    >>> t.forwarded_bytes > 0, f.last_stats["compression_ratio"] == t.compression_ratio
+    (True, True)
     """
 
     def __init__(self, version, *, anomaly_threshold=1.0, window_seconds=60.0, clock=time.time,
-                 max_anomalies=32, device="local", boot=0, seq_source=None):
+                 max_anomalies=32, device="local", boot=0, seq_source=None, summarize=None):
         if not (isinstance(anomaly_threshold, (int, float)) and not isinstance(anomaly_threshold, bool)
                 and anomaly_threshold >= 0 and not math.isnan(anomaly_threshold)):
             raise ValueError(f"anomaly_threshold must be a number >= 0; got {anomaly_threshold!r}.")
         if not (isinstance(window_seconds, (int, float)) and math.isfinite(window_seconds)
                 and window_seconds > 0):
             raise ValueError(f"window_seconds must be a finite number > 0; got {window_seconds!r}.")
-        from .sync.wire.telemetry import MAX_ANOMALIES
         if not (isinstance(max_anomalies, int) and 0 <= max_anomalies <= MAX_ANOMALIES):
             raise ValueError(f"max_anomalies must be an int in [0, {MAX_ANOMALIES}]; "
                              f"got {max_anomalies!r}.")
@@ -200,6 +276,7 @@ class EdgeFilter:
         self.boot = int(boot)
         self._seq = 0
         self.seq_source = seq_source
+        self.summarize = summarize
         self.last_stats = None
         self._set(version)
 
@@ -338,38 +415,30 @@ class EdgeFilter:
                 "drift_score": float(min(score, RATIO_CAP))}
 
     def flush(self):
-        """Close the current window; returns its :class:`TelemetrySummary`, or None if empty."""
-        from .sync.wire.telemetry import TelemetrySummary, encode_telemetry
-
+        """Close the current window; returns its summary (:class:`WindowSummary`, or what
+        ``summarize`` makes of it), or None if the window is empty."""
         if self.n_points == 0:
             self._reset()
             return None
         drift = self.drift()
-        v = self.assigner.version
         a = self.n_anomalies
-        fields = dict(
-            model=v.model, device=self.device, boot=self.boot, seq=self._next_seq(),
-            window=(float(self.window_start), float(self.window_end)), version=self.version_id,
-            counts=self.counts.copy(), sums=self.sums.copy(), sumsq=self.sumsq.copy(),
-            n_points=int(self.n_points), raw_bytes=int(self.n_points * self._d * self._itemsize),
+        window = WindowSummary(
+            model=self.assigner.version.model, device=self.device, boot=self.boot,
+            seq=self._next_seq(), window=(float(self.window_start), float(self.window_end)),
+            version=self.version_id, counts=self.counts.copy(), sums=self.sums.copy(),
+            sumsq=self.sumsq.copy(), n_points=int(self.n_points),
+            raw_bytes=int(self.n_points * self._d * self._itemsize),
             anomalies=self._anom_x[:a].copy(), anomaly_labels=self._anom_l[:a].copy(),
             anomaly_scores=self._anom_s[:a].copy(), psi=float(drift["psi"]),
             dist_quantiles=np.minimum(drift["dist_quantiles"], 2.0 ** LOG2_MAX),
             drift_score=drift["drift_score"],
             assign_latency_us=float(self.assign_seconds / self.n_points * 1e6),
             anomalies_dropped=int(self.anomalies_dropped))
-        size = 0
-        for _ in range(8):                       # the size is part of the encoding
-            summary = TelemetrySummary(forwarded_bytes=size, **fields)
-            new = len(encode_telemetry(summary))
-            if new == size:
-                break
-            size = new
-        else:                                    # pragma: no cover - msgpack ints settle fast
-            raise AssertionError("forwarded_bytes did not settle")
-        self.last_stats = {"seq": summary.seq, "n_points": summary.n_points,
+        summary = window if self.summarize is None else self.summarize(window)
+        self.last_stats = {"seq": window.seq, "n_points": window.n_points,
                            "anomalies": a, "anomalies_dropped": self.anomalies_dropped,
-                           "compression_ratio": summary.compression_ratio, **drift}
+                           "compression_ratio": getattr(summary, "compression_ratio", None),
+                           **drift}
         self._reset()
         return summary
 

@@ -6,7 +6,7 @@ import pytest
 from _assign_helpers import blobs, make_version
 from edgekm import EdgeFilter
 from edgekm.filter import _bins, _bin_value, _quantiles, psi, BINS_PER_OCTAVE
-from edgekm.sync.wire.telemetry import decode_telemetry, encode_telemetry
+from edgekm.sync.wire.telemetry import decode_telemetry, encode_telemetry, summarize
 
 
 class Clock:
@@ -26,7 +26,7 @@ def _stream(seed=0, n=20000, shift=0.0):
 def test_summary_matches_the_points_and_the_ratio_is_the_encoding():
     X, centers, Y = _stream()
     v = make_version(X, centers)
-    f = EdgeFilter(v, clock=Clock(), device="dev-1", boot=7)
+    f = EdgeFilter(v, clock=Clock(), device="dev-1", boot=7, summarize=summarize)
     assert f.observe(Y[:5000]) == []
     s = f.flush()
     lab = f.assigner.assign(Y[:5000]).labels
@@ -84,7 +84,7 @@ def test_windows_close_on_time_and_on_a_version_change():
 def test_stationary_stream_no_drift_and_under_one_percent():
     X, centers, _ = _stream(n=40000)
     v = make_version(X[:20000], centers)
-    f = EdgeFilter(v, clock=Clock())
+    f = EdgeFilter(v, clock=Clock(), summarize=summarize)
     for a in range(20000, 40000, 10000):
         f.observe(X[a:a + 10000])
         s = f.flush()

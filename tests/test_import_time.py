@@ -72,3 +72,17 @@ def test_importtime_parser_sees_forbidden_modules():
     # The check above can fail: importing the server does load its dependencies.
     names = imported_modules("import edgekm.sync.cloud.http.app")
     assert {"starlette", "prometheus_client"} <= names
+
+
+def test_the_core_api_loads_no_module_of_edgekm_sync():
+    """core <- wire <- device: the core's public names, used, load nothing of edgekm.sync."""
+    code = ("import sys\n"
+            "import numpy as np\n"
+            "from edgekm import StreamingKMeans, Coreset, Assigner, EdgeFilter\n"
+            "import edgekm.filter, edgekm.assign, edgekm.solve, edgekm.coreset\n"
+            "print(sorted(m for m in sys.modules if m == 'edgekm.sync' "
+            "or m.startswith('edgekm.sync.')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

@@ -120,6 +120,7 @@ def install_hooks(killer):
     import sqlite3 as real_sqlite3
 
     from edgekm.sync.device import agent as agent_mod
+    from edgekm.sync.device import client as client_mod
     from edgekm.sync.device import outbox as outbox_mod
 
     outbox_file = outbox_mod.__file__
@@ -170,14 +171,14 @@ def install_hooks(killer):
     outbox_mod.sqlite3 = Sqlite()
     outbox_mod.os = Os(outbox_file)
     agent_mod.os = Os(agent_file)
-    send = agent_mod.DeviceAgent._send
+    send = client_mod.SignedClient._send
 
     def _send(self, request):
         killer.point(f"http:before:{request.get_method()}")
         answer = send(self, request)
         killer.point(f"http:answered:{request.get_method()}:{answer[0]}")
         return answer
-    agent_mod.DeviceAgent._send = _send
+    client_mod.SignedClient._send = _send
 
 
 def child_main(argv):

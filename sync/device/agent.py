@@ -1,7 +1,8 @@
 """The device agent: local streaming k-means, a sync window and a durable outbox.
 
 Standard library, numpy, msgpack and edgekm only: it runs on the device.
-HTTP goes through :mod:`urllib.request`; the protocol is in ``sync/PROTOCOL.md``.
+HTTP goes through the device's one client (:mod:`edgekm.sync.device.client`); the
+protocol is in ``sync/PROTOCOL.md``.
 
 Weight accounting.  Every point the agent ingests is, at every moment, in
 exactly one of four places: the sync window (memory), the outbox's pending
@@ -14,15 +15,9 @@ count, so the durable equation still holds.  Call :meth:`DeviceAgent.flush`
 (or :meth:`DeviceAgent.sync`) more often to lose less.
 """
 
-import email.utils
-import http.client
-import json
 import os
 import random
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 
 import numpy as np
 
@@ -30,10 +25,13 @@ from edgekm import EdgeFilter, StreamingKMeans
 from edgekm._validation import check_array, check_params, resolve_seed
 from edgekm.exceptions import AgentLockedError, EdgekmError
 
-from edgekm.sync.wire import auth as _auth
 from edgekm.sync.wire import frame as _frame
-from .outbox import Outbox, _fsync_dir
+from edgekm.sync.wire.telemetry import encode_telemetry, summarize
 from edgekm.sync.wire.version import VersionError, decode_version
+
+from .client import (REFUSALS, RETRYABLE_4XX, Outcome, SignedClient, by_status, check_key,
+                     check_server_url)
+from .outbox import Outbox, _fsync_dir
 
 try:
     import fcntl
@@ -48,48 +46,55 @@ _VERSION_TMP = "version.tmp"
 
 #: answers that are final for this frame only: it goes to the ``rejected`` table and
 #: the next frames are uploaded
-FRAME_REFUSALS = frozenset({400, 409, 413, 422})
+FRAME_REFUSALS = REFUSALS
 #: 4xx answers that are retried (PROTOCOL.md section 6); every other 4xx, including
 #: 401 (unless the clock was off), 403 and 404, concerns the device or the model: the
 #: frame is kept aside in ``rejected`` and the sync stops, since the next frames
-#: would get the same answer
-RETRYABLE_4XX = frozenset({408, 429})
+#: would get the same answer.  (Both live in :mod:`edgekm.sync.device.client`.)
+RETRYABLE_4XX = RETRYABLE_4XX
 
 #: algorithm of the sync window: one coreset per sync, so a cache cannot help
 WINDOW_ALGORITHM = "ct"
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """urllib would turn a redirected POST into a GET without body: refuse instead."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
+#: the verdict on one HTTP attempt (the client's; the old private name stays)
+_Outcome = Outcome
 
 
-class _Outcome:
-    """The result of one HTTP attempt."""
-
-    __slots__ = ("kind", "status", "error", "retry_after", "duplicate")
-
-    def __init__(self, kind, status=None, error=None, retry_after=None, duplicate=False):
-        self.kind = kind                  # "ack", "reject", "reject_stop", "retry"
-        self.status = status
-        self.error = error
-        self.retry_after = retry_after
-        self.duplicate = duplicate
-
-
-class _NetworkFailure(Exception):
-    """No HTTP answer at all (refused, reset, timeout, DNS): always retryable."""
+def _classify_telemetry(answer):
+    """The verdict on one telemetry upload: acknowledged, refused (400/409/413/422: the
+    summary is dropped), or kept for later (anything else, retried when retryable)."""
+    if answer.status is None:
+        return Outcome("retry", error=f"telemetry: {answer.error}"[:300], answer=answer)
+    body = answer.json()
+    if 200 <= answer.status < 300 and body.get("status") in ("accepted", "duplicate"):
+        return Outcome("ack", status=answer.status, answer=answer)
+    error = f"telemetry: HTTP {answer.status} {body.get('reason', '')}".strip()
+    if 200 <= answer.status < 300:
+        return Outcome("retry", status=answer.status, error=error, answer=answer)
+    return by_status(answer, error)
 
 
-def _json_answer(payload):
-    """The aggregator's JSON object answer, or {} when the body is empty or not an object."""
-    try:
-        answer = json.loads(payload) if payload else {}
-    except ValueError:
-        return {}
-    return answer if isinstance(answer, dict) else {}
+def _check_arguments(server_url, model, device_id, key, n_clusters, coreset_size, algorithm,
+                     timeout, max_retries, backoff_base, backoff_max, dtype, random_state):
+    """DeviceAgent's argument checks (ValueError), in the order the constructor runs them."""
+    check_server_url(server_url)
+    _frame.check_id(model, "model")
+    _frame.check_id(device_id, "device_id")
+    check_key(key)
+    check_params({
+        "n_clusters": n_clusters, "algorithm": algorithm, "coreset_size": coreset_size,
+        "merge_degree": 2, "nesting_depth": 3, "switch_threshold": 1.2, "n_init": 5,
+        "max_iter": 20, "max_levels": None, "dtype": dtype, "random_state": random_state})
+    if not (isinstance(coreset_size, int) and coreset_size <= _frame.MAX_POINTS):
+        raise ValueError(f"coreset_size must be an int <= {_frame.MAX_POINTS}; "
+                         f"got {coreset_size!r}.")
+    for name, value in (("timeout", timeout), ("backoff_base", backoff_base),
+                        ("backoff_max", backoff_max)):
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
+    if not (isinstance(max_retries, int) and max_retries >= 0):
+        raise ValueError(f"max_retries must be an int >= 0; got {max_retries!r}.")
 
 
 class DeviceAgent:
@@ -165,29 +170,8 @@ class DeviceAgent:
                  max_retries=5, backoff_base=0.5, backoff_max=30.0, dtype=np.float32,
                  random_state=None, sleep=time.sleep, rng=None, anomaly_threshold=1.0,
                  telemetry_window_seconds=60.0, max_anomalies=32, clock=time.time):
-        parts = urllib.parse.urlsplit(server_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"server_url must be an http(s) URL; got {server_url!r}.")
-        _frame.check_id(model, "model")
-        _frame.check_id(device_id, "device_id")
-        try:
-            if len(bytes.fromhex(key)) < 16:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ValueError("key must be the device secret as hex (at least 16 bytes).") from None
-        check_params({
-            "n_clusters": n_clusters, "algorithm": algorithm, "coreset_size": coreset_size,
-            "merge_degree": 2, "nesting_depth": 3, "switch_threshold": 1.2, "n_init": 5,
-            "max_iter": 20, "max_levels": None, "dtype": dtype, "random_state": random_state})
-        if not (isinstance(coreset_size, int) and coreset_size <= _frame.MAX_POINTS):
-            raise ValueError(f"coreset_size must be an int <= {_frame.MAX_POINTS}; "
-                             f"got {coreset_size!r}.")
-        for name, value in (("timeout", timeout), ("backoff_base", backoff_base),
-                            ("backoff_max", backoff_max)):
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
-        if not (isinstance(max_retries, int) and max_retries >= 0):
-            raise ValueError(f"max_retries must be an int >= 0; got {max_retries!r}.")
+        _check_arguments(server_url, model, device_id, key, n_clusters, coreset_size, algorithm,
+                         timeout, max_retries, backoff_base, backoff_max, dtype, random_state)
         self.server_url = server_url
         self.model_name = model
         self.device_id = device_id
@@ -207,13 +191,12 @@ class DeviceAgent:
         self._rng = (random_state if isinstance(random_state, np.random.Generator)
                      else np.random.default_rng(resolve_seed(random_state)))
         self._jitter = rng if rng is not None else random.Random(int(self._rng.integers(2**62)))
-        self._path = parts.path.rstrip("/") + f"/v1/models/{model}/frames"
-        self._url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, self._path, "", ""))
-        self._opener = urllib.request.build_opener(_NoRedirect)
-        self._base_path = parts.path.rstrip("/")
-        self._centroids_path = self._base_path + f"/v1/models/{model}/centroids?device={device_id}"
-        self._telemetry_path = self._base_path + f"/v1/models/{model}/telemetry"
-        self._netloc = (parts.scheme, parts.netloc)
+        self._client = SignedClient(
+            server_url, device_id=device_id, key=key, timeout=timeout, max_retries=max_retries,
+            backoff_base=backoff_base, backoff_max=backoff_max, sleep=sleep, rng=self._jitter)
+        self._frames_path = f"/v1/models/{model}/frames"
+        self._centroids_path = f"/v1/models/{model}/centroids?device={device_id}"
+        self._telemetry_path = f"/v1/models/{model}/telemetry"
         self.anomaly_threshold = anomaly_threshold
         self.telemetry_window_seconds = telemetry_window_seconds
         self.max_anomalies = max_anomalies
@@ -222,7 +205,6 @@ class DeviceAgent:
         self.filter = None                # its EdgeFilter
         self.last_pull = None             # what the last pull() did (a dict)
         self._version_doc = None
-        self._clock_offset = 0.0          # server clock - ours, learnt from a 401 for skew
         self._window = None
         self._window_weight = 0.0
         self._window_first = None
@@ -458,101 +440,42 @@ class DeviceAgent:
         return report
 
     def _upload(self, pending, report):
-        """Send one frame, retrying retryable failures with backoff; returns an _Outcome."""
-        for attempt in range(self.max_retries + 1):
-            self._outbox.mark_attempted(pending.seq)    # durable before any byte leaves
-            outcome = self._post(pending)
-            if outcome.kind != "retry":
-                return outcome
+        """Send one frame, retrying retryable failures with backoff; returns an Outcome."""
+        def failed(outcome):
             report["error"] = outcome.error
             report["failed_attempts"] += 1
             self._outbox.record_error(pending.seq, outcome.error)
-            if attempt == self.max_retries:
-                return outcome
-            cap = min(self.backoff_max, self.backoff_base * 2 ** attempt)
-            delay = self._jitter.random() * cap
-            if outcome.retry_after is not None:
-                if outcome.retry_after > self.backoff_max:
-                    return outcome                  # not before Retry-After: next sync()
-                delay = max(delay, outcome.retry_after)
-            self._sleep(delay)
-        raise AssertionError("unreachable")         # pragma: no cover
 
-    def _send(self, request):
-        """Send one request and return ``(status, body, headers)``.  HTTP error
-        statuses are answers; a network failure raises :class:`_NetworkFailure`."""
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                return response.status, response.read(), response.headers
-        except urllib.error.HTTPError as exc:
-            try:
-                payload = exc.read()
-            except (OSError, http.client.HTTPException):
-                payload = b""
-            exc.close()
-            return exc.code, payload, exc.headers
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            # URLError, refused, reset, timeout, a dropped connection after a lost ACK
-            raise _NetworkFailure(f"network: {type(exc).__name__}: {exc}"[:300]) from None
+        return self._client.retrying(
+            lambda: self._post(pending), after_failure=failed,
+            before_attempt=lambda: self._outbox.mark_attempted(pending.seq))  # durable first
 
     def _post(self, pending):
-        body = pending.body
-        headers = _auth.signed_headers(self._key, "POST", self._path, body, self.device_id,
-                                       now=time.time() + self._clock_offset)
-        headers["Content-Type"] = "application/msgpack"
-        headers["Accept"] = "application/json"
-        try:
-            answer = self._send(urllib.request.Request(self._url, data=body, headers=headers,
-                                                       method="POST"))
-        except _NetworkFailure as exc:
-            return _Outcome("retry", error=str(exc))
-        return self._classify(pending, *answer)
+        """One attempt at uploading ``pending``; returns its Outcome."""
+        answer = self._client.attempt(
+            "POST", self._frames_path, pending.body,
+            headers={"Content-Type": "application/msgpack", "Accept": "application/json"})
+        return self._classify(pending, answer)
 
-    def _classify(self, pending, status, payload, headers):
-        answer = _json_answer(payload)
-        detail = answer.get("error") or answer.get("reason") or ""
-        error = f"HTTP {status} {answer.get('reason', '')}: {detail}".strip()[:300]
-        if 200 <= status < 300:
-            kind = answer.get("status")
-            frame_id = answer.get("frame_id")
-            expected = [self.model_name, self.device_id, pending.boot, pending.seq]
-            if not isinstance(frame_id, list):
-                frame_id = expected             # the id is optional in an answer
-            if kind not in ("accepted", "duplicate") or \
-                    [str(x) for x in frame_id] != [str(x) for x in expected]:
-                # a 2xx that is not the aggregator's answer (a proxy, a portal): not an ACK
-                return _Outcome("retry", status=status,
-                                error=f"HTTP {status} without an acknowledgement of this frame")
-            return _Outcome("ack", status=status, duplicate=(kind == "duplicate"))
-        if status == 401 and self._clock_skewed(headers):
-            return _Outcome("retry", status=status, error=error + " (clock skew; corrected)")
-        if status in FRAME_REFUSALS:
-            return _Outcome("reject", status=status, error=error)
-        if 400 <= status < 500 and status not in RETRYABLE_4XX:
-            return _Outcome("reject_stop", status=status, error=error)
-        retry_after = None
-        value = headers.get("Retry-After") if headers is not None else None
-        if value is not None and value.strip().isdigit():
-            retry_after = float(value.strip())
-        return _Outcome("retry", status=status, error=error, retry_after=retry_after)
-
-    def _clock_skewed(self, headers):
-        """True when the server's Date header says our clock is off by more than the skew.
-
-        The offset is then applied to the next signatures (devices often lack a clock).
-        """
-        value = headers.get("Date") if headers is not None else None
-        if not value:
-            return False
-        try:
-            server_now = email.utils.parsedate_to_datetime(value).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return False
-        offset = server_now - time.time()
-        if abs(offset - self._clock_offset) <= _auth.MAX_SKEW_SECONDS / 2:
-            return False
-        self._clock_offset = offset
-        return True
+    def _classify(self, pending, answer):
+        if answer.status is None:
+            return Outcome("retry", error=answer.error, answer=answer)
+        status, body = answer.status, answer.json()
+        detail = body.get("error") or body.get("reason") or ""
+        error = f"HTTP {status} {body.get('reason', '')}: {detail}".strip()[:300]
+        if not 200 <= status < 300:
+            return by_status(answer, error)
+        kind = body.get("status")
+        frame_id = body.get("frame_id")
+        expected = [self.model_name, self.device_id, pending.boot, pending.seq]
+        if not isinstance(frame_id, list):
+            frame_id = expected             # the id is optional in an answer
+        if kind not in ("accepted", "duplicate") or \
+                [str(x) for x in frame_id] != [str(x) for x in expected]:
+            # a 2xx that is not the aggregator's answer (a proxy, a portal): not an ACK
+            return Outcome("retry", status=status, answer=answer,
+                           error=f"HTTP {status} without an acknowledgement of this frame")
+        return Outcome("ack", status=status, duplicate=(kind == "duplicate"), answer=answer)
 
     # ------------------------------------------------------------ centroid versions
     @property
@@ -625,7 +548,7 @@ class DeviceAgent:
                 v, anomaly_threshold=self.anomaly_threshold,
                 window_seconds=self.telemetry_window_seconds, clock=self._clock,
                 max_anomalies=self.max_anomalies, device=self.device_id, boot=self.boot,
-                seq_source=self._outbox.take_telemetry_seq)
+                seq_source=self._outbox.take_telemetry_seq, summarize=summarize)
         else:
             closed = self.filter.set_version(v)
         self.assigner = self.filter.assigner
@@ -649,29 +572,28 @@ class DeviceAgent:
         current = getattr(self, "_version_doc", None)
         outcome = {"status": None, "changed": False, "error": None, "version": self.version}
         self.last_pull = outcome
-        for _ in range(2):                       # a second try after a clock-skew 401
-            headers = _auth.signed_headers(self._key, "GET", self._centroids_path, b"",
-                                           self.device_id, now=time.time() + self._clock_offset)
-            headers["Accept"] = "application/msgpack"
-            if current is not None:
-                headers["If-None-Match"] = f'"{current.digest}"'
-            url = urllib.parse.urlunsplit(self._netloc + (self._centroids_path.split("?")[0],
-                                                          f"device={self.device_id}", ""))
-            try:
-                status, body, rheaders = self._send(
-                    urllib.request.Request(url, headers=headers, method="GET"))
-            except _NetworkFailure as exc:
-                outcome["error"] = str(exc)
-                return self.version
-            outcome["status"] = status
-            if status == 401 and self._clock_skewed(rheaders):
-                continue
-            break
+        headers = {"Accept": "application/msgpack"}
+        if current is not None:
+            headers["If-None-Match"] = f'"{current.digest}"'
+        # no retry but the one after a clock-skew 401: pull() is called again later
+        answer = self._client.call(
+            "GET", self._centroids_path, headers=headers, max_retries=0,
+            classify=lambda a: Outcome("retry" if a.status is None else "answer",
+                                       status=a.status, error=a.error, answer=a)).answer
+        if answer.status is None:
+            outcome["error"] = answer.error
+            return self.version
+        outcome["status"] = status = answer.status
         if status == 304:
             return self.version
         if status != 200:
-            outcome["error"] = f"HTTP {status}: {body[:200]!r}"
+            outcome["error"] = f"HTTP {status}: {answer.body[:200]!r}"
             return self.version
+        return self._take_version(answer, current, outcome)
+
+    def _take_version(self, answer, current, outcome):
+        """Check, store and use the version of a 200 answer (see :meth:`pull`)."""
+        body, rheaders = answer.body, answer.headers
         etag = (rheaders.get("ETag") or "").strip()
         if etag.startswith("W/"):
             etag = etag[2:]
@@ -720,8 +642,6 @@ class DeviceAgent:
         self._queue_summaries(self.filter.observe(X))
 
     def _queue_summaries(self, summaries):
-        from edgekm.sync.wire.telemetry import encode_telemetry
-
         for summary in summaries:
             self._outbox.append_telemetry(summary.seq, summary.boot, encode_telemetry(summary),
                                           created=summary.window[1])
@@ -733,33 +653,24 @@ class DeviceAgent:
                 self._queue_summaries([summary])
 
     def _upload_telemetry(self, report):
+        """Upload the queued summaries in seq order under the client's rules (backoff, the
+        clock-skew retry); returns how many were acknowledged."""
         uploaded = 0
-        url = urllib.parse.urlunsplit(self._netloc + (self._telemetry_path, "", ""))
         for seq, body in self._outbox.pending_telemetry():
-            headers = _auth.signed_headers(self._key, "POST", self._telemetry_path, body,
-                                           self.device_id, now=time.time() + self._clock_offset)
-            headers["Content-Type"] = "application/msgpack"
-            headers["Accept"] = "application/json"
-            try:
-                status, payload, _ = self._send(
-                    urllib.request.Request(url, data=body, headers=headers, method="POST"))
-            except _NetworkFailure as exc:
-                error = f"telemetry: {exc}"[:300]
-                self._outbox.record_telemetry_error(seq, error)
-                report["error"] = error
-                break
-            answer = _json_answer(payload)
-            if 200 <= status < 300 and answer.get("status") in ("accepted", "duplicate"):
+            outcome = self._client.call(
+                "POST", self._telemetry_path, body, classify=_classify_telemetry,
+                headers={"Content-Type": "application/msgpack", "Accept": "application/json"},
+                after_failure=lambda o, seq=seq: self._outbox.record_telemetry_error(seq, o.error))
+            if outcome.kind == "ack":
                 self._outbox.ack_telemetry(seq)
                 uploaded += 1
                 continue
-            error = f"telemetry: HTTP {status} {answer.get('reason', '')}".strip()
-            if status in FRAME_REFUSALS:
-                self._outbox.drop_telemetry(seq, error)
-                report["error"] = error
+            report["error"] = outcome.error
+            if outcome.kind == "reject":
+                self._outbox.drop_telemetry(seq, outcome.error)
                 continue
-            self._outbox.record_telemetry_error(seq, error)
-            report["error"] = error
+            if outcome.kind == "reject_stop":
+                self._outbox.record_telemetry_error(seq, outcome.error)
             break
         return uploaded
 

@@ -92,13 +92,13 @@ import secrets
 import sqlite3
 import time
 from collections import namedtuple
-from contextlib import contextmanager
 
 import numpy as np
 
 from edgekm import Coreset
 from edgekm.exceptions import EdgekmError, OutboxError
 
+from edgekm.sync._sqlite import from_sql_u64, to_sql_u64, transaction
 from edgekm.sync.wire import frame as _frame
 
 OUTBOX_FILE = "outbox.sqlite3"
@@ -171,15 +171,6 @@ _COUNTERS = ("next_seq", "next_point", "weight_ingested", "weight_acked", "frame
              "frames_merged")
 
 
-def _to_sql_u64(value):
-    """A uint64 as the int64 SQLite stores (two's complement)."""
-    return value - (1 << 64) if value >= (1 << 63) else value
-
-
-def _from_sql_u64(value):
-    return value + (1 << 64) if value < 0 else value
-
-
 def _fsync_dir(path):
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -249,15 +240,8 @@ class Outbox:
             _fsync_dir(self.state_dir)          # the new file's directory entry is durable
 
     # ------------------------------------------------------------ plumbing
-    @contextmanager
     def _transaction(self, mode="IMMEDIATE"):
-        self._db.execute(f"BEGIN {mode}")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        return transaction(self._db, mode)
 
     def _get(self, key, default=None):
         row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
@@ -295,11 +279,11 @@ class Outbox:
             known = {row[0] for row in db.execute("SELECT boot FROM boots")}
             while True:
                 boot = secrets.randbits(64)
-                if _to_sql_u64(boot) not in known:
+                if to_sql_u64(boot) not in known:
                     break
             db.execute("INSERT INTO boots (boot, started) VALUES (?, ?)",
-                       (_to_sql_u64(boot), time.time()))
-            self._set("last_boot", _to_sql_u64(boot))
+                       (to_sql_u64(boot), time.time()))
+            self._set("last_boot", to_sql_u64(boot))
         self.boot = boot
 
     def close(self):
@@ -318,7 +302,7 @@ class Outbox:
     def boots(self):
         """Boot ids used so far, oldest first, as ``(boot, started)`` pairs."""
         rows = self._db.execute("SELECT boot, started FROM boots ORDER BY n")
-        return [(_from_sql_u64(b), s) for b, s in rows]
+        return [(from_sql_u64(b), s) for b, s in rows]
 
     def stats(self):
         """Counters and totals, read in one transaction (a consistent snapshot)."""
@@ -361,7 +345,7 @@ class Outbox:
     def _row_to_pending(self, row):
         (seq, boot, body, weight, n_points, first, last, level, created, attempted, attempts,
          error) = row
-        return PendingFrame(seq, _from_sql_u64(boot), bytes(body), weight, n_points,
+        return PendingFrame(seq, from_sql_u64(boot), bytes(body), weight, n_points,
                             (first, last), level, created, bool(attempted), attempts, error)
 
     _PENDING_COLUMNS = ("seq, boot, body, weight, n_points, span_first, span_last, level, "
@@ -384,7 +368,7 @@ class Outbox:
         rows = self._db.execute(
             "SELECT seq, boot, body, weight, n_points, span_first, span_last, level, created, "
             "status, reason, rejected_at FROM rejected ORDER BY seq")
-        return [RejectedFrame(s, _from_sql_u64(b), bytes(body), w, n, (f, l), lv, c, st, r, t)
+        return [RejectedFrame(s, from_sql_u64(b), bytes(body), w, n, (f, l), lv, c, st, r, t)
                 for s, b, body, w, n, f, l, lv, c, st, r, t in rows]
 
     # ------------------------------------------------------------ writing
@@ -431,7 +415,7 @@ class Outbox:
         self._db.execute(
             "INSERT INTO frames (seq, boot, body, weight, n_points, span_first, span_last, "
             "level, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, _to_sql_u64(self.boot), body, coreset.total_weight, len(coreset), span[0],
+            (seq, to_sql_u64(self.boot), body, coreset.total_weight, len(coreset), span[0],
              span[1], coreset.level, created))
         self._set("next_seq", seq + 1)
         return seq
@@ -549,7 +533,7 @@ class Outbox:
         created = time.time() if created is None else float(created)
         with self._transaction() as db:
             db.execute("INSERT INTO telemetry (seq, boot, body, created) VALUES (?, ?, ?, ?)",
-                       (int(seq), _to_sql_u64(int(boot)), bytes(body), created))
+                       (int(seq), to_sql_u64(int(boot)), bytes(body), created))
             n = db.execute("SELECT count(*) FROM telemetry").fetchone()[0]
             dropped = max(0, n - MAX_PENDING_TELEMETRY)
             if dropped:

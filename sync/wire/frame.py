@@ -7,7 +7,6 @@ size before decoding, bounds every msgpack length, and validates the schema
 matches the weights, a checksum).  Every failure raises :class:`FrameError`.
 """
 
-import re
 import zlib
 from dataclasses import dataclass
 
@@ -16,19 +15,19 @@ import numpy as np
 
 from edgekm.exceptions import EdgekmError, FrameError
 
+from ._codec import DTYPES, ID_PATTERN, MAX_FEATURES, MAX_ID_CHARS, Codec, is_int, pack_array
+from ._codec import check_id as _check_id
+from ._codec import show as _show
+
 SCHEMA_VERSION = 1
 KIND_CORESET = "coreset"
 
 #: limits on untrusted input (one naming pattern; each is tested at the limit and limit + 1)
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 MAX_POINTS = 65536
-MAX_FEATURES = 4096
 MAX_LEVEL = 1024
-MAX_ID_CHARS = 64
 MAX_TOTAL_WEIGHT = 2.0 ** 53          # weights stay exact integers in float64 below this
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
-DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8")}
 WEIGHT_DTYPE = np.dtype("<f8")
 
 #: every key of a v1 coreset frame, with its msgpack type
@@ -75,23 +74,59 @@ def seqsum(weights):
         return float(np.cumsum(weights, dtype=np.float64)[-1])
 
 
-def _show(value):
-    """A short, safe description of an untrusted value (never repr of a container:
-    a deeply nested one would overflow the stack)."""
-    if isinstance(value, (bool, int, float)) or value is None:
-        return repr(value)[:40]
-    if isinstance(value, (str, bytes)):
-        return repr(value[:40])
-    return f"a {type(value).__name__}"
-
-
 def check_id(value, what):
     """Model and device ids: 1-64 characters of [A-Za-z0-9._-], not starting with . _ -"""
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
-        raise FrameError(
-            f"{what} must be 1-{MAX_ID_CHARS} characters of A-Z a-z 0-9 . _ - and start "
-            f"with a letter or digit; got {_show(value)}.")
-    return value
+    return _check_id(value, what, FrameError)
+
+
+class _FrameCodec(Codec):
+    """The coreset frame's codec: its limits and its wording (see :mod:`._codec`)."""
+
+    error = FrameError
+    fields = FIELDS
+    max_bytes = MAX_FRAME_BYTES
+    accepts = (bytes, bytearray, memoryview)
+
+    def type_message(self, data):
+        return f"a frame must be bytes; got {type(data).__name__}."
+
+    def size_message(self, n_bytes, max_bytes):
+        return f"frame of {n_bytes} bytes exceeds max_frame_bytes={max_bytes}."
+
+    def empty_message(self):
+        return "empty frame."
+
+    def msgpack_message(self, exc):
+        if isinstance(exc, msgpack.ExtraData):
+            return "trailing bytes after the frame."
+        if isinstance(exc, msgpack.StackError):
+            return "not a valid frame: msgpack nesting is too deep."
+        return f"not a valid msgpack frame: {type(exc).__name__}: {exc}"[:300]
+
+    def check_keys(self, body):
+        if not isinstance(body, dict):
+            raise FrameError(f"a frame must be a msgpack map; got {type(body).__name__}.")
+        if "v" in body and body["v"] != SCHEMA_VERSION:
+            raise FrameError(
+                f"unknown schema version {_show(body['v'])}; this side speaks v{SCHEMA_VERSION}.")
+        # strict_map_key admits str and bytes keys; a bytes key is an unknown key
+        unknown = sorted((k for k in body if not (isinstance(k, str) and k in FIELDS)), key=repr)
+        if unknown:
+            raise FrameError(f"unknown keys [{', '.join(_show(k) for k in unknown[:5])}].")
+        missing = [k for k in FIELDS if k not in body]
+        if missing:
+            raise FrameError(f"missing keys {missing!r}.")
+
+    def field_type_message(self, key, typ, value):
+        return f"'{key}' must be {typ.__name__}; got {type(value).__name__}."
+
+    def array_size_message(self, key, n_bytes, dtype, shape, need):
+        if key == "weights":
+            return f"'weights' has {n_bytes} bytes; {shape[0]} float64 weights need {need}."
+        return (f"'points' has {n_bytes} bytes; shape {shape} of {dtype.str} needs {need}.")
+
+
+_CODEC = _FrameCodec()
 
 
 def encode_frame(*, model, device, boot, seq, span, points, weights, level, created):
@@ -108,7 +143,7 @@ def encode_frame(*, model, device, boot, seq, span, points, weights, level, crea
         raise FrameError(f"points must be float32 or float64; got {points.dtype}.")
     p = np.ascontiguousarray(points, dtype=dtype)
     w = np.ascontiguousarray(weights, dtype=WEIGHT_DTYPE)
-    pb, wb = p.tobytes(), w.tobytes()
+    pb, wb = pack_array(p, code), pack_array(w, WEIGHT_DTYPE)
     body = {
         "v": SCHEMA_VERSION,
         "kind": KIND_CORESET,
@@ -127,39 +162,18 @@ def encode_frame(*, model, device, boot, seq, span, points, weights, level, crea
         "created": float(created),
         "crc32": zlib.crc32(wb, zlib.crc32(pb)),
     }
-    data = msgpack.packb(body, use_bin_type=True)
+    data = _CODEC.pack(body)
     decode_frame(data)          # one validator for both ends
     return data
 
 
 def _unpack(data, max_frame_bytes):
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise FrameError(f"a frame must be bytes; got {type(data).__name__}.")
-    if isinstance(data, memoryview):
-        if data.nbytes > max_frame_bytes:
-            raise FrameError(
-                f"frame of {data.nbytes} bytes exceeds max_frame_bytes={max_frame_bytes}.")
-        data = data.tobytes()     # a view of wider items counts items, not bytes
-    if len(data) > max_frame_bytes:
-        raise FrameError(f"frame of {len(data)} bytes exceeds max_frame_bytes={max_frame_bytes}.")
-    if len(data) == 0:
-        raise FrameError("empty frame.")
-    try:
-        return msgpack.unpackb(
-            data, raw=False, strict_map_key=True, use_list=True,
-            max_str_len=256, max_bin_len=max_frame_bytes, max_array_len=16,
-            max_map_len=len(FIELDS), max_ext_len=0)
-    except msgpack.ExtraData:
-        raise FrameError("trailing bytes after the frame.") from None
-    except msgpack.StackError:
-        raise FrameError("not a valid frame: msgpack nesting is too deep.") from None
-    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
-        raise FrameError(f"not a valid msgpack frame: {type(exc).__name__}: {exc}"[:300]) from None
+    return _CODEC.unpack(data, max_frame_bytes)
 
 
 def _int(body, key, lo, hi):
     value = body[key]
-    if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
+    if not (is_int(value) and lo <= value <= hi):
         raise FrameError(f"'{key}' must be an int in [{lo}, {hi}]; got {_show(value)}.")
     return value
 
@@ -167,26 +181,7 @@ def _int(body, key, lo, hi):
 def decode_frame(data, *, max_frame_bytes=MAX_FRAME_BYTES, max_points=MAX_POINTS,
                  max_features=MAX_FEATURES):
     """Decode and validate a v1 coreset frame; raises :class:`FrameError`."""
-    body = _unpack(data, max_frame_bytes)
-    if not isinstance(body, dict):
-        raise FrameError(f"a frame must be a msgpack map; got {type(body).__name__}.")
-    if "v" in body and body["v"] != SCHEMA_VERSION:
-        raise FrameError(
-            f"unknown schema version {_show(body['v'])}; this side speaks v{SCHEMA_VERSION}.")
-    # strict_map_key admits str and bytes keys; a bytes key is an unknown key
-    unknown = sorted((k for k in body if not (isinstance(k, str) and k in FIELDS)), key=repr)
-    if unknown:
-        raise FrameError(f"unknown keys [{', '.join(_show(k) for k in unknown[:5])}].")
-    missing = [k for k in FIELDS if k not in body]
-    if missing:
-        raise FrameError(f"missing keys {missing!r}.")
-    for key, typ in FIELDS.items():
-        value = body[key]
-        ok = isinstance(value, typ) and not isinstance(value, bool)
-        if typ is float:
-            ok = isinstance(value, (float, int)) and not isinstance(value, bool)
-        if not ok:
-            raise FrameError(f"'{key}' must be {typ.__name__}; got {type(value).__name__}.")
+    body = _CODEC.check_fields(_unpack(data, max_frame_bytes))
     if body["kind"] != KIND_CORESET:
         raise FrameError(f"unknown frame kind {_show(body['kind'])}.")
     model = check_id(body["model"], "model")
@@ -198,7 +193,7 @@ def decode_frame(data, *, max_frame_bytes=MAX_FRAME_BYTES, max_points=MAX_POINTS
     level = _int(body, "level", 0, MAX_LEVEL)
     crc = _int(body, "crc32", 0, 2**32 - 1)
     span = body["span"]
-    if not (len(span) == 2 and all(isinstance(s, int) and not isinstance(s, bool) for s in span)
+    if not (len(span) == 2 and all(is_int(s) for s in span)
             and 0 <= span[0] <= span[1] < 2**63):
         raise FrameError(
             f"'span' must be [first, last] with 0 <= first <= last; got {_show(span)}.")
@@ -206,16 +201,10 @@ def decode_frame(data, *, max_frame_bytes=MAX_FRAME_BYTES, max_points=MAX_POINTS
     if dtype is None:
         raise FrameError(f"'dtype' must be one of {sorted(DTYPES)}; got {_show(body['dtype'])}.")
     pb, wb = body["points"], body["weights"]
-    if len(pb) != n * d * dtype.itemsize:
-        raise FrameError(
-            f"'points' has {len(pb)} bytes; shape ({n}, {d}) of {body['dtype']} needs "
-            f"{n * d * dtype.itemsize}.")
-    if len(wb) != n * WEIGHT_DTYPE.itemsize:
-        raise FrameError(f"'weights' has {len(wb)} bytes; {n} float64 weights need {n * 8}.")
+    points = _CODEC.unpack_array(pb, "points", dtype, (n, d))
+    weights = _CODEC.unpack_array(wb, "weights", WEIGHT_DTYPE, (n,))
     if zlib.crc32(wb, zlib.crc32(pb)) != crc:
         raise FrameError("payload checksum (crc32) does not match the points and weights.")
-    points = np.frombuffer(pb, dtype=dtype).reshape(n, d).astype(dtype.newbyteorder("="))
-    weights = np.frombuffer(wb, dtype=WEIGHT_DTYPE).astype(np.float64)
     if not np.isfinite(points).all():
         row = int(np.flatnonzero(~np.isfinite(points).all(axis=1))[0])
         raise FrameError(f"'points' contains NaN or infinity (first bad row {row}).")

@@ -8,21 +8,22 @@ validated as hostile input like coreset frames (``sync/frame.py``); every
 failure raises :class:`TelemetryError`.  Device-side: numpy and msgpack only.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
-import msgpack
 import numpy as np
 
+from edgekm._defaults import MAX_ANOMALIES
 from edgekm.exceptions import EdgekmError, TelemetryError
+from edgekm.filter import WindowSummary
 
-from .frame import DTYPES, MAX_FEATURES, check_id, FrameError
+from ._codec import DTYPES, MAX_FEATURES, Codec, check_id, is_int, pack_array
 
 TELEMETRY_SCHEMA = 1
 KIND_TELEMETRY = "telemetry"
 MAX_TELEMETRY_BYTES = 8 * 1024 * 1024
 MAX_CLUSTERS = 4096
-MAX_ANOMALIES = 65536
 
 _FIELDS = {
     "v": int, "kind": str, "model": str, "device": str, "boot": int, "seq": int,
@@ -36,8 +37,10 @@ _FIELDS = {
 
 
 @dataclass(frozen=True, eq=False)
-class TelemetrySummary:
-    """One window's summary.  Arrays are read-only, float64 unless stated.
+class TelemetrySummary(WindowSummary):
+    """One window's summary on the wire: the fields of :class:`edgekm.filter.WindowSummary`
+    (one window of an EdgeFilter), plus ``forwarded_bytes``, the length of its encoding.
+    Arrays are read-only, float64 unless stated.
 
     counts (k,), sums (k, d), sumsq (k, d): per-cluster weight, sum and sum of
     squares of the points assigned to each cluster.  anomalies (a, d) in
@@ -49,35 +52,30 @@ class TelemetrySummary:
     (see ``edgekm.filter``).  ``version`` is 0 when no version was in use.
     """
 
-    model: str
-    device: str
-    boot: int
-    seq: int
-    window: tuple
-    version: int
-    counts: np.ndarray
-    sums: np.ndarray
-    sumsq: np.ndarray
-    n_points: int
-    raw_bytes: int
-    forwarded_bytes: int
-    anomalies: np.ndarray
-    anomaly_labels: np.ndarray
-    anomaly_scores: np.ndarray
-    psi: float
-    dist_quantiles: np.ndarray
-    drift_score: float
-    assign_latency_us: float
-    anomalies_dropped: int = 0
-
-    @property
-    def summary_id(self):
-        return (self.model, self.device, self.boot, self.seq)
+    forwarded_bytes: int = 0
 
     @property
     def compression_ratio(self):
         """Bytes forwarded / raw bytes replaced (0 when nothing was seen)."""
         return self.forwarded_bytes / self.raw_bytes if self.raw_bytes else 0.0
+
+
+def summarize(window):
+    """The wire summary of an :class:`edgekm.filter.WindowSummary` (an EdgeFilter's window).
+
+    The same fields, plus ``forwarded_bytes``: the exact length of the encoded summary.
+    The length is part of the encoding, so it encodes until the length is stable (two or
+    three times).  Pass this function as ``EdgeFilter(..., summarize=summarize)``.
+    """
+    fields = {f.name: getattr(window, f.name) for f in dataclasses.fields(WindowSummary)}
+    size = 0
+    for _ in range(8):                       # the size is part of the encoding
+        summary = TelemetrySummary(forwarded_bytes=size, **fields)
+        new = len(encode_telemetry(summary))
+        if new == size:
+            return summary
+        size = new
+    raise AssertionError("forwarded_bytes did not settle")   # pragma: no cover
 
 
 def encode_telemetry(s):
@@ -90,59 +88,57 @@ def encode_telemetry(s):
         "boot": int(s.boot), "seq": int(s.seq),
         "window": [float(s.window[0]), float(s.window[1])], "version": int(s.version),
         "k": int(k), "d": int(d), "dtype": code,
-        "counts": np.ascontiguousarray(s.counts, dtype="<f8").tobytes(),
-        "sums": np.ascontiguousarray(s.sums, dtype="<f8").tobytes(),
-        "sumsq": np.ascontiguousarray(s.sumsq, dtype="<f8").tobytes(),
+        "counts": pack_array(s.counts, "<f8"),
+        "sums": pack_array(s.sums, "<f8"),
+        "sumsq": pack_array(s.sumsq, "<f8"),
         "n_points": int(s.n_points), "raw_bytes": int(s.raw_bytes),
         "forwarded_bytes": int(s.forwarded_bytes), "n_anomalies": int(anomalies.shape[0]),
         "anomalies_dropped": int(s.anomalies_dropped),
-        "anomalies": anomalies.astype(code).tobytes(),
-        "anomaly_labels": np.ascontiguousarray(s.anomaly_labels, dtype="<i4").tobytes(),
-        "anomaly_scores": np.ascontiguousarray(s.anomaly_scores, dtype="<f8").tobytes(),
+        "anomalies": pack_array(anomalies, code),
+        "anomaly_labels": pack_array(s.anomaly_labels, "<i4"),
+        "anomaly_scores": pack_array(s.anomaly_scores, "<f8"),
         "psi": float(s.psi),
-        "dist_quantiles": np.ascontiguousarray(s.dist_quantiles, dtype="<f8").tobytes(),
+        "dist_quantiles": pack_array(s.dist_quantiles, "<f8"),
         "drift_score": float(s.drift_score), "assign_latency_us": float(s.assign_latency_us),
     }
-    data = msgpack.packb(body, use_bin_type=True)
+    data = _CODEC.pack(body)
     decode_telemetry(data)
     return data
 
 
+class _TelemetryCodec(Codec):
+    """The telemetry summary's codec: its limits and its wording (see :mod:`._codec`)."""
+
+    error = TelemetryError
+    fields = _FIELDS
+    max_bytes = MAX_TELEMETRY_BYTES
+
+    def type_message(self, data):
+        return f"a summary must be bytes; got {type(data).__name__}."
+
+    def size_message(self, n_bytes, max_bytes):
+        return f"summary of {n_bytes} bytes exceeds {max_bytes}."
+
+    def keys_message(self, body):
+        return f"a summary is a map with exactly the keys {sorted(_FIELDS)}."
+
+
+_CODEC = _TelemetryCodec()
+
+
 def _array(b, key, dtype, shape):
-    need = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if len(b[key]) != need:
-        raise TelemetryError(f"'{key}' has {len(b[key])} bytes; shape {shape} needs {need}.")
-    arr = np.frombuffer(b[key], dtype=dtype).reshape(shape).astype(np.dtype(dtype).newbyteorder("="))
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise TelemetryError(f"'{key}' contains NaN or infinity.")
+    arr = _CODEC.unpack_array(b[key], key, dtype, shape, finite=True)
     arr.setflags(write=False)
     return arr
 
 
 def decode_telemetry(data, *, max_bytes=MAX_TELEMETRY_BYTES):
     """Decode and validate a v1 telemetry summary; raises :class:`TelemetryError`."""
-    if not isinstance(data, (bytes, bytearray)):
-        raise TelemetryError(f"a summary must be bytes; got {type(data).__name__}.")
-    if len(data) > max_bytes:
-        raise TelemetryError(f"summary of {len(data)} bytes exceeds {max_bytes}.")
-    try:
-        b = msgpack.unpackb(data, raw=False, strict_map_key=True, max_str_len=256,
-                            max_bin_len=max_bytes, max_array_len=16, max_map_len=len(_FIELDS),
-                            max_ext_len=0)
-    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
-        raise TelemetryError(f"not valid msgpack ({type(exc).__name__}).") from None
-    if not isinstance(b, dict) or set(b) != set(_FIELDS):
-        raise TelemetryError(f"a summary is a map with exactly the keys {sorted(_FIELDS)}.")
-    for key, typ in _FIELDS.items():
-        if isinstance(b[key], bool) or not isinstance(b[key], typ):
-            raise TelemetryError(f"'{key}' has the wrong type ({type(b[key]).__name__}).")
+    b = _CODEC.check_fields(_CODEC.unpack(data, max_bytes))
     if b["v"] != TELEMETRY_SCHEMA or b["kind"] != KIND_TELEMETRY:
         raise TelemetryError("unknown telemetry schema version or kind.")
-    try:
-        check_id(b["model"], "model")
-        check_id(b["device"], "device")
-    except FrameError as exc:
-        raise TelemetryError(str(exc)) from None
+    check_id(b["model"], "model", TelemetryError)
+    check_id(b["device"], "device", TelemetryError)
     k, d, a = b["k"], b["d"], b["n_anomalies"]
     ints_ok = (1 <= k <= MAX_CLUSTERS and 1 <= d <= MAX_FEATURES and 0 <= a <= MAX_ANOMALIES
                and 0 <= b["boot"] < 2**64 and 0 <= b["seq"] < 2**63 and b["version"] >= 0

@@ -10,18 +10,17 @@ the HTTP ETag.  Device-side: numpy and msgpack only.  See ``sync/PROTOCOL.md``.
 import hashlib
 from dataclasses import dataclass, field
 
-import msgpack
 import numpy as np
 
+from edgekm._defaults import QUANTILES
 from edgekm.exceptions import EdgekmError, VersionError
 
-from .frame import DTYPES, ID_PATTERN, MAX_FEATURES
+from ._codec import DTYPES, ID_PATTERN, MAX_FEATURES, Codec, is_int, pack_array
 
 VERSION_SCHEMA = 1
 KIND_CENTROIDS = "centroids"
 MAX_VERSION_BYTES = 16 * 1024 * 1024
 MAX_CLUSTERS = 4096
-from edgekm._defaults import QUANTILES
 
 _FIELDS = {
     "v": int, "kind": str, "model": str, "version": int, "parent": (int, type(None)),
@@ -99,9 +98,9 @@ def _payload(v):
         "v": VERSION_SCHEMA, "kind": KIND_CENTROIDS, "model": v.model, "version": int(v.version),
         "parent": None if v.parent is None else int(v.parent), "created": float(v.created),
         "k": int(k), "d": int(d), "dtype": code,
-        "centers": centers.astype(code).tobytes(),
-        "cluster_weights": np.ascontiguousarray(v.cluster_weights, dtype="<f8").tobytes(),
-        "quantiles": np.ascontiguousarray(v.quantiles, dtype="<f8").tobytes(),
+        "centers": pack_array(centers, code),
+        "cluster_weights": pack_array(v.cluster_weights, "<f8"),
+        "quantiles": pack_array(v.quantiles, "<f8"),
         "training_weight": float(v.training_weight), "cost": float(v.cost),
         "shift": None if v.shift is None else float(v.shift),
         "windows": None if v.windows is None else int(v.windows),
@@ -112,24 +111,43 @@ def _payload(v):
 
 def encode_version(v):
     """Encode a :class:`CentroidVersion`; returns ``(body bytes, digest hex)``."""
-    payload = msgpack.packb(_payload(v), use_bin_type=True)
+    payload = _CODEC.pack(_payload(v))
     digest = hashlib.sha256(payload).hexdigest()
-    body = msgpack.packb({"digest": digest, "payload": payload}, use_bin_type=True)
+    body = _CODEC.pack({"digest": digest, "payload": payload})
     decode_version(body)            # one validator for both ends
     return body, digest
 
 
-def _unpack(data, what, max_bytes):
-    if not isinstance(data, (bytes, bytearray)):
-        raise VersionError(f"{what} must be bytes; got {type(data).__name__}.")
-    if len(data) > max_bytes:
-        raise VersionError(f"{what} of {len(data)} bytes exceeds {max_bytes}.")
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, max_str_len=1024,
-                               max_bin_len=max_bytes, max_array_len=MAX_CLUSTERS,
-                               max_map_len=len(_FIELDS), max_ext_len=0)
-    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
-        raise VersionError(f"{what} is not valid msgpack ({type(exc).__name__}).") from None
+class _VersionCodec(Codec):
+    """The centroid version's codec (the document and the payload inside it)."""
+
+    error = VersionError
+    fields = _FIELDS
+    max_bytes = MAX_VERSION_BYTES
+    unpack_limits = {"max_str_len": 1024, "max_array_len": MAX_CLUSTERS}
+
+    def __init__(self, what="version payload"):
+        self.what = what
+
+    def type_message(self, data):
+        return f"{self.what} must be bytes; got {type(data).__name__}."
+
+    def size_message(self, n_bytes, max_bytes):
+        return f"{self.what} of {n_bytes} bytes exceeds {max_bytes}."
+
+    def msgpack_message(self, exc):
+        return f"{self.what} is not valid msgpack ({type(exc).__name__})."
+
+    def keys_message(self, body):
+        keys = sorted(map(repr, body)) if isinstance(body, dict) else type(body).__name__
+        return f"version payload keys must be {sorted(_FIELDS)}; got {keys}."
+
+    def array_size_message(self, key, n_bytes, dtype, shape, need):
+        return f"'{key}' has {n_bytes} bytes; expected {need}."
+
+
+_CODEC = _VersionCodec()
+_DOCUMENT = _VersionCodec("version document")
 
 
 def decode_version(data, *, expected_digest=None, max_bytes=MAX_VERSION_BYTES):
@@ -138,7 +156,7 @@ def decode_version(data, *, expected_digest=None, max_bytes=MAX_VERSION_BYTES):
     ``expected_digest`` (e.g. the ETag) must match too when given.  Raises
     :class:`VersionError`.
     """
-    outer = _unpack(data, "version document", max_bytes)
+    outer = _DOCUMENT.unpack(data, max_bytes)
     if not (isinstance(outer, dict) and set(outer) == {"digest", "payload"}
             and isinstance(outer["digest"], str) and isinstance(outer["payload"], bytes)):
         raise VersionError("a version document is a map {'digest': str, 'payload': bin}.")
@@ -148,13 +166,7 @@ def decode_version(data, *, expected_digest=None, max_bytes=MAX_VERSION_BYTES):
         raise VersionError("digest mismatch: the payload does not hash to the stated digest.")
     if expected_digest is not None and expected_digest != digest:
         raise VersionError("digest mismatch: the document is not the one expected.")
-    b = _unpack(payload, "version payload", max_bytes)
-    if not isinstance(b, dict) or set(b) != set(_FIELDS):
-        keys = sorted(map(repr, b)) if isinstance(b, dict) else type(b).__name__
-        raise VersionError(f"version payload keys must be {sorted(_FIELDS)}; got {keys}.")
-    for key, typ in _FIELDS.items():
-        if isinstance(b[key], bool) or not isinstance(b[key], typ):
-            raise VersionError(f"'{key}' has the wrong type ({type(b[key]).__name__}).")
+    b = _CODEC.check_fields(_CODEC.unpack(payload, max_bytes))
     if b["v"] != VERSION_SCHEMA or b["kind"] != KIND_CENTROIDS:
         raise VersionError(f"unknown version schema {b['v']!r}/{b['kind']!r:.20}.")
     if not ID_PATTERN.match(b["model"]):
@@ -167,20 +179,16 @@ def decode_version(data, *, expected_digest=None, max_bytes=MAX_VERSION_BYTES):
     dtype = DTYPES.get(b["dtype"])
     if dtype is None:
         raise VersionError(f"dtype must be one of {sorted(DTYPES)}.")
-    sizes = {"centers": k * d * dtype.itemsize, "cluster_weights": k * 8, "quantiles": k * 24}
-    for key, size in sizes.items():
-        if len(b[key]) != size:
-            raise VersionError(f"'{key}' has {len(b[key])} bytes; expected {size}.")
-    centers = np.frombuffer(b["centers"], dtype=dtype).reshape(k, d).astype(dtype.newbyteorder("="))
-    weights = np.frombuffer(b["cluster_weights"], dtype="<f8").astype(np.float64)
-    quantiles = np.frombuffer(b["quantiles"], dtype="<f8").reshape(k, 3).astype(np.float64)
+    centers = _CODEC.unpack_array(b["centers"], "centers", dtype, (k, d))
+    weights = _CODEC.unpack_array(b["cluster_weights"], "cluster_weights", "<f8", (k,))
+    quantiles = _CODEC.unpack_array(b["quantiles"], "quantiles", "<f8", (k, 3))
     if not (np.isfinite(centers).all() and np.isfinite(weights).all() and (weights >= 0).all()
             and np.isfinite(quantiles).all() and (quantiles >= 0).all()
             and (np.diff(quantiles, axis=1) >= 0).all()):
         raise VersionError("centres, weights and quantiles must be finite, weights and "
                            "quantiles >= 0, and quantiles non-decreasing (p50 <= p95 <= p99).")
     for key in ("new_clusters", "vanished_clusters"):
-        if not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < max(k, 4096)
+        if not all(is_int(c) and 0 <= c < max(k, 4096)
                    for c in b[key]):
             raise VersionError(f"'{key}' must list cluster labels.")
     for arr in (centers, weights, quantiles):
