@@ -339,7 +339,6 @@ def run_bench(
     seed = _check_int("seed", seed, 0)
     algorithms = _check_algorithms(algorithms)
     baselines = _check_baselines(baselines)
-
     X, data_info = _load(data, seed, shuffle)
     if limit is not None:
         X = X[:limit]
@@ -363,53 +362,58 @@ def run_bench(
         "algorithms": {},
         "baselines": {},
     }
-
-    def fail(where, exc):
-        result["ok"] = False
-        print(f"edgekm bench: {where} failed:", file=sys.stderr)
-        traceback.print_exception(exc, file=sys.stderr)
-        return {"error": f"{type(exc).__name__}: {exc}"}
-
-    t0 = time.perf_counter()
-    try:
-        ref = edgekm.Coreset(X, numpy.ones(n_samples))
-        _, _, batch_cost = ref.fit_centers(n_clusters, n_init=BATCH_N_INIT, random_state=seed)
-        batch_cost = float(batch_cost)
-        if not math.isfinite(batch_cost) or batch_cost < 0:
-            raise RuntimeError(f"the batch cost is {batch_cost!r}")
-        result["batch"] = {"cost": batch_cost, "seconds": time.perf_counter() - t0}
-    except Exception as exc:  # report, carry on with the streaming runs
-        result["batch"] = fail("batch k-means", exc)
-        batch_cost = None
-
+    batch_cost = _batch_reference(result, X, n_clusters, seed)
+    args = (n_clusters, query_every, batch_size, seed, progress)
     for name in algorithms:
-        try:
-            row = _stream(X, name, n_clusters, query_every, batch_size, seed, progress)
-        except Exception as exc:  # report, carry on with the next algorithm
-            result["algorithms"][name] = fail(f"algorithm {name!r}", exc)
-            continue
-        row["cost_ratio"] = _ratio(row["cost"], batch_cost)
-        result["algorithms"][name] = row
-
+        result["algorithms"][name] = _guarded(
+            result, f"algorithm {name!r}", batch_cost, _stream, X, name, *args)
     for name in baselines:
         cluster = _import_baseline(name)
         if cluster is None:
             result["baselines"][name] = {
                 "skipped": f"{_BASELINE_LIBRARY[name]} is not installed"}
             continue
-        try:
-            row = _stream_baseline(X, name, cluster, n_clusters, query_every, batch_size, seed,
-                                   progress)
-        except Exception as exc:  # report, carry on
-            result["baselines"][name] = fail(f"baseline {name!r}", exc)
-            continue
-        row["cost_ratio"] = _ratio(row["cost"], batch_cost)
-        result["baselines"][name] = row
+        result["baselines"][name] = _guarded(
+            result, f"baseline {name!r}", batch_cost, _stream_baseline, X, name, cluster, *args)
 
     if out is not None:
         out.write(format_table(result, stream=out))
         out.flush()
     return result
+
+
+def _fail(result, where, exc):
+    """Report a failed run on stderr, mark ``result`` not ok; the row that says why."""
+    result["ok"] = False
+    print(f"edgekm bench: {where} failed:", file=sys.stderr)
+    traceback.print_exception(exc, file=sys.stderr)
+    return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _batch_reference(result, X, n_clusters, seed):
+    """Batch k-means on all of X (best of BATCH_N_INIT): its cost, or None if it failed."""
+    t0 = time.perf_counter()
+    try:
+        ref = edgekm.Coreset(X, numpy.ones(X.shape[0]))
+        _, _, batch_cost = ref.fit_centers(n_clusters, n_init=BATCH_N_INIT, random_state=seed)
+        batch_cost = float(batch_cost)
+        if not math.isfinite(batch_cost) or batch_cost < 0:
+            raise RuntimeError(f"the batch cost is {batch_cost!r}")
+        result["batch"] = {"cost": batch_cost, "seconds": time.perf_counter() - t0}
+    except Exception as exc:  # report, carry on with the streaming runs
+        result["batch"] = _fail(result, "batch k-means", exc)
+        batch_cost = None
+    return batch_cost
+
+
+def _guarded(result, where, batch_cost, stream, *args):
+    """The row of ``stream(*args)`` with its cost ratio, or the error row if it failed."""
+    try:
+        row = stream(*args)
+    except Exception as exc:  # report, carry on with the next run
+        return _fail(result, where, exc)
+    row["cost_ratio"] = _ratio(row["cost"], batch_cost)
+    return row
 
 
 def _ratio(cost, batch_cost):
