@@ -211,7 +211,7 @@ class Tree:
         return merged
 
     def command_path(self, args):
-        """The command path that ``args`` (parsed) runs: ``(command,)`` or ``(command, action)``."""
+        """The command path that parsed ``args`` runs: ``(command,)`` or ``(command, action)``."""
         path = (args.command,)
         if path in self.children:
             path += (args.action,)

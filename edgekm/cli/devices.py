@@ -1,6 +1,6 @@
 """``edgekm devices``: register, list and revoke device keys."""
 
-from edgekm.cli._common import add_db, open_aggregator, print_json, when
+from edgekm.cli._common import add_db, add_json, open_aggregator, print_json, when
 from edgekm.exceptions import DeviceExistsError, FrameError, UnknownDeviceError, UsageError
 
 
@@ -22,7 +22,7 @@ def add_parser(subparsers):
     rev.add_argument("device_id", metavar="DEVICE_ID")
     for q in (add, lst, rev):
         add_db(q)
-        q.add_argument("--json", action="store_true", help="print the result as JSON")
+        add_json(q)
     p.set_defaults(handler=run)
 
 

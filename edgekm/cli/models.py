@@ -1,6 +1,6 @@
 """``edgekm models``: register and list models."""
 
-from edgekm.cli._common import (add_db, open_aggregator, positive_float, positive_int,
+from edgekm.cli._common import (add_db, add_json, open_aggregator, positive_float, positive_int,
                                print_json)
 from edgekm.exceptions import FrameError, UsageError
 
@@ -24,7 +24,7 @@ def add_parser(subparsers):
     lst = sub.add_parser("list", help="list the models with their weights and frame counts")
     for q in (add, lst):
         add_db(q)
-        q.add_argument("--json", action="store_true", help="print the result as JSON")
+        add_json(q)
     p.set_defaults(handler=run)
 
 

@@ -1,7 +1,7 @@
 """``edgekm versions``: publish centroid versions and roll them out."""
 
-from edgekm.cli._common import (add_db, open_aggregator, percent, positive_int, print_json,
-                               seed_int, version_id, when)
+from edgekm.cli._common import (add_db, add_json, open_aggregator, percent, positive_int,
+                               print_json, seed_int, version_id, when)
 from edgekm.exceptions import (EdgekmError, FrameError, NotFittedError, RolloutError,
                                UnknownDeviceError, UnknownModelError, UnknownVersionError,
                                UsageError)
@@ -54,7 +54,7 @@ def add_parser(subparsers):
     for q in (lst, pub, can, pro, rb, ab, pin, drift, ev):
         add_db(q)
         q.add_argument("--model", required=True, metavar="M", help="the model")
-        q.add_argument("--json", action="store_true", help="print the result as JSON")
+        add_json(q)
     p.set_defaults(handler=run)
 
 

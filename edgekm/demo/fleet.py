@@ -580,7 +580,7 @@ class _Demo:
     # ------------------------------------------------------------ checks
 
     def final_state(self):
-        """Check the merged weight and the stored anomalies; returns (listing, drift, aggregate)."""
+        """Check the merged weight and the stored anomalies; return (listing, drift, aggregate)."""
         listing = self.admin.call("GET", f"{self.base}/versions")
         drift = self.admin.call("GET", f"{self.base}/drift")
         info = self.admin.call("GET", self.base)
