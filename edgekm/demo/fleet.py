@@ -136,6 +136,16 @@ def _load(data, n_points, n_clusters, n_devices, seed, shuffle):
     return numpy.ascontiguousarray(X, dtype=numpy.float32), info
 
 
+def _check_numbers(n_devices, n_clusters, n_points, seed, shuffle):
+    n_devices = _check_int("n_devices", n_devices, 1, MAX_DEVICES)
+    n_clusters = _check_int("n_clusters", n_clusters, 1, MAX_CLUSTERS)
+    n_points = _check_int("n_points", n_points, 1, allow_none=True)
+    seed = _check_int("seed", seed, 0, 2**63 - 1)
+    if shuffle is not None and not isinstance(shuffle, (bool, numpy.bool_)):
+        raise FleetDemoError(f"shuffle must be None, True or False; got {shuffle!r}")
+    return n_devices, n_clusters, n_points, seed
+
+
 def _check_report_path(report):
     if report is None:
         return None
@@ -326,12 +336,8 @@ def run_fleet_demo(*, data=None, n_devices=8, n_points=None, n_clusters=8, seed=
         anything starts.
     """
     t_start = time.perf_counter()
-    n_devices = _check_int("n_devices", n_devices, 1, MAX_DEVICES)
-    n_clusters = _check_int("n_clusters", n_clusters, 1, MAX_CLUSTERS)
-    n_points = _check_int("n_points", n_points, 1, allow_none=True)
-    seed = _check_int("seed", seed, 0, 2**63 - 1)
-    if shuffle is not None and not isinstance(shuffle, (bool, numpy.bool_)):
-        raise FleetDemoError(f"shuffle must be None, True or False; got {shuffle!r}")
+    n_devices, n_clusters, n_points, seed = _check_numbers(n_devices, n_clusters, n_points,
+                                                           seed, shuffle)
     report_path = _check_report_path(report)
     work = _check_workdir(workdir)
     server_mod = _server_modules()
@@ -364,6 +370,12 @@ def run_fleet_demo(*, data=None, n_devices=8, n_points=None, n_clusters=8, seed=
                 failures.append(f"cannot remove the temporary directory {root}: {exc}")
     result["seconds"] = time.perf_counter() - t_start
     result["ok"] = not failures
+    _write_reports(result, report_path, out)
+    return result
+
+
+def _write_reports(result, report_path, out):
+    """The HTML report (when asked for) and the text report (unless ``out`` is None)."""
     if report_path is not None:
         from edgekm.demo.html_report import write_html
 
@@ -371,14 +383,13 @@ def run_fleet_demo(*, data=None, n_devices=8, n_points=None, n_clusters=8, seed=
             write_html(result, report_path)
             result["report"] = report_path
         except OSError as exc:
-            failures.append(f"cannot write the report {report_path}: {exc}")
+            result["failures"].append(f"cannot write the report {report_path}: {exc}")
             result["ok"] = False
     if out is not None:
         from edgekm.demo.text_report import format_text
 
         out.write(format_text(result))
         out.flush()
-    return result
 
 
 def _run(X, result, root, server_mod, progress, out):
