@@ -91,7 +91,7 @@ def server(tmp_path_factory):
 
 def _command_paths():
     parser = cli.build_parser()
-    tree = cli._config.prepare(parser)
+    tree = cli._config.Tree(parser)
     return sorted({p[:i] for p in tree.options for i in range(len(p) + 1)})
 
 
@@ -390,7 +390,7 @@ def test_internal_errors_are_one_line_unless_debugging(monkeypatch, capsys):
     def broken(args):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli, "_cmd_models", broken)
+    monkeypatch.setattr(cli.models, "run", broken)
     monkeypatch.delenv("EDGEKM_DEBUG", raising=False)
     assert cli.main(["models", "list", "--db", "x.db"]) == 1
     err = capsys.readouterr().err

@@ -19,7 +19,8 @@ pytest.importorskip("starlette")
 
 from edgekm.demo import fleet  # noqa: E402
 from edgekm.demo.fleet import FleetDemoError, run_fleet_demo  # noqa: E402
-from edgekm.demo.report import format_text, render_html  # noqa: E402
+from edgekm.demo.html_report import render_html
+from edgekm.demo.text_report import format_text  # noqa: E402
 
 N_DEVICES, N_POINTS = 3, 20_000
 #: measured: 1.0003 to 1.0011 for the final version on this stream (seeds 0-2); batch

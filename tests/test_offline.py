@@ -1,4 +1,4 @@
-"""Bounded-memory fitting over files (edgekm.cli._offline) and the chunked readers (edgekm._io)."""
+"""Bounded-memory fitting over files (edgekm.cli.fit) and the chunked readers (edgekm._io)."""
 
 import gzip
 import io
@@ -11,7 +11,9 @@ import pytest
 
 from edgekm._io import DataError, open_chunks
 from edgekm.datasets import load_array
-from edgekm.cli._offline import FitError, fit_file, read_centroids_json, write_centroids
+from edgekm.cli.assign import read_centroids_json
+from edgekm.cli.fit import fit_file, write_centroids
+from edgekm.exceptions import FitError
 from edgekm.sync.wire.version import VersionError, decode_version
 
 

@@ -24,15 +24,16 @@ and in the file as TOML booleans.
 import argparse
 import os
 import sys
-from edgekm.exceptions import ConfigError
+
+from edgekm.exceptions import ConfigError, UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:                                      # pragma: no cover - the tomli dependency on 3.10
     import tomli as tomllib
 
-__all__ = ["ConfigError", "Settings", "UNSET", "prepare", "load_file", "find_file",
-           "CONFIG_ENV", "DEBUG_ENV", "ENV_PREFIX"]
+__all__ = ["ConfigError", "CommandParser", "Tree", "Settings", "UNSET", "parser_class",
+           "load_file", "find_file", "CONFIG_ENV", "DEBUG_ENV", "ENV_PREFIX"]
 
 ENV_PREFIX = "EDGEKM_"
 CONFIG_ENV = "EDGEKM_CONFIG"
@@ -65,26 +66,14 @@ def env_name(dest):
     return ENV_NAMES.get(dest, ENV_PREFIX + dest.upper())
 
 
-def _configurable(action):
-    return (bool(action.option_strings) and action.dest not in NOT_CONFIGURABLE
-            and not isinstance(action, (argparse._HelpAction, argparse._VersionAction)))
-
-
-def _subparsers(parser):
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
-
-
 class _Option:
-    """A configurable option: its argparse action and its real default and requiredness."""
+    """A configurable option: the argparse action and its declared default and requiredness."""
 
-    def __init__(self, action):
+    def __init__(self, action, default, required):
         self.action = action
         self.dest = action.dest
-        self.default = action.default
-        self.required = action.required
+        self.default = default
+        self.required = required
         self.flag = max(action.option_strings, key=len)
 
     @property
@@ -118,27 +107,88 @@ class _Option:
         return value
 
 
-class _Tree:
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser that records its configurable options and its subcommands.
+
+    Every option declared with :meth:`add_argument` (except ``--help``,
+    ``--version``, ``--json`` and ``--config``) is configurable: its declared
+    default and ``required`` are kept in :attr:`options`, and the parser
+    itself gets :data:`UNSET` as the default and nothing required, so that
+    after parsing :meth:`Settings.resolve` can tell a flag from an absent
+    one.  :meth:`add_subparsers` returns an object whose ``add_parser``
+    records each subcommand in :attr:`commands`.  A usage error raises
+    :class:`~edgekm.exceptions.UsageError`.
+    """
+
+    #: positionals become optional (``edgekm config`` shows settings without input files)
+    relaxed = False
+
+    def __init__(self, *args, **kwargs):
+        self.options = {}          # dest -> _Option
+        self.commands = {}         # name -> CommandParser
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        raise UsageError(message)
+
+    def add_argument(self, *args, **kwargs):
+        positional = bool(args) and not args[0].startswith("-")
+        if positional:
+            if self.relaxed:
+                kwargs["nargs"] = "?"
+            return super().add_argument(*args, **kwargs)
+        required = kwargs.pop("required", False)
+        action = super().add_argument(*args, **kwargs)
+        if action.dest in NOT_CONFIGURABLE:
+            if required:
+                raise TypeError(f"{action.dest} is not configurable and cannot be required")
+            return action
+        self.options[action.dest] = _Option(action, action.default, required)
+        self.set_defaults(**{action.dest: UNSET})
+        return action
+
+    def add_subparsers(self, **kwargs):
+        kwargs["parser_class"] = type(self)
+        return _Commands(self, super().add_subparsers(**kwargs))
+
+
+class _RelaxedParser(CommandParser):
+    relaxed = True
+
+
+def parser_class(relaxed=False):
+    """The parser class of the command line; ``relaxed`` makes every positional optional."""
+    return _RelaxedParser if relaxed else CommandParser
+
+
+class _Commands:
+    """What :meth:`CommandParser.add_subparsers` returns: ``add_parser`` records the child."""
+
+    def __init__(self, parent, subparsers):
+        self._parent = parent
+        self._subparsers = subparsers
+
+    def add_parser(self, name, **kwargs):
+        child = self._subparsers.add_parser(name, **kwargs)
+        self._parent.commands[name] = child
+        return child
+
+
+class Tree:
     """The configurable options of every command path, e.g. ("versions", "publish")."""
 
     def __init__(self, parser):
+        self.parser = parser
         self.options = {}              # path -> {dest: _Option}
         self.children = {}             # path -> names of its subcommands
         self._walk(parser, ())
 
     def _walk(self, parser, path):
-        opts = {}
-        for action in parser._actions:
-            if _configurable(action):
-                opt = _Option(action)
-                opts[opt.dest] = opt
-                action.default = UNSET
-                action.required = False
-        self.options[path] = opts
-        sub = _subparsers(parser)
-        if sub is not None:
-            self.children[path] = tuple(sub.choices)
-            for name, child in sub.choices.items():
+        self.options[path] = dict(parser.options)
+        if parser.commands:
+            self.children[path] = tuple(parser.commands)
+            for name, child in parser.commands.items():
                 self._walk(child, path + (name,))
 
     def leaves(self):
@@ -160,14 +210,12 @@ class _Tree:
             merged.update(self.options.get(path[:i], {}))
         return merged
 
-
-def prepare(parser):
-    """Make every configurable option of ``parser`` default to :data:`UNSET`; returns the tree.
-
-    Call once, before parsing: required options stop being required at parse
-    time and are checked by :meth:`Settings.resolve` once every source is known.
-    """
-    return _Tree(parser)
+    def command_path(self, args):
+        """The command path that parsed ``args`` runs: ``(command,)`` or ``(command, action)``."""
+        path = (args.command,)
+        if path in self.children:
+            path += (args.action,)
+        return path
 
 
 def _key(name):

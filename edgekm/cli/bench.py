@@ -19,6 +19,7 @@ and are reported as skipped otherwise: scikit-learn's ``MiniBatchKMeans``
 way; their memory is not reported (they have no fixed-memory figure).
 """
 
+import argparse
 import contextlib
 import io
 import json
@@ -34,7 +35,8 @@ import edgekm
 from edgekm._progress import Progress
 from edgekm._validation import check_int
 from edgekm.datasets import load_array, load_shuttle
-from edgekm.exceptions import BenchInputError
+from edgekm.cli._common import add_json, positive_int, seed_int, with_config
+from edgekm.exceptions import BenchInputError, UsageError
 
 __all__ = ["ALGORITHMS", "BASELINES", "BenchInputError", "run_bench", "format_table", "to_json"]
 
@@ -337,7 +339,6 @@ def run_bench(
     seed = _check_int("seed", seed, 0)
     algorithms = _check_algorithms(algorithms)
     baselines = _check_baselines(baselines)
-
     X, data_info = _load(data, seed, shuffle)
     if limit is not None:
         X = X[:limit]
@@ -361,53 +362,58 @@ def run_bench(
         "algorithms": {},
         "baselines": {},
     }
-
-    def fail(where, exc):
-        result["ok"] = False
-        print(f"edgekm bench: {where} failed:", file=sys.stderr)
-        traceback.print_exception(exc, file=sys.stderr)
-        return {"error": f"{type(exc).__name__}: {exc}"}
-
-    t0 = time.perf_counter()
-    try:
-        ref = edgekm.Coreset(X, numpy.ones(n_samples))
-        _, _, batch_cost = ref.fit_centers(n_clusters, n_init=BATCH_N_INIT, random_state=seed)
-        batch_cost = float(batch_cost)
-        if not math.isfinite(batch_cost) or batch_cost < 0:
-            raise RuntimeError(f"the batch cost is {batch_cost!r}")
-        result["batch"] = {"cost": batch_cost, "seconds": time.perf_counter() - t0}
-    except Exception as exc:  # report, carry on with the streaming runs
-        result["batch"] = fail("batch k-means", exc)
-        batch_cost = None
-
+    batch_cost = _batch_reference(result, X, n_clusters, seed)
+    args = (n_clusters, query_every, batch_size, seed, progress)
     for name in algorithms:
-        try:
-            row = _stream(X, name, n_clusters, query_every, batch_size, seed, progress)
-        except Exception as exc:  # report, carry on with the next algorithm
-            result["algorithms"][name] = fail(f"algorithm {name!r}", exc)
-            continue
-        row["cost_ratio"] = _ratio(row["cost"], batch_cost)
-        result["algorithms"][name] = row
-
+        result["algorithms"][name] = _guarded(
+            result, f"algorithm {name!r}", batch_cost, _stream, X, name, *args)
     for name in baselines:
         cluster = _import_baseline(name)
         if cluster is None:
             result["baselines"][name] = {
                 "skipped": f"{_BASELINE_LIBRARY[name]} is not installed"}
             continue
-        try:
-            row = _stream_baseline(X, name, cluster, n_clusters, query_every, batch_size, seed,
-                                   progress)
-        except Exception as exc:  # report, carry on
-            result["baselines"][name] = fail(f"baseline {name!r}", exc)
-            continue
-        row["cost_ratio"] = _ratio(row["cost"], batch_cost)
-        result["baselines"][name] = row
+        result["baselines"][name] = _guarded(
+            result, f"baseline {name!r}", batch_cost, _stream_baseline, X, name, cluster, *args)
 
     if out is not None:
         out.write(format_table(result, stream=out))
         out.flush()
     return result
+
+
+def _fail(result, where, exc):
+    """Report a failed run on stderr, mark ``result`` not ok; the row that says why."""
+    result["ok"] = False
+    print(f"edgekm bench: {where} failed:", file=sys.stderr)
+    traceback.print_exception(exc, file=sys.stderr)
+    return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _batch_reference(result, X, n_clusters, seed):
+    """Batch k-means on all of X (best of BATCH_N_INIT): its cost, or None if it failed."""
+    t0 = time.perf_counter()
+    try:
+        ref = edgekm.Coreset(X, numpy.ones(X.shape[0]))
+        _, _, batch_cost = ref.fit_centers(n_clusters, n_init=BATCH_N_INIT, random_state=seed)
+        batch_cost = float(batch_cost)
+        if not math.isfinite(batch_cost) or batch_cost < 0:
+            raise RuntimeError(f"the batch cost is {batch_cost!r}")
+        result["batch"] = {"cost": batch_cost, "seconds": time.perf_counter() - t0}
+    except Exception as exc:  # report, carry on with the streaming runs
+        result["batch"] = _fail(result, "batch k-means", exc)
+        batch_cost = None
+    return batch_cost
+
+
+def _guarded(result, where, batch_cost, stream, *args):
+    """The row of ``stream(*args)`` with its cost ratio, or the error row if it failed."""
+    try:
+        row = stream(*args)
+    except Exception as exc:  # report, carry on with the next run
+        return _fail(result, where, exc)
+    row["cost_ratio"] = _ratio(row["cost"], batch_cost)
+    return row
 
 
 def _ratio(cost, batch_cost):
@@ -501,3 +507,91 @@ def _json_safe(obj):
 def to_json(result):
     """The result as strict JSON text (non-finite numbers become null)."""
     return json.dumps(_json_safe(result), indent=2, allow_nan=False)
+
+
+# ---------------------------------------------------------------- the command
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "bench",
+        help="stream a data set through every algorithm and compare with batch k-means",
+        description=(
+            "Stream a data set (by default the bundled Shuttle data, shuffled) through each "
+            "streaming algorithm, querying the centers every N points, and print the final "
+            "cost relative to batch k-means, the update time per point, the time per query "
+            "and the memory used. scikit-learn's MiniBatchKMeans and river's STREAMKMeans "
+            "run the same stream when they are installed (reported as skipped otherwise)."
+        ),
+    )
+    p.add_argument(
+        "--data",
+        metavar="FILE",
+        help="a .npy, .csv or .csv.gz file of shape (n_samples, n_features); "
+        "a CSV header line is detected and skipped (default: the bundled Shuttle data)",
+    )
+    p.add_argument("--k", type=positive_int, default=10, help="number of clusters (default 10)")
+    p.add_argument(
+        "--algorithms",
+        default="ct,cc,rcc,onlinecc,sequential",
+        metavar="LIST",
+        help="comma-separated subset of ct,cc,rcc,onlinecc,sequential (default: all)",
+    )
+    p.add_argument(
+        "--baselines",
+        default="minibatch,river",
+        metavar="LIST",
+        help="comma-separated subset of minibatch,river, or none: the other libraries' "
+        "algorithms to compare with, when installed (default: both)",
+    )
+    p.add_argument(
+        "--query-every",
+        type=positive_int,
+        default=100,
+        metavar="N",
+        help="read the centers after every N points (default 100, the paper's q)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=1024,
+        metavar="N",
+        help="points per partial_fit call (default 1024)",
+    )
+    p.add_argument(
+        "--limit", type=positive_int, metavar="N", help="use only the first N points"
+    )
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--shuffle",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="shuffle the rows before streaming (default: shuffle the bundled data, "
+        "keep a file's order)",
+    )
+    add_json(p, "the results")
+    p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    p.set_defaults(handler=run)
+
+
+def run(args):
+    """``edgekm bench``: :func:`run_bench` with the command's arguments; the exit status."""
+    try:
+        result = run_bench(
+            data=args.data,
+            n_clusters=args.k,
+            algorithms=args.algorithms,
+            baselines=args.baselines,
+            query_every=args.query_every,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            limit=args.limit,
+            progress=not args.no_progress,
+            out=None if args.json else sys.stdout,
+            shuffle=args.shuffle,
+        )
+    except BenchInputError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(to_json(with_config(result, args)))
+    return 0 if result["ok"] else 1

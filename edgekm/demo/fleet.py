@@ -55,7 +55,6 @@ import secrets
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -65,42 +64,15 @@ import numpy
 from edgekm._progress import Progress
 from edgekm.coreset import Coreset
 from edgekm._validation import check_int
-from edgekm.exceptions import EdgekmError, FleetDemoError
+from edgekm.demo._settings import (ROUNDS, PUBLISH_V1, PUBLISH_V2, PROMOTE_V2, DEFAULT_POINTS,
+                                   DEFAULT_FEATURES, DRIFT_TRAVEL, CORESET_SIZE, BATCH_N_INIT,
+                                   ROUND_N_INIT, ROUND_SAMPLE, PUBLISH_N_INIT, CANARY_SHARE,
+                                   PROJECTION_POINTS, CALIBRATION_LIMIT, MAX_DEVICES, MAX_CLUSTERS,
+                                   MODEL)
+from edgekm.demo._traffic import TrafficMeter
+from edgekm.exceptions import FleetDemoError
 
 __all__ = ["FleetDemoError", "run_fleet_demo", "ROUNDS", "DEFAULT_POINTS", "DEFAULT_FEATURES"]
-
-#: sync rounds of the demo
-ROUNDS = 12
-#: v1 is published after this round, v2 after PUBLISH_V2 (canary), promoted after PROMOTE_V2
-PUBLISH_V1, PUBLISH_V2, PROMOTE_V2 = 3, 6, 8
-#: points streamed through the fleet by default (the drift generator)
-DEFAULT_POINTS = 240_000
-#: features of the generated stream
-DEFAULT_FEATURES = 10
-#: distance each generated centre travels over the whole stream (cube side = 1)
-DRIFT_TRAVEL = 0.25
-#: m: points per frame and per aggregator bucket
-CORESET_SIZE = 200
-#: restarts of the batch k-means reference on all the data (the paper's baseline: best of 5)
-BATCH_N_INIT = 5
-#: restarts of the per-round fits behind the cost-over-time plot (2 got stuck in a local
-#: optimum in 1 of 36 fits; 5 did not in any)
-ROUND_N_INIT = 5
-#: the per-round batch references are fitted on a uniform sample of at most this many of
-#: the points (their cost is on all of them); the final reference uses every point
-ROUND_SAMPLE = 40_000
-#: restarts of each published version's fit on the aggregate
-PUBLISH_N_INIT = 10
-#: target share of the fleet in the v2 canary cohort
-CANARY_SHARE = 0.5
-#: coreset points sampled for the 2-D projection
-PROJECTION_POINTS = 600
-#: share of all the points beyond their cluster's p99 under the final version (fitted on all
-#: of them; about 1 % expected) above which the report warns
-CALIBRATION_LIMIT = 0.05
-MAX_DEVICES = 256
-MAX_CLUSTERS = 100
-MODEL = "fleet-demo"
 
 
 class _StepFailed(Exception):
@@ -164,6 +136,16 @@ def _load(data, n_points, n_clusters, n_devices, seed, shuffle):
     return numpy.ascontiguousarray(X, dtype=numpy.float32), info
 
 
+def _check_numbers(n_devices, n_clusters, n_points, seed, shuffle):
+    n_devices = _check_int("n_devices", n_devices, 1, MAX_DEVICES)
+    n_clusters = _check_int("n_clusters", n_clusters, 1, MAX_CLUSTERS)
+    n_points = _check_int("n_points", n_points, 1, allow_none=True)
+    seed = _check_int("seed", seed, 0, 2**63 - 1)
+    if shuffle is not None and not isinstance(shuffle, (bool, numpy.bool_)):
+        raise FleetDemoError(f"shuffle must be None, True or False; got {shuffle!r}")
+    return n_devices, n_clusters, n_points, seed
+
+
 def _check_report_path(report):
     if report is None:
         return None
@@ -201,98 +183,16 @@ def _server_modules():
     return server
 
 
-# ---------------------------------------------------------------- the aggregator's HTTP side
-
-
-def _kind(path):
-    if path.endswith("/frames"):
-        return "frames"
-    if path.endswith("/telemetry"):
-        return "telemetry"
-    if path.endswith("/centroids"):
-        return "centroids"
-    return "other"
-
-
-class _TrafficMeter:
-    """ASGI middleware: counts the HTTP bytes of device requests and reads telemetry.
-
-    Request bytes are the HTTP/1.1 request line, the headers (``name: value``
-    and CRLF each, plus the blank line) and the body, as received.  Response
-    bytes are the bodies only.  Telemetry bodies answered 200 are decoded to
-    count the anomalies the devices flagged (keyed by summary id, so a retried
-    upload counts once).
-    """
-
-    def __init__(self, app):
-        self.app = app
-        self.lock = threading.Lock()
-        self.requests = {}            # kind -> [count, request bytes, response bytes]
-        self.errors = []              # (kind, status) of device requests answered >= 400
-        self.summaries = {}           # (device, boot, seq) -> (flagged, forwarded, points)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        kind = _kind(scope["path"])
-        target = scope.get("raw_path") or scope["path"].encode()
-        if scope.get("query_string"):
-            target += b"?" + scope["query_string"]
-        head = len(scope["method"]) + 1 + len(target) + 1 + len(b"HTTP/1.1") + 2 + 2
-        head += sum(len(k) + 2 + len(v) + 2 for k, v in scope.get("headers", ()))
-        body = []
-        sent = [0, None]
-
-        async def counting_receive():
-            message = await receive()
-            if message["type"] == "http.request":
-                body.append(message.get("body", b""))
-            return message
-
-        async def counting_send(message):
-            if message["type"] == "http.response.start":
-                sent[1] = message["status"]
-            elif message["type"] == "http.response.body":
-                sent[0] += len(message.get("body", b""))
-            await send(message)
-
-        await self.app(scope, counting_receive, counting_send)
-        payload = b"".join(body)
-        summary = None
-        if kind == "telemetry" and sent[1] == 200:
-            from edgekm.sync.wire.telemetry import TelemetryError, decode_telemetry
-
-            try:
-                summary = decode_telemetry(payload)
-            except TelemetryError:      # pragma: no cover - the app answered 200
-                summary = None
-        with self.lock:
-            row = self.requests.setdefault(kind, [0, 0, 0])
-            row[0] += 1
-            row[1] += head + len(payload)
-            row[2] += sent[0]
-            if kind != "other" and (sent[1] or 500) >= 400:
-                self.errors.append((kind, sent[1]))
-            if summary is not None:
-                n_forwarded = int(summary.anomalies.shape[0])
-                self.summaries[(summary.device, summary.boot, summary.seq)] = (
-                    n_forwarded + int(summary.anomalies_dropped), n_forwarded,
-                    int(summary.n_points))
-
-    def snapshot(self):
-        with self.lock:
-            requests = {k: list(v) for k, v in self.requests.items()}
-            flagged = sum(s[0] for s in self.summaries.values())
-            forwarded = sum(s[1] for s in self.summaries.values())
-            checked = sum(s[2] for s in self.summaries.values())
-        up = sum(requests.get(k, [0, 0, 0])[1] for k in ("frames", "telemetry"))
-        return {"requests": requests, "bytes_uploaded": up, "anomalies": flagged,
-                "anomalies_forwarded": forwarded, "points_checked": checked}
+# ---------------------------------------------------------------- the admin HTTP client
 
 
 class _Admin:
-    """The admin HTTP API (bearer token) through the standard library."""
+    """The admin HTTP API (bearer token) through the standard library.
+
+    The demo's one HTTP client of its own: ``call(method, path, payload)``
+    returns the decoded JSON answer or raises :class:`_StepFailed`.  It is
+    meant to be replaced by the signed client of :mod:`edgekm.sync.device`.
+    """
 
     def __init__(self, url, token):
         self.url = url
@@ -436,12 +336,8 @@ def run_fleet_demo(*, data=None, n_devices=8, n_points=None, n_clusters=8, seed=
         anything starts.
     """
     t_start = time.perf_counter()
-    n_devices = _check_int("n_devices", n_devices, 1, MAX_DEVICES)
-    n_clusters = _check_int("n_clusters", n_clusters, 1, MAX_CLUSTERS)
-    n_points = _check_int("n_points", n_points, 1, allow_none=True)
-    seed = _check_int("seed", seed, 0, 2**63 - 1)
-    if shuffle is not None and not isinstance(shuffle, (bool, numpy.bool_)):
-        raise FleetDemoError(f"shuffle must be None, True or False; got {shuffle!r}")
+    n_devices, n_clusters, n_points, seed = _check_numbers(n_devices, n_clusters, n_points,
+                                                           seed, shuffle)
     report_path = _check_report_path(report)
     work = _check_workdir(workdir)
     server_mod = _server_modules()
@@ -474,200 +370,262 @@ def run_fleet_demo(*, data=None, n_devices=8, n_points=None, n_clusters=8, seed=
                 failures.append(f"cannot remove the temporary directory {root}: {exc}")
     result["seconds"] = time.perf_counter() - t_start
     result["ok"] = not failures
+    _write_reports(result, report_path, out)
+    return result
+
+
+def _write_reports(result, report_path, out):
+    """The HTML report (when asked for) and the text report (unless ``out`` is None)."""
     if report_path is not None:
-        from .report import write_html
+        from edgekm.demo.html_report import write_html
 
         try:
             write_html(result, report_path)
             result["report"] = report_path
         except OSError as exc:
-            failures.append(f"cannot write the report {report_path}: {exc}")
+            result["failures"].append(f"cannot write the report {report_path}: {exc}")
             result["ok"] = False
     if out is not None:
-        from .report import format_text
+        from edgekm.demo.text_report import format_text
 
         out.write(format_text(result))
         out.flush()
-    return result
 
 
 def _run(X, result, root, server_mod, progress, out):
     """The demo proper; fills ``result``.  Closes everything it opened, whatever happens."""
-    from edgekm.sync.device.agent import DeviceAgent
-    from edgekm.sync.cloud.aggregator import Aggregator
-    from edgekm.sync.cloud.versions import cohort_bucket
-
-    n, d = X.shape
-    k, n_devices, seed = result["n_clusters"], result["n_devices"], result["seed"]
-    failures = result["failures"]
-    events = result["events"]
-    width = max(2, len(str(n_devices - 1)))
-    names = [f"dev-{i:0{width}d}" for i in range(n_devices)]
-    bounds = numpy.linspace(0, n, ROUNDS + 1).round().astype(numpy.int64)
-
+    demo = _Demo(X, result, root)
     with contextlib.ExitStack() as stack:
-        aggregator = Aggregator(os.path.join(root, "aggregator.db"), coreset_size=CORESET_SIZE,
-                                random_state=seed)
-        stack.callback(aggregator.close)
-        aggregator.add_model(MODEL, d, dtype="float32")
-        keys = {name: aggregator.add_device(name) for name in names}     # HMAC keys
-        token = secrets.token_hex(16)
-        meter = _TrafficMeter(server_mod.create_app(aggregator, admin_token=token,
-                                                    policy_interval=None))
-        server = server_mod.BackgroundServer(meter, name="edgekm-demo-aggregator")
-        stopped = []
+        demo.start_aggregator(stack, server_mod)
+        demo.announce(out)
+        demo.start_devices(stack)
+        demo.stream_rounds(progress)
+        final = demo.final_state()
+        demo.stop_server()
+        result["offline"] = _assign_offline(demo.agents, demo.last_piece,
+                                            demo.centers[demo.active], demo.failures, X)
+    demo.warn_if_miscalibrated()
+    _figures(demo, *final)
 
-        def stop_server():
-            if not stopped:
-                stopped.append(True)
-                if not server.stop():
-                    failures.append("the aggregator's server thread did not stop")
-        stack.callback(stop_server)
+
+class _Demo:
+    """One run of the demo: the aggregator behind its server, the devices, the versions.
+
+    The methods are the steps, in the order :func:`_run` calls them; a step
+    that fails raises :class:`_StepFailed` or adds to ``failures``.
+    """
+
+    def __init__(self, X, result, root):
+        self.X, self.result, self.root = X, result, root
+        self.n, self.d = X.shape
+        self.k, self.n_devices, self.seed = (result["n_clusters"], result["n_devices"],
+                                             result["seed"])
+        self.failures = result["failures"]
+        self.events = result["events"]
+        width = max(2, len(str(self.n_devices - 1)))
+        self.names = [f"dev-{i:0{width}d}" for i in range(self.n_devices)]
+        self.bounds = numpy.linspace(0, self.n, ROUNDS + 1).round().astype(numpy.int64)
+        self.base = f"/v1/models/{MODEL}"
+        self.agents = {}
+        self.rounds = []
+        self.versions = {}       # version -> bookkeeping for the report
+        self.centers = {}        # version -> centres (k, d)
+        self.active = None
+        self.canary = None       # the version in canary
+        self.last_piece = {}
+        self._stopped = False
+
+    # ------------------------------------------------------------ start
+
+    def start_aggregator(self, stack, server_mod):
+        """The aggregator on its database, devices registered, served on a free port."""
+        from edgekm.sync.cloud.aggregator import Aggregator
+
+        db = os.path.join(self.root, "aggregator.db")
+        self.aggregator = Aggregator(db, coreset_size=CORESET_SIZE, random_state=self.seed)
+        stack.callback(self.aggregator.close)
+        self.aggregator.add_model(MODEL, self.d, dtype="float32")
+        self.keys = {name: self.aggregator.add_device(name) for name in self.names}   # HMAC
+        token = secrets.token_hex(16)
+        self.meter = TrafficMeter(server_mod.create_app(self.aggregator, admin_token=token,
+                                                         policy_interval=None))
+        self.server = server_mod.BackgroundServer(self.meter, name="edgekm-demo-aggregator")
+        stack.callback(self.stop_server)
         try:
-            server.start()
+            self.server.start()
         except RuntimeError as exc:
             raise _StepFailed(str(exc)) from None
-        result["aggregator"] = {"url": server.url, "database": "temporary"
-                                if result["workdir"] is None else
-                                os.path.join(root, "aggregator.db")}
-        if out is not None:
-            info = result["data"]
-            out.write(f"edgekm fleet demo: {n_devices} devices, {n:,} points x {d} features "
-                      f"({info['name']}), k = {k}; aggregator on {server.url}\n")
-            out.flush()
-        admin = _Admin(server.url, token)
-        base = f"/v1/models/{MODEL}"
+        self.result["aggregator"] = {"url": self.server.url, "database": "temporary"
+                                     if self.result["workdir"] is None else db}
+        self.admin = _Admin(self.server.url, token)
 
-        agents = {}
-        for i, name in enumerate(names):
-            agent = DeviceAgent(server.url, MODEL, name, keys[name],
-                                os.path.join(root, "devices", name), n_clusters=k,
+    def stop_server(self):
+        if not self._stopped:
+            self._stopped = True
+            if not self.server.stop():
+                self.failures.append("the aggregator's server thread did not stop")
+
+    def announce(self, out):
+        if out is not None:
+            info = self.result["data"]
+            out.write(f"edgekm fleet demo: {self.n_devices} devices, {self.n:,} points x "
+                      f"{self.d} features ({info['name']}), k = {self.k}; aggregator on "
+                      f"{self.server.url}\n")
+            out.flush()
+
+    def start_devices(self, stack):
+        """One DeviceAgent per device, each with its own outbox and seed."""
+        from edgekm.sync.device.agent import DeviceAgent
+
+        for i, name in enumerate(self.names):
+            agent = DeviceAgent(self.server.url, MODEL, name, self.keys[name],
+                                os.path.join(self.root, "devices", name), n_clusters=self.k,
                                 coreset_size=CORESET_SIZE, max_retries=3, backoff_base=0.05,
-                                backoff_max=1.0, timeout=60.0, random_state=seed + 1 + i,
+                                backoff_max=1.0, timeout=60.0, random_state=self.seed + 1 + i,
                                 telemetry_window_seconds=3600.0)
             stack.callback(agent.close)
-            agents[name] = agent
+            self.agents[name] = agent
 
-        rounds = []
-        versions = {}            # version -> bookkeeping for the report
-        centers = {}             # version -> centres (k, d)
-        active = [None]
-        last_piece = {}
+    # ------------------------------------------------------------ the rounds
 
-        def publish(round_no):
-            info = admin.call("POST", f"{base}/versions",
-                              {"n_clusters": k, "n_init": PUBLISH_N_INIT, "random_state": seed})
-            v = info["version"]
-            doc = admin.call("GET", f"{base}/versions/{v}")
-            centers[v] = numpy.asarray(doc["centers"], dtype=numpy.float64)
-            versions[v] = {"published_round": round_no, "canary_percent": None,
-                           "canary_devices": None, "promoted_round": None}
-            if info["status"] == "active":
-                active[0] = v
-            events.append({"round": round_no, "points": int(bounds[round_no]),
-                           "text": f"v{v} published ({info['status']})",
-                           "short": f"v{v} {'active' if active[0] == v else 'published'}"})
-            return v
-
-        def pull_all(expect):
-            for name, agent in agents.items():
-                got = agent.pull()
-                error = (agent.last_pull or {}).get("error")
-                if error:
-                    failures.append(f"{name}: pull failed: {error}")
-                if got != expect[name]:
-                    failures.append(f"{name} uses version {got}, expected {expect[name]}")
-
-        with Progress(n, "fleet demo", enabled=progress) as bar:
+    def stream_rounds(self, progress):
+        """Every round: ingest and sync, measure, then the rollout step of that round."""
+        with Progress(self.n, "fleet demo", enabled=progress) as bar:
             for r in range(ROUNDS):
-                lo, hi = int(bounds[r]), int(bounds[r + 1])
-                pieces = numpy.array_split(numpy.arange(lo, hi), n_devices)
-                for name, idx in zip(names, pieces):
-                    piece = X[idx[0]:idx[-1] + 1]
-                    agents[name].ingest(piece)
-                    last_piece[name] = piece
-                for name, agent in agents.items():
-                    rep = agent.sync()
-                    bar.update(last_piece[name].shape[0])        # points ingested and synced
-                    if rep["rejected"]:
-                        failures.append(f"{name}: {rep['rejected']} upload(s) rejected in "
-                                        f"round {r + 1}: {rep['error']}")
-                    if rep["pending"] or rep["telemetry_pending"]:
-                        failures.append(f"{name}: uploads still pending after round {r + 1} "
-                                        f"({rep['pending']} frames, {rep['telemetry_pending']} "
-                                        f"telemetry): {rep['error']}")
-                if failures:
+                lo, hi = int(self.bounds[r]), int(self.bounds[r + 1])
+                self.ingest_and_sync(r + 1, lo, hi, bar)
+                if self.failures:
                     raise _StepFailed(f"stopped after round {r + 1}")
-                rounds.append(_measure_round(X, lo, hi, r + 1, admin, base, k, seed, meter,
-                                             centers.get(active[0]), active[0], agents))
-                round_no = r + 1
-                if round_no == PUBLISH_V1:
-                    v1 = publish(round_no)
-                    pull_all({name: v1 for name in names})
-                elif round_no == PUBLISH_V2:
-                    v2 = publish(round_no)
-                    percent = _canary_percent([cohort_bucket(MODEL, nm) for nm in names])
-                    admin.call("POST", f"{base}/versions/{v2}/canary", {"percent": percent})
-                    cohort = [nm for nm in names if cohort_bucket(MODEL, nm) < round(percent * 100)]
-                    versions[v2].update(canary_percent=percent, canary_devices=len(cohort),
-                                        fleet_size=n_devices)
-                    events.append({"round": round_no, "points": hi,
-                                   "text": f"v{v2} canary to {percent:g} % "
-                                           f"({len(cohort)}/{n_devices} devices)",
-                                   "short": f"canary {len(cohort)}/{n_devices}"})
-                    pull_all({nm: (v2 if nm in cohort else active[0]) for nm in names})
-                elif round_no == PROMOTE_V2:
-                    admin.call("POST", f"{base}/versions/{v2}/promote", {})
-                    versions[v2]["promoted_round"] = round_no
-                    active[0] = v2
-                    events.append({"round": round_no, "points": hi,
-                                   "text": f"v{v2} promoted", "short": f"v{v2} promoted"})
-                    pull_all({nm: v2 for nm in names})
-                elif round_no == ROUNDS:
-                    v3 = publish(round_no)
-                    admin.call("POST", f"{base}/versions/{v3}/promote", {})
-                    versions[v3]["promoted_round"] = round_no
-                    active[0] = v3
-                    events.append({"round": round_no, "points": hi,
-                                   "text": f"v{v3} promoted", "short": "promoted"})
-                    pull_all({nm: v3 for nm in names})
-                if failures:
-                    raise _StepFailed(f"stopped after round {round_no}")
+                self.rounds.append(_measure_round(
+                    self.X, lo, hi, r + 1, self.admin, self.base, self.k, self.seed, self.meter,
+                    self.centers.get(self.active), self.active, self.agents))
+                self.rollout(r + 1, hi)
+                if self.failures:
+                    raise _StepFailed(f"stopped after round {r + 1}")
 
-        # ---------------------------------------------------------- the final state
-        listing = admin.call("GET", f"{base}/versions")
-        drift = admin.call("GET", f"{base}/drift")
-        info = admin.call("GET", base)
-        result["merged_weight"] = float(info["total_weight"])
-        acked = sum(a.stats()["weight_acked"] for a in agents.values())
-        if result["merged_weight"] != float(n) or acked != float(n):
-            failures.append(f"merged weight {result['merged_weight']:g} and acknowledged "
-                            f"weight {acked:g} should both equal the {n} points ingested")
-        traffic = meter.snapshot()
+    def ingest_and_sync(self, round_no, lo, hi, bar):
+        """Each device ingests its contiguous piece of the round's points, then syncs."""
+        pieces = numpy.array_split(numpy.arange(lo, hi), self.n_devices)
+        for name, idx in zip(self.names, pieces):
+            piece = self.X[idx[0]:idx[-1] + 1]
+            self.agents[name].ingest(piece)
+            self.last_piece[name] = piece
+        for name, agent in self.agents.items():
+            rep = agent.sync()
+            bar.update(self.last_piece[name].shape[0])        # points ingested and synced
+            if rep["rejected"]:
+                self.failures.append(f"{name}: {rep['rejected']} upload(s) rejected in "
+                                     f"round {round_no}: {rep['error']}")
+            if rep["pending"] or rep["telemetry_pending"]:
+                self.failures.append(f"{name}: uploads still pending after round {round_no} "
+                                     f"({rep['pending']} frames, {rep['telemetry_pending']} "
+                                     f"telemetry): {rep['error']}")
+
+    # ------------------------------------------------------------ rollout
+
+    def rollout(self, round_no, hi):
+        """v1 after PUBLISH_V1, v2 as a canary after PUBLISH_V2, promoted after PROMOTE_V2,
+        v3 published and promoted after the last round."""
+        if round_no == PUBLISH_V1:
+            v1 = self.publish(round_no)
+            self.pull_all({name: v1 for name in self.names})
+        elif round_no == PUBLISH_V2:
+            self.canary = self.publish(round_no)
+            cohort = self.start_canary(self.canary, round_no, hi)
+            self.pull_all({nm: (self.canary if nm in cohort else self.active)
+                           for nm in self.names})
+        elif round_no == PROMOTE_V2:
+            self.promote(self.canary, round_no, hi, f"v{self.canary} promoted")
+        elif round_no == ROUNDS:
+            self.promote(self.publish(round_no), round_no, hi, "promoted")
+
+    def publish(self, round_no):
+        info = self.admin.call("POST", f"{self.base}/versions",
+                               {"n_clusters": self.k, "n_init": PUBLISH_N_INIT,
+                                "random_state": self.seed})
+        v = info["version"]
+        doc = self.admin.call("GET", f"{self.base}/versions/{v}")
+        self.centers[v] = numpy.asarray(doc["centers"], dtype=numpy.float64)
+        self.versions[v] = {"published_round": round_no, "canary_percent": None,
+                            "canary_devices": None, "promoted_round": None}
+        if info["status"] == "active":
+            self.active = v
+        self.events.append({"round": round_no, "points": int(self.bounds[round_no]),
+                            "text": f"v{v} published ({info['status']})",
+                            "short": f"v{v} {'active' if self.active == v else 'published'}"})
+        return v
+
+    def start_canary(self, v, round_no, hi):
+        """Roll ``v`` out to about CANARY_SHARE of the fleet; returns the cohort's names."""
+        from edgekm.sync.cloud.versions import cohort_bucket
+
+        names, n_devices = self.names, self.n_devices
+        percent = _canary_percent([cohort_bucket(MODEL, nm) for nm in names])
+        self.admin.call("POST", f"{self.base}/versions/{v}/canary", {"percent": percent})
+        cohort = [nm for nm in names if cohort_bucket(MODEL, nm) < round(percent * 100)]
+        self.versions[v].update(canary_percent=percent, canary_devices=len(cohort),
+                                fleet_size=n_devices)
+        self.events.append({"round": round_no, "points": hi,
+                            "text": f"v{v} canary to {percent:g} % "
+                                    f"({len(cohort)}/{n_devices} devices)",
+                            "short": f"canary {len(cohort)}/{n_devices}"})
+        return cohort
+
+    def promote(self, v, round_no, hi, short):
+        self.admin.call("POST", f"{self.base}/versions/{v}/promote", {})
+        self.versions[v]["promoted_round"] = round_no
+        self.active = v
+        self.events.append({"round": round_no, "points": hi,
+                            "text": f"v{v} promoted", "short": short})
+        self.pull_all({nm: v for nm in self.names})
+
+    def pull_all(self, expect):
+        for name, agent in self.agents.items():
+            got = agent.pull()
+            error = (agent.last_pull or {}).get("error")
+            if error:
+                self.failures.append(f"{name}: pull failed: {error}")
+            if got != expect[name]:
+                self.failures.append(f"{name} uses version {got}, expected {expect[name]}")
+
+    # ------------------------------------------------------------ checks
+
+    def final_state(self):
+        """Check the merged weight and the stored anomalies; return (listing, drift, aggregate)."""
+        listing = self.admin.call("GET", f"{self.base}/versions")
+        drift = self.admin.call("GET", f"{self.base}/drift")
+        info = self.admin.call("GET", self.base)
+        n = self.n
+        self.result["merged_weight"] = float(info["total_weight"])
+        acked = sum(a.stats()["weight_acked"] for a in self.agents.values())
+        if self.result["merged_weight"] != float(n) or acked != float(n):
+            self.failures.append(f"merged weight {self.result['merged_weight']:g} and "
+                                 f"acknowledged weight {acked:g} should both equal the {n} "
+                                 "points ingested")
+        traffic = self.meter.snapshot()
         stored_anomalies = int(drift["telemetry"]["anomalies"] or 0)
         if stored_anomalies != traffic["anomalies_forwarded"]:
-            failures.append(f"the aggregator stored {stored_anomalies} anomalies; the devices "
-                            f"forwarded {traffic['anomalies_forwarded']}")
-        aggregate = aggregator.aggregate(MODEL)
+            self.failures.append(f"the aggregator stored {stored_anomalies} anomalies; the "
+                                 f"devices forwarded {traffic['anomalies_forwarded']}")
+        return listing, drift, self.aggregator.aggregate(MODEL)
 
-        # ---------------------------------------------------------- offline assignment
-        stop_server()
-        result["offline"] = _assign_offline(agents, last_piece, centers[active[0]], failures, X)
+    def warn_if_miscalibrated(self):
+        off = self.result["offline"]
+        if (off and off["beyond_p99_all"] is not None
+                and off["beyond_p99_all"] > CALIBRATION_LIMIT):
+            self.result["warnings"].append(
+                f"{100 * off['beyond_p99_all']:.1f} % of all the points score above 1 (beyond "
+                f"their cluster's 99th percentile) under v{self.active}, which was fitted on "
+                "all of them, where about 1 % is expected: the version's per-cluster distance "
+                "quantiles (the anomaly thresholds) look too low, so the anomaly counts and "
+                "drift scores are inflated")
 
-    # ------------------------------------------------------------------ figures
-    off = result["offline"]
-    if off and off["beyond_p99_all"] is not None and off["beyond_p99_all"] > CALIBRATION_LIMIT:
-        result["warnings"].append(
-            f"{100 * off['beyond_p99_all']:.1f} % of all the points score above 1 (beyond "
-            f"their cluster's 99th percentile) under v{active[0]}, which was fitted on all of "
-            "them, where about 1 % is expected: the version's per-cluster distance quantiles "
-            "(the anomaly thresholds) look too low, so the anomaly counts and drift scores "
-            "are inflated")
-    batch_centers, batch_cost = _batch(X, k, BATCH_N_INIT, seed)
-    fleet_cost = _cost(X, centers[active[0]])
-    ratio = _ratio(fleet_cost, batch_cost)
-    if not math.isfinite(ratio):
-        failures.append(f"the cost ratio is {ratio!r}")
+
+# ---------------------------------------------------------------- figures
+
+
+def _version_rows(listing, drift, versions, centers, X, batch_cost):
+    """One dict per version for the report: status, drift, shares, cost ratio, rollout."""
     by_version = {v["version"]: v for v in drift["versions"]}
     out_versions = []
     for row in listing["versions"]:
@@ -683,12 +641,29 @@ def _run(X, result, root, server_mod, progress, out):
             "observed_shares": extra.get("observed_shares"),
             "cost_ratio_all_data": _ratio(_cost(X, centers[v]), batch_cost),
             **versions.get(v, {})})
+    return out_versions
+
+
+def _movement(centers, out_versions):
+    """Per version, how far each centre moved from its parent's."""
     movement = {}
     for v, c in centers.items():
         parent = next((o["parent"] for o in out_versions if o["version"] == v), None)
         if parent in centers:
             movement[str(v)] = numpy.linalg.norm(c - centers[parent], axis=1).round(6).tolist()
-    traffic = meter.snapshot()
+    return movement
+
+
+def _figures(demo, listing, drift, aggregate):
+    """The report's figures: cost against batch k-means, versions, traffic, plots."""
+    X, result, centers = demo.X, demo.result, demo.centers
+    batch_centers, batch_cost = _batch(X, demo.k, BATCH_N_INIT, demo.seed)
+    fleet_cost = _cost(X, centers[demo.active])
+    ratio = _ratio(fleet_cost, batch_cost)
+    if not math.isfinite(ratio):
+        demo.failures.append(f"the cost ratio is {ratio!r}")
+    out_versions = _version_rows(listing, drift, demo.versions, centers, X, batch_cost)
+    traffic = demo.meter.snapshot()
     req = traffic["requests"]
     result.update(
         bytes_uploaded=int(traffic["bytes_uploaded"]),
@@ -700,9 +675,9 @@ def _run(X, result, root, server_mod, progress, out):
         anomalies_forwarded=int(traffic["anomalies_forwarded"]),
         points_checked=int(traffic["points_checked"]),
         drift_devices=drift["devices"],
-        series={"rounds": rounds, "movement": movement,
+        series={"rounds": demo.rounds, "movement": _movement(centers, out_versions),
                 "projection": _projection(aggregate.points, aggregate.weights,
-                                          {**centers, "batch": batch_centers}, seed)})
+                                          {**centers, "batch": batch_centers}, demo.seed)})
 
 
 def _measure_round(X, lo, hi, round_no, admin, base, k, seed, meter, active_centers,

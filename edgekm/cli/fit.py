@@ -1,4 +1,4 @@
-"""Fit centroids on a data file larger than memory (``edgekm fit``).
+"""``edgekm fit``: fit centroids on a data file larger than memory.
 
 :func:`fit_file` streams the file in chunks (:mod:`edgekm._io`) through
 :meth:`edgekm.StreamingKMeans.partial_fit`: the memory used is one chunk plus
@@ -14,7 +14,8 @@ thresholds of a centroid version) are measured on the same coreset.
 - ``.msgpack``: an encoded :class:`edgekm.sync.wire.version.CentroidVersion`,
   digest included, as an aggregator publishes it.
 
-``edgekm assign --version FILE`` reads the ``.msgpack`` and ``.json`` files.
+``edgekm assign --version FILE`` reads the ``.msgpack`` and ``.json`` files
+(:func:`edgekm.cli.assign.read_centroids_json` reads the ``.json``).
 """
 
 import json
@@ -28,9 +29,11 @@ from edgekm._progress import Progress
 from edgekm._validation import check_params
 from edgekm.streaming import StreamingKMeans
 from edgekm.solve import cluster_statistics
-from edgekm.exceptions import FitError
+from edgekm.cli._common import (add_json, check_output_path, positive_int, print_json,
+                               seed_int)
+from edgekm.exceptions import DataError, FitError, UsageError
 
-__all__ = ["FitError", "fit_file", "write_centroids", "read_centroids_json", "OUTPUT_SUFFIXES"]
+__all__ = ["FitError", "fit_file", "write_centroids", "OUTPUT_SUFFIXES", "FIT_ALGORITHMS"]
 
 #: the suffixes :func:`write_centroids` writes
 OUTPUT_SUFFIXES = (".npy", ".json", ".msgpack")
@@ -198,36 +201,61 @@ def _as_version(result, model, created=None):
         training_weight=float(result["n_samples"]), cost=float(result["inertia"]))
 
 
-def read_centroids_json(data):
-    """A :class:`~edgekm.sync.wire.version.CentroidVersion` from the JSON of :func:`write_centroids`.
+# ---------------------------------------------------------------- the command
 
-    Raises
-    ------
-    edgekm.sync.wire.version.VersionError
-        Not such a document, or values that a version refuses.
-    """
-    from edgekm.sync.wire.version import VersionError, decode_version, encode_version
 
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "fit",
+        help="fit centroids on a large file in bounded memory",
+        description=(
+            "Stream a .npy (memory-mapped), .csv, .csv.gz or .parquet file, or CSV lines on "
+            "standard input (-), in chunks through StreamingKMeans.partial_fit: memory is one "
+            "chunk plus the estimator's fixed structure, whatever the size of the file. "
+            "Write the centres to --out: .npy (the centres only), .json (centres, cluster "
+            "weights, anomaly quantiles) or .msgpack (a centroid version document). "
+            "'edgekm assign --version' reads the .json and .msgpack files."
+        ),
+    )
+    p.add_argument("input", metavar="INPUT",
+                   help="a .npy, .csv, .csv.gz or .parquet file, or - for standard input")
+    p.add_argument("--k", type=positive_int, required=True, help="number of clusters")
+    p.add_argument("--coreset-size", type=positive_int, metavar="M",
+                   help="points per bucket (default 40 k)")
+    p.add_argument("--algorithm", choices=FIT_ALGORITHMS, default="cc",
+                   help="the streaming algorithm (default cc)")
+    p.add_argument("--chunk-rows", type=positive_int, default=65536, metavar="N",
+                   help="rows read and fitted at a time (default 65536)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    p.add_argument("--model", default="offline", metavar="M",
+                   help="model name recorded in a .json or .msgpack output (default offline)")
+    p.add_argument("-o", "--out", required=True, metavar="FILE",
+                   help="where to write the centres: .npy, .json or .msgpack")
+    add_json(p, "a summary (n_samples, seconds, inertia, output)")
+    p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    p.set_defaults(handler=run)
+
+
+def run(args):
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise VersionError(f"not JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("kind") != JSON_KIND:
-        raise VersionError(f"not an {JSON_KIND} JSON document (written by edgekm fit)")
-    try:
-        dtype = np.dtype(doc["dtype"])
-        if dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype {dtype} is not float32 or float64")
-        centers = np.array(doc["centers"], dtype=dtype)
-        result = {"centers": centers, "cluster_weights": np.array(doc["cluster_weights"], float),
-                  "quantiles": np.array(doc["quantiles"], float),
-                  "n_samples": float(doc["training_weight"]), "inertia": float(doc["cost"])}
-        if centers.ndim != 2:
-            raise ValueError("centers must be a list of rows")
-        version = _as_version(result, doc["model"], doc["created"])
-        body, _ = encode_version(version)     # one validator for every source
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, VersionError):
-            raise
-        raise VersionError(f"bad {JSON_KIND} document: {exc!r:.200}") from None
-    return decode_version(body)
+        _check_output(args.out)
+        check_output_path(args.out, FitError)
+        result = fit_file(args.input, args.k, coreset_size=args.coreset_size,
+                          algorithm=args.algorithm, chunk_rows=args.chunk_rows,
+                          random_state=args.seed, progress=not args.no_progress)
+        digest = write_centroids(result, args.out, model=args.model)
+    except (DataError, FitError) as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.out!r}: {exc.strerror or exc}") from None
+    summary = {k: v for k, v in result.items()
+               if k not in ("centers", "cluster_weights", "quantiles")}
+    summary.update(output=args.out, model=args.model, digest=digest)
+    if args.json:
+        print_json(summary, args)
+    else:
+        print(f"fitted k={args.k} on {result['n_samples']} points x {result['n_features']} "
+              f"features in {result['seconds']:.2f} s (inertia on the coreset "
+              f"{result['inertia']:.6g}; fixed memory {result['memory_bytes']} bytes, chunks "
+              f"of at most {result['largest_chunk_bytes']} bytes) -> {args.out}")
+    return 0

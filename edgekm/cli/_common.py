@@ -1,0 +1,168 @@
+"""What the commands of the ``edgekm`` command line share.
+
+Argument types (with the messages the CLI prints), ``--json``, ``--config``
+and ``--db``, JSON output, opening an aggregator database or an input file,
+and :class:`Failure`.  Errors map to exit codes in :func:`edgekm.cli.main`:
+:class:`~edgekm.exceptions.UsageError` and
+:class:`~edgekm.exceptions.ConfigError` exit 2, :class:`Failure` exits 1.
+"""
+
+import argparse
+import json
+import math
+import os
+
+from edgekm.cli._config import CONFIG_ENV
+from edgekm.exceptions import UsageError
+
+PROG = "edgekm"
+
+
+class Failure(Exception):
+    """The work asked for did not succeed (exit status 1); the message says why."""
+
+
+# ---------------------------------------------------------------- argument types
+
+
+def int_type(minimum, maximum=None, what="an integer", bound=None):
+    """An argparse type: an int in [minimum, maximum], with the messages the CLI uses."""
+    if bound is None:
+        bound = (f"must be at least {minimum}" if maximum is None
+                 else f"must be in {minimum}..{maximum}")
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"{bound}, got {value}")
+        return value
+    return parse
+
+
+def float_type(accept, bound):
+    """An argparse type: a float for which ``accept(value)`` holds, else ``bound``."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{bound}, got {text}")
+        return value
+    return parse
+
+
+positive_int = int_type(1)
+non_negative_int = int_type(0)
+seed_int = int_type(0, bound="must be >= 0")
+port_number = int_type(0, 65535)
+version_id = int_type(1, what="a version id", bound="a version id is at least 1")
+positive_float = float_type(lambda v: v > 0 and v != math.inf, "must be a finite number > 0")
+percent = float_type(lambda v: 0 < v <= 100, "must be in (0, 100]")
+
+
+def fraction(text):
+    """An argparse type: a float in [0, 0.5) (the message shows the parsed value)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 0.5:
+        raise argparse.ArgumentTypeError(f"must be in [0, 0.5), got {value}")
+    return value
+
+
+# ---------------------------------------------------------------- shared options
+
+
+def add_json(p, what="the result"):
+    p.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def add_config(p):
+    p.add_argument("--config", dest="config_file", metavar="FILE", default=argparse.SUPPRESS,
+                   help=f"a TOML configuration file (default: ${CONFIG_ENV})")
+
+
+def add_db(p):
+    p.add_argument("--db", required=True, metavar="PATH",
+                   help="the aggregator's SQLite database (created if missing)")
+
+
+# ---------------------------------------------------------------- output
+
+
+def with_config(value, args):
+    """Add ``"config"`` (the configuration file used, or None) to a JSON object."""
+    if isinstance(value, dict) and "config" not in value:
+        value = dict(value, config=getattr(args, "config_path", None))
+    return value
+
+
+def json_ready(value):
+    """Strict JSON values: non-finite floats become None, numpy values plain ones."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):   # numpy
+        return json_ready(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def print_json(value, args=None, indent=2):
+    print(json.dumps(json_ready(with_config(value, args)), indent=indent, sort_keys=True,
+                     allow_nan=False), flush=True)
+
+
+def when(timestamp):
+    """A UTC timestamp as ``YYYY-MM-DDTHH:MM:SSZ``; None is ``-``."""
+    import datetime
+
+    if timestamp is None:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------- opening things
+
+
+def open_aggregator(path):
+    """An Aggregator for an administration command; a bad database is a usage error."""
+    import sqlite3
+
+    from edgekm.exceptions import SchemaError
+    from edgekm.sync.cloud.aggregator import Aggregator
+
+    try:
+        return Aggregator(path)
+    except (sqlite3.Error, SchemaError, OSError) as exc:
+        raise UsageError(f"cannot open the database {path!r}: {exc}") from None
+
+
+def open_input(path, chunk_rows, dtype=None):
+    """A chunked reader of an input file; a bad file is a usage error."""
+    import numpy as np
+
+    from edgekm._io import open_chunks
+    from edgekm.exceptions import DataError
+
+    try:
+        return open_chunks(path, chunk_rows, np.float32 if dtype is None else dtype)
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def check_output_path(path, error=UsageError):
+    """Fail with ``error`` unless ``path`` could be written (its directory exists)."""
+    out_dir = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(out_dir):
+        raise error(f"cannot write {path!r}: no directory {out_dir!r}")
+    if os.path.isdir(path):
+        raise error(f"cannot write {path!r}: it is a directory")

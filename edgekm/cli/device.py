@@ -1,0 +1,168 @@
+"""``edgekm device``: a device agent over a file or standard input."""
+
+import sys
+
+from edgekm.cli._common import (PROG, Failure, add_json, non_negative_int, open_input,
+                               positive_float, positive_int, print_json, seed_int)
+from edgekm.exceptions import AgentLockedError, DataError, OutboxError, UsageError
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "device",
+        help="run a device agent over a file or standard input, syncing to an aggregator",
+        description=(
+            "Run a DeviceAgent: stream the rows of a .npy, .csv, .csv.gz or .parquet file, or "
+            "CSV lines from standard input (-, the default), into the device's model, sync "
+            "the coreset frames to the aggregator every N points and at the end, and print a "
+            "summary. Frames are kept in --state-dir until the aggregator acknowledges them. "
+            "Exits 0 only if every frame was acknowledged; otherwise 1, and the frames that "
+            "are still pending stay in the outbox for the next run."
+        ),
+    )
+    p.add_argument("--server", required=True, metavar="URL",
+                   help="base URL of the aggregator, e.g. http://127.0.0.1:8750")
+    p.add_argument("--model", required=True, metavar="M", help="the model")
+    p.add_argument("--device-id", required=True, metavar="ID", help="this device's id")
+    p.add_argument("--key", required=True, metavar="KEY",
+                   help="the device's secret key (hex, from 'edgekm devices add'); better "
+                   "given as the EDGEKM_DEVICE_KEY environment variable, out of the process list")
+    p.add_argument("--state-dir", required=True, metavar="DIR",
+                   help="the agent's outbox and lock; survives restarts")
+    p.add_argument("--input", default="-", metavar="FILE",
+                   help="a .npy, .csv, .csv.gz or .parquet file, or - for CSV lines on "
+                   "standard input (default -)")
+    p.add_argument("--sync-every", type=positive_int, default=10000, metavar="N",
+                   help="sync after every N points (default 10000); and always at the end")
+    p.add_argument("--k", type=positive_int, default=8,
+                   help="clusters of the device's local model (default 8)")
+    p.add_argument("--coreset-size", type=positive_int, default=200, metavar="M",
+                   help="points per frame (default 200)")
+    p.add_argument("--timeout", type=positive_float, default=10.0, metavar="S",
+                   help="seconds per HTTP request (default 10)")
+    p.add_argument("--max-retries", type=non_negative_int, default=3, metavar="N",
+                   help="retries of a frame within one sync, with backoff (default 3)")
+    p.add_argument("--seed", type=seed_int, metavar="SEED", help="random seed (default: random)")
+    add_json(p, "the summary")
+    p.set_defaults(handler=run)
+
+
+def _pending_bytes(agent):
+    """{seq: bytes} of the frames waiting in the agent's outbox."""
+    return {p.seq: len(p.body) for p in agent.outbox.pending()}
+
+
+def _start_agent(args):
+    """The DeviceAgent of the command's arguments; a bad setting is a usage error."""
+    from edgekm.sync.device.agent import DeviceAgent
+
+    try:
+        return DeviceAgent(args.server, args.model, args.device_id, args.key, args.state_dir,
+                           n_clusters=args.k, coreset_size=args.coreset_size,
+                           timeout=args.timeout, max_retries=args.max_retries,
+                           backoff_max=min(30.0, 4 * args.timeout), random_state=args.seed)
+    except AgentLockedError as exc:
+        raise Failure(str(exc)) from None
+    except (ValueError, OutboxError) as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot use the state directory {args.state_dir!r}: "
+                         f"{exc.strerror or exc}") from None
+
+
+class _Syncs:
+    """Syncs the agent and adds up what every sync reported."""
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.totals = {"uploaded": 0, "accepted": 0, "duplicates": 0, "rejected": 0,
+                       "failed_attempts": 0, "bytes_uploaded": 0, "syncs": 0}
+        self.errors = []
+
+    def __call__(self):
+        agent, totals = self.agent, self.totals
+        agent.flush()
+        before = _pending_bytes(agent)
+        report = agent.sync()
+        # the frames that left the queue were acknowledged, or rejected (kept aside)
+        gone = set(before) - set(_pending_bytes(agent))
+        if report["rejected"]:
+            gone -= {r.seq for r in agent.outbox.rejected()}
+        totals["bytes_uploaded"] += sum(before[seq] for seq in gone)
+        for key in ("uploaded", "accepted", "duplicates", "rejected", "failed_attempts"):
+            totals[key] += report[key]
+        totals["syncs"] += 1
+        if report["error"]:
+            self.errors.append(report["error"])
+        return report
+
+
+def _stream(agent, reader, sync_every, sync):
+    """Ingest every row, syncing after every ``sync_every``; returns (points, last report).
+
+    Raises UsageError for a bad row, naming how many points were kept before it.
+    """
+    points = 0
+    since_sync = 0
+    report = None
+    try:
+        for X, _ in reader:
+            pos = 0
+            while pos < X.shape[0]:
+                take = X[pos:pos + sync_every - since_sync]
+                agent.ingest(take)
+                pos += take.shape[0]
+                points += take.shape[0]
+                since_sync += take.shape[0]
+                if since_sync == sync_every:
+                    report = sync()
+                    since_sync = 0
+        if since_sync or report is None or agent.outbox.stats()["pending"]:
+            report = sync()
+    except DataError as exc:
+        raise UsageError(f"{exc} (the {points} points before it were kept in the outbox)") \
+            from None
+    except ValueError as exc:            # a row of another width than the outbox's frames
+        raise UsageError(str(exc)) from None
+    return points, report
+
+
+def _summary(args, reader, points, syncs, stats, report):
+    totals, errors = syncs.totals, syncs.errors
+    summary = {"server": args.server, "model": args.model, "device_id": args.device_id,
+               "state_dir": args.state_dir, "input": reader.name, "points": points,
+               "frames_sent": totals["uploaded"], "frames_accepted": totals["accepted"],
+               "frames_duplicate": totals["duplicates"], "frames_rejected": totals["rejected"],
+               "frames_pending": stats["pending"], "weight_pending": stats["pending_weight"],
+               "weight_acked": stats["weight_acked"], "bytes_uploaded": totals["bytes_uploaded"],
+               "syncs": totals["syncs"], "failed_attempts": totals["failed_attempts"],
+               "last_error": errors[-1] if errors else None,
+               "ok": stats["pending"] == 0 and totals["rejected"] == 0}
+    summary["version"] = report.get("version")
+    return summary
+
+
+def run(args):
+    reader = open_input(args.input, min(args.sync_every, 65536))
+    agent = _start_agent(args)
+    syncs = _Syncs(agent)
+    with agent:
+        points, report = _stream(agent, reader, args.sync_every, syncs)
+        stats = agent.stats()
+    summary = _summary(args, reader, points, syncs, stats, report)
+    if args.json:
+        print_json(summary, args)
+    else:
+        print(f"device {args.device_id}: {points} points, {summary['frames_sent']} frames sent "
+              f"({summary['bytes_uploaded']} bytes), {summary['frames_pending']} pending, "
+              f"{summary['frames_rejected']} rejected")
+    if summary["ok"]:
+        return 0
+    if summary["frames_rejected"]:
+        why = (f"the aggregator refused {summary['frames_rejected']} frame(s) "
+               f"(kept aside in {args.state_dir}): {summary['last_error']}")
+    else:
+        why = (f"{summary['frames_pending']} frame(s) not acknowledged, kept in "
+               f"{args.state_dir} for the next run: {summary['last_error']}")
+    print(f"{PROG}: device: {why}", file=sys.stderr)
+    return 1

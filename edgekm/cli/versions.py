@@ -1,0 +1,143 @@
+"""``edgekm versions``: publish centroid versions and roll them out."""
+
+from edgekm.cli._common import (add_db, add_json, open_aggregator, percent, positive_int,
+                               print_json, seed_int, version_id, when)
+from edgekm.exceptions import (EdgekmError, FrameError, NotFittedError, RolloutError,
+                               UnknownDeviceError, UnknownModelError, UnknownVersionError,
+                               UsageError)
+
+#: errors of a versions action that are the user's: exit 2 with the message
+_USAGE_ERRORS = (UnknownModelError, UnknownVersionError, UnknownDeviceError, RolloutError,
+                 FrameError, NotFittedError)
+
+
+def _pin_version(text):
+    return None if text.lower() == "none" else version_id(text)
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "versions",
+        help="publish centroid versions and roll them out (canary, promote, rollback, abort, pin)",
+        description="Publish versioned centroids fitted on a model's aggregate and control "
+        "which devices get which version. Every change is recorded in the event log "
+        "('versions events').",
+    )
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    lst = sub.add_parser("list", help="list the versions with their status")
+    pub = sub.add_parser("publish", help="fit centres on the aggregate and store a new version",
+                         description="Fit centres on the aggregate (all time, or the last N "
+                         "windows) and store an immutable version whose labels are matched to "
+                         "the active version's. The first version becomes active; later ones "
+                         "start as candidates.")
+    pub.add_argument("--k", type=positive_int, required=True, help="number of clusters")
+    pub.add_argument("--windows", type=positive_int, metavar="N",
+                     help="fit on the last N time windows (default: all time)")
+    pub.add_argument("--n-init", type=positive_int, default=10, metavar="N",
+                     help="k-means restarts (default 10)")
+    pub.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    can = sub.add_parser("canary", help="send a version to a percentage of the devices")
+    can.add_argument("version", type=version_id, metavar="V")
+    can.add_argument("--percent", type=percent, required=True, metavar="P",
+                     help="percentage of devices, in (0, 100]; devices stay in as it grows")
+    pro = sub.add_parser("promote", help="make a version active (the previous one is retired)")
+    pro.add_argument("version", type=version_id, metavar="V")
+    rb = sub.add_parser("rollback", help="retire the active version and restore the previous one")
+    ab = sub.add_parser("abort", help="withdraw the canary (back to candidate); the active "
+                        "version stays")
+    pin = sub.add_parser("pin", help="pin a device to a version ('none' unpins it)")
+    pin.add_argument("device_id", metavar="DEVICE")
+    pin.add_argument("version", type=_pin_version, metavar="V")
+    drift = sub.add_parser("drift", help="the drift report: centre movement, cluster sizes, "
+                           "device drift, compression")
+    ev = sub.add_parser("events", help="the event log of the versions")
+    for q in (lst, pub, can, pro, rb, ab, pin, drift, ev):
+        add_db(q)
+        q.add_argument("--model", required=True, metavar="M", help="the model")
+        add_json(q)
+    p.set_defaults(handler=run)
+
+
+def run(args):
+    with open_aggregator(args.db) as agg:
+        try:
+            result = _run_versions(agg, args)
+        except _USAGE_ERRORS as exc:
+            raise UsageError(str(exc)) from None
+        except EdgekmError:             # any other error of edgekm's is its own failure
+            raise
+        except ValueError as exc:       # a bad argument that the aggregator refused
+            raise UsageError(str(exc)) from None
+    if args.json:
+        print_json(result, args)
+    else:
+        _print_versions_result(args.action, result)
+    return 0
+
+
+def _run_versions(agg, args):
+    model, action = args.model, args.action
+    if action == "list":
+        return {"model": model, **agg.rollout_state(model), "versions": agg.versions(model)}
+    if action == "publish":
+        v = agg.publish(model, args.k, args.windows, n_init=args.n_init,
+                        random_state=args.seed, actor="cli")
+        return [i for i in agg.versions(model) if i["version"] == v][0]
+    if action == "canary":
+        return agg.canary(model, args.version, args.percent, actor="cli")
+    if action == "promote":
+        return agg.promote(model, args.version, actor="cli")
+    if action == "rollback":
+        return agg.rollback(model, actor="cli")
+    if action == "abort":
+        return agg.abort_canary(model, actor="cli")
+    if action == "pin":
+        return agg.pin(model, args.device_id, args.version, actor="cli")
+    if action == "drift":
+        return agg.drift(model)
+    return agg.version_events(model)
+
+
+def _print_versions_result(action, result):
+    if action == "list":
+        print(f"{'version':>7} {'status':<10} {'k':>4} {'parent':>6} {'shift':>10} "
+              f"{'cost':>12} {'created':<20}")
+        for v in result["versions"]:
+            status = v["status"] + (f" {v['canary_percent']:g}%" if v["status"] == "canary"
+                                    else "")
+            shift = "-" if v["shift"] is None else f"{v['shift']:.4g}"
+            print(f"{v['version']:>7} {status:<10} {v['k']:>4} {v['parent'] or '-':>6} "
+                  f"{shift:>10} {v['cost']:>12.5g} {when(v['created']):<20}")
+        for device, v in result["pins"].items():
+            print(f"pinned: {device} -> {v}")
+    elif action == "publish":
+        print(f"version {result['version']} published ({result['status']}, k={result['k']}, "
+              f"cost {result['cost']:.5g})")
+    elif action == "canary":
+        print(f"version {result['version']} is the canary for {result['percent']:g}% of devices")
+    elif action in ("promote", "rollback"):
+        retired = result["retired"]
+        print(f"version {result['active']} is active"
+              + (f"; version {retired} retired" if retired is not None else ""))
+    elif action == "abort":
+        active = result["active"]
+        print(f"canary version {result['aborted']} withdrawn (candidate again); "
+              + (f"version {active} is active" if active is not None else "no active version"))
+    elif action == "pin":
+        if result["version"] is None:
+            print(f"device {result['device']} unpinned")
+        else:
+            print(f"device {result['device']} pinned to version {result['version']}")
+    elif action == "drift":
+        d = result["devices"]
+        print(f"model {result['model']}: active {result['active']}, canary {result['canary']}")
+        for v in result["versions"]:
+            print(f"  version {v['version']} ({v['status']}): shift {v['shift']}, share change "
+                  f"{v['share_change']}, empty {v['empty_clusters']}, cost {v['cost']:.5g}")
+        print(f"  devices reporting {d['reporting']}: mean drift {d['mean_drift_score']}, "
+              f"max {d['max_drift_score']}, over {d['threshold']:g}: {d['over_threshold']}")
+        print(f"  compression ratio {result['telemetry']['compression_ratio']}")
+    else:
+        for e in result:
+            print(f"{when(e['at'])} {e['actor']:<6} {e['action']:<9} v{e['version']} "
+                  f"{e['old_status'] or '-'} -> {e['new_status'] or '-'} {e['detail'] or ''}")
