@@ -226,10 +226,18 @@ def test_merge_with_size_reduces(dtype):
     assert m.dtype == dtype
     assert m.total_weight == a.total_weight + b.total_weight    # integer weights: exact
     assert (m.weights > 0).all()
-    # representatives are input points
-    union = np.concatenate([a.points, b.points])
-    for p in m.points:
-        assert (union == p).all(axis=1).any()
+    # each point is its leaf's weighted mean and carries the leaf's spread, so
+    # the cost of the union around its own mean is kept (up to rounding)
+    union = np.concatenate([a.points, b.points]).astype(np.float64)
+    uw = np.concatenate([a.weights, b.weights])
+    mu = (uw[:, None] * union).sum(axis=0) / uw.sum()
+    before = (uw * ((union - mu) ** 2).sum(axis=1)).sum()
+    after = m.total_spread + (m.weights * ((m.points.astype(np.float64) - mu) ** 2).sum(1)).sum()
+    assert (m.spread > 0).any() and (m.spread >= 0).all()
+    np.testing.assert_allclose(after, before, rtol=1e-6 if dtype == np.float32 else 1e-12)
+    # no reduced point lies outside the bounding box of the union
+    assert (m.points >= union.min(axis=0) - 1e-6).all()
+    assert (m.points <= union.max(axis=0) + 1e-6).all()
     # seeded: reproducible
     assert a.merge(b, size=30, random_state=0) == m
     assert a.merge(b, size=30, random_state=np.random.default_rng(5)) == \
