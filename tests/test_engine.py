@@ -194,6 +194,63 @@ def test_total_weight_is_exact(backend, kind, degrees, max_levels):
         check_pool(e)
 
 
+# ---------------------------------------------------------------- the spread is exact
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("kind,degrees,max_levels", [
+    ("ct", (2,), 8), ("cc", (2,), 8), ("cc", (3,), 2), ("rcc", (2, 4, 16), 2),
+    ("onlinecc", (2,), 8),
+])
+def test_spread_keeps_the_cost_around_any_single_centre(kind, degrees, max_levels, dtype):
+    """Each coreset point is its leaf's mean and carries its leaf's spread, so
+    for any one centre g, sum(spread + w ||mu - g||²) over the coreset equals
+    sum(w ||x - g||²) over the data, through every reduce, cache reduce and
+    absorption (the small max_levels cases absorb).  float32 rounds the means."""
+    m = 7
+    e = make_engine("cython", kind, d=3, k=3, m=m, degrees=degrees, max_levels=max_levels,
+                    dtype=dtype)
+    rng = np.random.default_rng(4)
+    fed, wts = [], []
+    rtol = 1e-10 if dtype == np.float64 else 1e-5
+    for step in range(60):
+        n = int(rng.integers(1, 4 * m))
+        X = (rng.normal(size=(n, 3)) * [1.0, 5.0, 0.2] + step * 0.1).astype(dtype)
+        w = rng.integers(1, 4, size=n).astype(np.float64)
+        e.partial_fit(X, w)
+        fed.append(X.astype(np.float64))
+        wts.append(w)
+        if step % 3 == 0 and e.n_points >= 3:
+            e.query()
+        P, W, S, level = e.coreset()
+        assert (S >= 0).all() and np.isfinite(S).all()
+        data, dw = np.concatenate(fed), np.concatenate(wts)
+        for g in (np.cumsum(dw[:, None] * data, axis=0)[-1] / dw.sum(), rng.normal(size=3)):
+            want = (dw * ((data - g) ** 2).sum(axis=1)).sum()
+            got = S.sum() + (W * ((P.astype(np.float64) - g) ** 2).sum(axis=1)).sum()
+            np.testing.assert_allclose(got, want, rtol=rtol, err_msg=f"step {step}")
+        if level > 0:
+            assert S.sum() > 0
+    assert e.stats()["max_level"] >= 2
+
+
+@pytest.mark.parametrize("kind", ["ct", "cc", "rcc"])
+def test_inertia_is_the_coreset_cost_plus_spread_and_bounds_the_cost(kind):
+    """query()'s inertia is the solver's cost on the summary plus the spread it
+    carries: an upper bound on the data's cost against the answer (float64)."""
+    degrees = (2, 4) if kind == "rcc" else (2,)
+    e = make_engine("cython", kind, d=2, k=3, m=12, degrees=degrees, n_init=3, max_iter=30)
+    rng = np.random.default_rng(2)
+    centers = rng.uniform(-10, 10, size=(3, 2))
+    X = mixture(rng, 2000, centers)
+    e.partial_fit(X, ones(2000))
+    got, inertia = e.query()
+    P, W, S, _ = e.coreset()
+    solver = (W * ((P[:, None, :] - got[None]) ** 2).sum(-1).min(1)).sum()
+    np.testing.assert_allclose(inertia, solver + S.sum(), rtol=1e-12)
+    true = ((X[:, None, :] - got[None]) ** 2).sum(-1).min(1).sum()
+    assert inertia >= true * (1 - 1e-12)
+    assert inertia <= 1.2 * true
+
+
 # ---------------------------------------------------------------- CT is a base-r counter
 @pytest.mark.parametrize("backend", BOTH)
 @pytest.mark.parametrize("r", [2, 3, 4])
