@@ -333,6 +333,7 @@ cdef inline void _emit_leaf(const floating* X,            # IN (n_samples, n_fea
                             Py_ssize_t rep,
                             const Py_ssize_t* members,     # IN (n_members)
                             Py_ssize_t n_members,
+                            double leaf_cost,
                             bint mean_rep,
                             double* mean,                  # work (n_features)
                             floating* out_point,           # OUT (n_features)
@@ -340,13 +341,18 @@ cdef inline void _emit_leaf(const floating* X,            # IN (n_samples, n_fea
                             double* out_spread) noexcept nogil:  # OUT (1)
     """One coreset point for a leaf: its weight, its representative (the leaf's
     weighted mean, or the sampled point) and its spread, the leaf's sum of
-    s_i + w_i * ||x_i - out_point||² (rep first, then members in slice order)."""
+    s_i + w_i * ||x_i - out_point||².  leaf_cost is the sum of the members'
+    w_i * ||x_i - x_rep||²; the spread around the mean follows from it in O(d)
+    (docs/internals.md)."""
     cdef Py_ssize_t d = n_features, p, q, i
-    cdef double acc = 0.0, wi, total
+    cdef double acc = 0.0, wi, total, res
     for p in range(n_members):
         acc = acc + sample_weight[members[p]]
     total = sample_weight[rep] + acc
     out_weight[0] = total
+    acc = spread[rep]
+    for p in range(n_members):
+        acc = acc + spread[members[p]]
     if mean_rep:
         for q in range(d):
             mean[q] = sample_weight[rep] * <double>X[rep * d + q]
@@ -356,15 +362,17 @@ cdef inline void _emit_leaf(const floating* X,            # IN (n_samples, n_fea
             for q in range(d):
                 mean[q] = mean[q] + wi * <double>X[i * d + q]
         for q in range(d):
-            out_point[q] = <floating>(mean[q] / total)
+            mean[q] = mean[q] / total
+            out_point[q] = <floating>mean[q]
+        res = (leaf_cost - total * sqdist(mean, X + rep * d, d)
+               + total * sqdist(mean, out_point, d))
+        if res < 0:
+            res = 0.0
+        out_spread[0] = acc + res
     else:
         for q in range(d):
             out_point[q] = X[rep * d + q]
-    acc = spread[rep] + sample_weight[rep] * sqdist(X + rep * d, out_point, d)
-    for p in range(n_members):
-        i = members[p]
-        acc = acc + (spread[i] + sample_weight[i] * sqdist(X + i * d, out_point, d))
-    out_spread[0] = acc
+        out_spread[0] = acc + leaf_cost
 
 
 cdef inline Py_ssize_t reduce(const floating* X,           # IN (n_samples, n_features)
@@ -494,6 +502,7 @@ cdef inline Py_ssize_t reduce(const floating* X,           # IN (n_samples, n_fe
         v = t.rep_leaf[rep_no * 2 + 1]
         node = t.node_i + v * N_FIELDS
         _emit_leaf(X, d, sample_weight, spread, i, t.idx + node[N_START],
-                   node[N_END] - node[N_START], mean_rep, t.mean, out_points + rep_no * d,
+                   node[N_END] - node[N_START], t.node_cost[v], mean_rep, t.mean,
+                   out_points + rep_no * d,
                    out_weights + rep_no, out_spread + rep_no)
     return m

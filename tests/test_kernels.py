@@ -370,9 +370,9 @@ def test_reduce_equals_reference_and_keeps_weight(n, d, m, dtype, weights):
         idx = [where[row.tobytes()] for row in Q]
         assert len(set(idx)) == m
         leaves = ref._reduce_tree(X, w, m, Rng(seed))
-        assert idx == [rep for rep, _ in leaves]
+        assert idx == [rep for rep, _, _ in leaves]
         # each leaf's mean, weight and spread, from its members
-        for t, (rep, members) in enumerate(leaves):
+        for t, (rep, members, _) in enumerate(leaves):
             rows = np.concatenate([[rep], members])
             assert V[t] == w[rep] + np.cumsum(w[members])[-1] if len(members) else w[rep]
             mu = (w[rows, None] * X[rows].astype(np.float64)).sum(0) / w[rows].sum()

@@ -144,8 +144,8 @@ def solve(X, w, k, n_init, max_iter, seed):
 def _reduce_tree(X, w, m, rng):
     """The StreamKM++ coreset tree over (X, w), n > m: its m leaves.
 
-    Returns a list of (representative, member indices in slice order), one per
-    leaf, in the order the representatives were chosen.
+    Returns a list of (representative, member indices in slice order, leaf
+    cost), one per leaf, in the order the representatives were chosen.
     """
     n = X.shape[0]
     r0 = rng.sample(w)
@@ -206,23 +206,31 @@ def _reduce_tree(X, w, m, rng):
             cost[u] = cost[left[u]] + cost[right[u]]
             free[u] -= 1
             u = parent[u]
-    return [(reps[t], idx[start[leaf]:end[leaf]].copy()) for t, leaf in enumerate(leaf_of)]
+    return [(reps[t], idx[start[leaf]:end[leaf]].copy(), cost[leaf])
+            for t, leaf in enumerate(leaf_of)]
 
 
-def _leaf_point(X, w, s, rep, members, mean):
-    """(point, weight, spread) of one leaf: the weight is w_rep plus the
-    sequential sum of the members'; the point is the leaf's weighted mean
-    (sequential sums over rep, then members) or the representative; the spread
-    is the sequential sum of s_i + w_i * ||x_i - point||² in the same order."""
+def _leaf_point(X, w, s, rep, members, leaf_cost, mean):
+    """(point, weight, spread) of one leaf, as the compiled kernel computes them.
+
+    weight: w_rep plus the sequential sum of the members'.  point: the leaf's
+    weighted mean (sequential float64 sums over rep, then members, divided by
+    the weight, cast to the dtype) or the representative.  spread: the
+    sequential sum of s over rep and members, plus the leaf's sum of
+    w_i ||x_i - point||², from its cost around the representative:
+    ``leaf_cost - W ||mean - x_rep||² + W ||mean - point||²`` (clamped at 0),
+    or ``leaf_cost`` itself for the representative.
+    """
     rows = np.concatenate([[rep], members]).astype(np.int64)
     total = w[rep] + seqsum(w[members])
-    if mean:
-        sums = np.cumsum(w[rows, None] * X[rows].astype(np.float64), axis=0)[-1]
-        point = (sums / total).astype(X.dtype)
-    else:
-        point = X[rep].copy()
-    spread = seqsum(s[rows] + w[rows] * sqdist_to(X[rows], point))
-    return point, total, spread
+    acc = seqsum(s[rows])
+    if not mean:
+        return X[rep].copy(), total, acc + leaf_cost
+    mu = np.cumsum(w[rows, None] * X[rows].astype(np.float64), axis=0)[-1] / total
+    point = mu.astype(X.dtype)
+    res = (leaf_cost - total * float(sqdist_to(mu[None, :], X[rep])[0])
+           + total * float(sqdist_to(mu[None, :], point)[0]))
+    return point, total, acc + max(res, 0.0)
 
 
 def _reduce(X, w, s, m, rng, mean=True):
@@ -230,8 +238,8 @@ def _reduce(X, w, s, m, rng, mean=True):
     n = X.shape[0]
     if n <= m:
         return X.copy(), w.astype(np.float64).copy(), s.astype(np.float64).copy()
-    leaves = [_leaf_point(X, w, s, rep, members, mean)
-              for rep, members in _reduce_tree(X, w, m, rng)]
+    leaves = [_leaf_point(X, w, s, rep, members, leaf_cost, mean)
+              for rep, members, leaf_cost in _reduce_tree(X, w, m, rng)]
     return (np.stack([p for p, _, _ in leaves]), np.array([t for _, t, _ in leaves]),
             np.array([sp for _, _, sp in leaves]))
 
