@@ -69,6 +69,7 @@ cdef class Engine:
     cdef bint f32
     cdef Py_ssize_t d, k, m, n_init, max_iter, online_init_points
     cdef double alpha
+    cdef bint mean_rep
     cdef rng_t rng
     # layout
     cdef Py_ssize_t n_orders, n_slots, lm, rl
@@ -77,6 +78,7 @@ cdef class Engine:
     # buffers
     cdef void* pool_x
     cdef double* pool_w
+    cdef double* pool_s
     cdef int64_t* slot_i
     cdef double* slot_weight
     cdef int64_t* free_stack
@@ -90,6 +92,7 @@ cdef class Engine:
     cdef int64_t* parts
     cdef void* union_x
     cdef double* union_w
+    cdef double* union_s
     cdef void* out_c
     cdef double* online_c
     cdef double* online_w
@@ -102,8 +105,13 @@ cdef class Engine:
     cdef public bint dirty, initialised
 
     def __init__(self, kind, n_features, n_clusters, coreset_size, merge_degrees, max_levels,
-                 n_init, max_iter, switch_threshold, dtype, seed):
+                 n_init, max_iter, switch_threshold, dtype, seed, representative=None):
         cdef Py_ssize_t j
+        if representative is None:
+            representative = _defaults.REDUCE_REPRESENTATIVE
+        if representative not in ("mean", "sample"):
+            raise ValueError(f"representative must be 'mean' or 'sample'; got {representative!r}")
+        self.mean_rep = representative == "mean"
         self.kind = str(kind)
         self.code = _defaults.KIND_CODE[self.kind]
         self.dtype = np.dtype(dtype)
@@ -114,7 +122,8 @@ cdef class Engine:
         # OnlineCC initialises on the first 10 k points, which are still in the partial bucket
         self.online_init_points = min(_defaults.ONLINE_INIT_PER_CLUSTER * self.k, self.m)
         self.init_args = (kind, n_features, n_clusters, coreset_size, tuple(merge_degrees),
-                          max_levels, n_init, max_iter, switch_threshold, self.dtype.str, seed)
+                          max_levels, n_init, max_iter, switch_threshold, self.dtype.str, seed,
+                          representative)
         lay = _defaults.plan(self.kind, self.m, merge_degrees, max_levels)
         if lay.n_orders > MAX_ORDERS:
             raise ValueError(f"at most {MAX_ORDERS} nesting levels are supported")
@@ -134,6 +143,7 @@ cdef class Engine:
         b = self.buffers
         self.pool_x = _ptr(b["pool_x"])
         self.pool_w = <double*>_ptr(b["pool_w"])
+        self.pool_s = <double*>_ptr(b["pool_s"])
         self.slot_i = <int64_t*>_ptr(b["slot_i"])
         self.slot_weight = <double*>_ptr(b["slot_weight"])
         self.free_stack = <int64_t*>_ptr(b["free"])
@@ -157,6 +167,10 @@ cdef class Engine:
         self.rw.node_i = <Py_ssize_t*>_ptr(b["node_i"])
         self.rw.node_cost = <double*>_ptr(b["node_cost"])
         self.rw.rep_leaf = <Py_ssize_t*>_ptr(b["rep_leaf"])
+        self.rw.mean = <double*>_ptr(b["reduce_mean"])
+        # the union's spread shares a row of solver scratch: a reduce does not
+        # use it, and a query sums the spread before it solves
+        self.union_s = <double*>_ptr(wf[3])
         sc, sw = b["solve_c"], b["solve_w"]
         self.sw.chosen = <Py_ssize_t*>_ptr(b["chosen"])
         self.sw.centers = <double*>_ptr(sc[0])
@@ -252,13 +266,14 @@ cdef class Engine:
         return self.buffers["out_c"].copy(), self.inertia
 
     def coreset(self):
-        """(points, weights, level) of the summary the query solves on."""
+        """(points, weights, spread, level) of the summary the query solves on."""
         cdef Py_ssize_t n = 0, i, s, level = 0, n_parts = 0
         cdef int status = 0
         b = self.buffers
         if self.code == KIND_SEQUENTIAL:
             n = self.n_centers
-            return (b["solve_c"][3, :n].astype(self.dtype), b["solve_w"][2, :n].copy(), 0)
+            return (b["solve_c"][3, :n].astype(self.dtype), b["solve_w"][2, :n].copy(),
+                    np.zeros(n), 0)
         with nogil:
             status = self._summary_parts(&n_parts)
             if status == 0:
@@ -267,7 +282,8 @@ cdef class Engine:
         for i in range(n_parts):
             s = self.parts[i]
             level = max(level, self.slot_i[s * S_FIELDS + S_LEVEL])
-        return b["union_x"][:n].copy(), b["union_w"][:n].copy(), level
+        return (b["union_x"][:n].copy(), b["union_w"][:n].copy(), b["work_f"][3, :n].copy(),
+                level)
 
     def stats(self):
         b = self.buffers
@@ -345,13 +361,15 @@ cdef class Engine:
         if s < 0:
             return s
         if self.f32:
-            cnt = reduce(<float*>self.union_x, n, self.d, self.union_w, self.m, &self.rng,
-                         &self.rw, <float*>self.pool_x + s * self.m * self.d,
-                         self.pool_w + s * self.m)
+            cnt = reduce(<float*>self.union_x, n, self.d, self.union_w, self.union_s, self.m,
+                         self.mean_rep, &self.rng, &self.rw,
+                         <float*>self.pool_x + s * self.m * self.d, self.pool_w + s * self.m,
+                         self.pool_s + s * self.m)
         else:
-            cnt = reduce(<double*>self.union_x, n, self.d, self.union_w, self.m, &self.rng,
-                         &self.rw, <double*>self.pool_x + s * self.m * self.d,
-                         self.pool_w + s * self.m)
+            cnt = reduce(<double*>self.union_x, n, self.d, self.union_w, self.union_s, self.m,
+                         self.mean_rep, &self.rng, &self.rw,
+                         <double*>self.pool_x + s * self.m * self.d, self.pool_w + s * self.m,
+                         self.pool_s + s * self.m)
         for i in range(n_parts):
             level = max(level, self.slot_i[parts[i] * S_FIELDS + S_LEVEL])
         si = self.slot_i + s * S_FIELDS
@@ -556,13 +574,18 @@ cdef class Engine:
 
     # ------------------------------------------------------------ driver
     cdef int _solve_union(self, Py_ssize_t n, double* cost) noexcept nogil:
-        """SOLVE on the first n rows of the union; the result is in sw.best_*."""
+        """SOLVE on the first n rows of the union; the result is in sw.best_*.
+
+        cost is the solver's cost on the union plus the union's carried spread
+        (summed first: the solver reuses that scratch row)."""
+        cdef double spread = _seqsum(self.union_s, n)
         if self.f32:
             cost[0] = solve(<float*>self.union_x, n, self.d, self.union_w, self.k,
                             self.n_init, self.max_iter, &self.rng, &self.sw)
         else:
             cost[0] = solve(<double*>self.union_x, n, self.d, self.union_w, self.k,
                             self.n_init, self.max_iter, &self.rng, &self.sw)
+        cost[0] = cost[0] + spread
         self.n_iter = self.sw.n_iter
         return 0
 
@@ -640,7 +663,8 @@ cdef class Engine:
 
 cdef Py_ssize_t _gather_t(Engine e, floating* pool_x, floating* union_x, const int64_t* parts,
                           Py_ssize_t n_parts, bint with_partial) noexcept nogil:
-    """Copy the points of ``parts`` (and the partial bucket) into the union buffer."""
+    """Copy the points, weights and spread of ``parts`` (and the partial bucket)
+    into the union buffers."""
     cdef Py_ssize_t i, cnt, n = 0, md = e.m * e.d
     cdef int64_t s
     for i in range(n_parts):
@@ -648,11 +672,13 @@ cdef Py_ssize_t _gather_t(Engine e, floating* pool_x, floating* union_x, const i
         cnt = e.slot_i[s * S_FIELDS + S_N]
         memcpy(union_x + n * e.d, pool_x + s * md, cnt * e.d * sizeof(floating))
         memcpy(e.union_w + n, e.pool_w + s * e.m, cnt * sizeof(double))
+        memcpy(e.union_s + n, e.pool_s + s * e.m, cnt * sizeof(double))
         n += cnt
     if with_partial and e.b_n > 0:
         s = e.b_slot
         memcpy(union_x + n * e.d, pool_x + s * md, e.b_n * e.d * sizeof(floating))
         memcpy(e.union_w + n, e.pool_w + s * e.m, e.b_n * sizeof(double))
+        memcpy(e.union_s + n, e.pool_s + s * e.m, e.b_n * sizeof(double))
         n += e.b_n
     return n
 
@@ -691,6 +717,7 @@ cdef int _learn(Engine e, const floating* x, double w) noexcept nogil:
     for q in range(e.d):
         row[q] = x[q]
     e.pool_w[e.b_slot * e.m + e.b_n] = w
+    e.pool_s[e.b_slot * e.m + e.b_n] = 0.0          # a raw point has no spread
     e.b_n += 1
     if e.code == KIND_ONLINECC:
         if e.initialised:

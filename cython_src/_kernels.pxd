@@ -299,6 +299,7 @@ ctypedef struct reduce_work_t:
     Py_ssize_t* node_i       # (2 m - 1, N_FIELDS)
     double* node_cost        # (2 m - 1)
     Py_ssize_t* rep_leaf     # (m, 2): the point index and the leaf of each representative
+    double* mean             # (n_features) a leaf's weighted sum of points
 
 
 cdef inline double _seqsum(const double* a, Py_ssize_t n) noexcept nogil:
@@ -325,17 +326,71 @@ cdef inline void _make_leaf(reduce_work_t* t, Py_ssize_t v, Py_ssize_t parent,
     t.rep_leaf[rep * 2 + 1] = v
 
 
+cdef inline void _emit_leaf(const floating* X,            # IN (n_samples, n_features)
+                            Py_ssize_t n_features,
+                            const double* sample_weight,   # IN (n_samples)
+                            const double* spread,          # IN (n_samples)
+                            Py_ssize_t rep,
+                            const Py_ssize_t* members,     # IN (n_members)
+                            Py_ssize_t n_members,
+                            double leaf_cost,
+                            bint mean_rep,
+                            double* mean,                  # work (n_features)
+                            floating* out_point,           # OUT (n_features)
+                            double* out_weight,            # OUT (1)
+                            double* out_spread) noexcept nogil:  # OUT (1)
+    """One coreset point for a leaf: its weight, its representative (the leaf's
+    weighted mean, or the sampled point) and its spread, the leaf's sum of
+    s_i + w_i * ||x_i - out_point||².  leaf_cost is the sum of the members'
+    w_i * ||x_i - x_rep||²; the spread around the mean follows from it in O(d)
+    (docs/internals.md)."""
+    cdef Py_ssize_t d = n_features, p, q, i
+    cdef double acc = 0.0, wi, total, res
+    for p in range(n_members):
+        acc = acc + sample_weight[members[p]]
+    total = sample_weight[rep] + acc
+    out_weight[0] = total
+    acc = spread[rep]
+    for p in range(n_members):
+        acc = acc + spread[members[p]]
+    if mean_rep:
+        for q in range(d):
+            mean[q] = sample_weight[rep] * <double>X[rep * d + q]
+        for p in range(n_members):
+            i = members[p]
+            wi = sample_weight[i]
+            for q in range(d):
+                mean[q] = mean[q] + wi * <double>X[i * d + q]
+        for q in range(d):
+            mean[q] = mean[q] / total
+            out_point[q] = <floating>mean[q]
+        res = (leaf_cost - total * sqdist(mean, X + rep * d, d)
+               + total * sqdist(mean, out_point, d))
+        if res < 0:
+            res = 0.0
+        out_spread[0] = acc + res
+    else:
+        for q in range(d):
+            out_point[q] = X[rep * d + q]
+        out_spread[0] = acc + leaf_cost
+
+
 cdef inline Py_ssize_t reduce(const floating* X,           # IN (n_samples, n_features)
                               Py_ssize_t n_samples,
                               Py_ssize_t n_features,
                               const double* sample_weight, # IN (n_samples)
+                              const double* spread,        # IN (n_samples)
                               Py_ssize_t m,
+                              bint mean_rep,
                               rng_t* rng,                  # INOUT
                               reduce_work_t* t,            # work
                               floating* out_points,        # OUT (m, n_features)
-                              double* out_weights) noexcept nogil:  # OUT (m)
-    """StreamKM++ coreset tree: m weighted representatives of the input whose
-    weights sum to the input weight.  Returns the number of output points."""
+                              double* out_weights,         # OUT (m)
+                              double* out_spread) noexcept nogil:  # OUT (m)
+    """StreamKM++ coreset tree: m weighted points of the input whose weights
+    sum to the input weight, each carrying the spread of its leaf.  The tree
+    (draws, splits) ignores the input spread; it only enters the output.
+    Returns the number of output points."""
     cdef Py_ssize_t d = n_features, n = n_samples
     cdef Py_ssize_t i, j, p, q, v, a, b, s0, e0, na, nb, r0, n_nodes, rep_no, u
     cdef double s, c_new, acc, cost_a, cost_b, target, c_old
@@ -351,6 +406,7 @@ cdef inline Py_ssize_t reduce(const floating* X,           # IN (n_samples, n_fe
             out_points[i] = X[i]
         for i in range(n):
             out_weights[i] = sample_weight[i]
+            out_spread[i] = spread[i]
         return n
     r0 = rng_sample(rng, sample_weight, n, t.cumsum)
     q = 0
@@ -445,10 +501,8 @@ cdef inline Py_ssize_t reduce(const floating* X,           # IN (n_samples, n_fe
         i = t.rep_leaf[rep_no * 2]
         v = t.rep_leaf[rep_no * 2 + 1]
         node = t.node_i + v * N_FIELDS
-        acc = 0.0
-        for q in range(node[N_START], node[N_END]):
-            acc = acc + sample_weight[t.idx[q]]
-        out_weights[rep_no] = sample_weight[i] + acc
-        for q in range(d):
-            out_points[rep_no * d + q] = X[i * d + q]
+        _emit_leaf(X, d, sample_weight, spread, i, t.idx + node[N_START],
+                   node[N_END] - node[N_START], t.node_cost[v], mean_rep, t.mean,
+                   out_points + rep_no * d,
+                   out_weights + rep_no, out_spread + rep_no)
     return m

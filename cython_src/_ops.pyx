@@ -120,14 +120,14 @@ cdef class ReduceBuffers:
     cdef reduce_work_t work
     cdef readonly Py_ssize_t n_rows, m
 
-    def __cinit__(self, Py_ssize_t n_rows, Py_ssize_t m):
+    def __cinit__(self, Py_ssize_t n_rows, Py_ssize_t m, Py_ssize_t n_features):
         self.n_rows, self.m = n_rows, m
         wi = np.zeros((2, max(n_rows, 1)), dtype=np.intp)
         wf = np.zeros((3, max(n_rows, 1)), dtype=np.float64)
         ni = np.zeros((max(2 * m - 1, 1), N_FIELDS), dtype=np.intp)
         nc = np.zeros(max(2 * m - 1, 1), dtype=np.float64)
         rl = np.zeros((max(m, 1), 2), dtype=np.intp)
-        self.arrays = (wi, wf, ni, nc, rl)
+        self.arrays = (wi, wf, ni, nc, rl, np.zeros(max(n_features, 1), dtype=np.float64))
         cdef Py_ssize_t[:, ::1] wi_v = wi
         cdef double[:, ::1] wf_v = wf
         cdef Py_ssize_t[:, ::1] ni_v = ni
@@ -141,25 +141,38 @@ cdef class ReduceBuffers:
         self.work.node_i = &ni_v[0, 0]
         self.work.node_cost = &nc_v[0]
         self.work.rep_leaf = &rl_v[0, 0]
+        cdef double[::1] mean_v = self.arrays[5]
+        self.work.mean = &mean_v[0]
 
 
 def reduce(const floating[:, ::1] X, const double[::1] sample_weight, Py_ssize_t m,
-           uint64_t seed):
-    """m weighted representatives of (X, sample_weight), weights summing to the input's."""
+           uint64_t seed, spread=None, bint mean=True):
+    """The StreamKM++ coreset tree: (points, weights, spread) of at most m rows.
+
+    The weights sum to the input's; each output row is its leaf's weighted mean
+    (or, with ``mean=False``, the sampled representative) and carries the leaf's
+    spread, ``sum(spread_i + w_i * ||x_i - row||²)``.  ``spread`` (float64,
+    shape (n_samples,)) is zero when None.
+    """
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], out_n
     cdef rng_t r
-    cdef ReduceBuffers buf = ReduceBuffers(n, m)
+    cdef ReduceBuffers buf = ReduceBuffers(n, m, d)
     cdef Py_ssize_t cap = min(n, m)
+    in_s = np.zeros(n, dtype=np.float64) if spread is None else spread
+    cdef const double[::1] sv = in_s
     out_x = np.empty((cap, d), dtype=np.asarray(X).dtype)
     out_w = np.empty(cap, dtype=np.float64)
+    out_s = np.empty(cap, dtype=np.float64)
     cdef floating[:, ::1] ox = out_x
     cdef double[::1] ow = out_w
+    cdef double[::1] os = out_s
     rng_seed(&r, seed)
     if n == 0:
-        return out_x, out_w
+        return out_x, out_w, out_s
     with nogil:
-        out_n = _reduce(&X[0, 0], n, d, &sample_weight[0], m, &r, &buf.work, &ox[0, 0], &ow[0])
-    return out_x[:out_n], out_w[:out_n]
+        out_n = _reduce(&X[0, 0], n, d, &sample_weight[0], &sv[0], m, mean, &r, &buf.work,
+                        &ox[0, 0], &ow[0], &os[0])
+    return out_x[:out_n], out_w[:out_n], out_s[:out_n]
 
 
 def pairwise_sqdist(const floating[:, ::1] X, const double[:, ::1] centers):

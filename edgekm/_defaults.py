@@ -16,6 +16,10 @@ KIND_CODE = {name: i for i, name in enumerate(ALGORITHMS)}
 #: on Power at k = 20, and 40 k brought every tree method within 2%
 #: (docs/benchmarks.md).  Memory and query time double; update time barely moves.
 CORESET_SIZE_PER_CLUSTER = 40
+#: representative of a leaf in the reduce: "mean" (the leaf's weighted mean,
+#: which carries the leaf's spread exactly) or "sample" (the sampled point,
+#: StreamKM++ as published; kept for measurements, docs/internals.md)
+REDUCE_REPRESENTATIVE = "mean"
 #: OnlineCC initialises on the first ``10 k`` points (the authors' code)
 ONLINE_INIT_PER_CLUSTER = 10
 #: default number of base buckets the outermost tree holds before it starts
@@ -121,6 +125,13 @@ def plan(kind, coreset_size, degrees, max_levels):
 
 
 EMPTY = -1
+#: the columns of ``slot_i``, one row per bucket slot
+SLOT_FIELDS = ("n", "level", "lo", "hi", "ref")
+#: the buffers that hold a structure's state; the rest of :func:`buffers` is
+#: scratch space of the compiled kernels
+STATE_BUFFERS = ("pool_x", "pool_w", "pool_s", "slot_i", "slot_weight", "free", "inst_i",
+                 "list_slot", "list_span", "list_cnt", "cache_key", "cache_slot", "child",
+                 "out_c")
 
 
 def reset_buffers(layout, b):
@@ -166,9 +177,10 @@ def buffers(layout, n_features, n_clusters, coreset_size, dtype):
     m = coreset_size if layout.use_buckets else 0
     i8, f8 = np.int64, np.float64
     return {
-        # bucket pool: points, weights, (n, level, lo, hi, refcount), total weight
+        # bucket pool: points, weights, spread, (n, level, lo, hi, refcount), total weight
         "pool_x": ((S, m, d), dtype),
         "pool_w": ((S, m), f8),
+        "pool_s": ((S, m), f8),       # the spread each point carries
         "slot_i": ((S, 5), i8),
         "slot_weight": ((S,), f8),
         "free": ((S,), i8),
@@ -189,12 +201,24 @@ def buffers(layout, n_features, n_clusters, coreset_size, dtype):
         "node_i": ((max(2 * m - 1, 0), 7), np.intp),
         "node_cost": ((max(2 * m - 1, 0),), f8),
         "rep_leaf": ((m, 2), np.intp),
+        "reduce_mean": ((d,), f8),    # a leaf's weighted sum of points
         "solve_c": ((4, k, d), f8),   # centres, best centres, sums, online centres
         "solve_w": ((3, k), f8),      # cluster weights, best weights, online weights
         "chosen": ((k,), np.intp),
         "parts": ((layout.n_orders, S), i8),   # the parts of a union, per order
         "out_c": ((k, d), dtype),
     }
+
+
+def memory_bytes(layout, n_features, n_clusters, coreset_size, dtype):
+    """Bytes of every buffer in :func:`buffers`: an engine's ``memory_bytes``."""
+    import numpy as np
+
+    total = 0
+    for shape, dt in buffers(layout, n_features, n_clusters, coreset_size, dtype).values():
+        total += int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
+    return total
+
 
 #: the squared-distance quantiles a centroid version carries per cluster (p50, p95, p99)
 QUANTILES = (0.50, 0.95, 0.99)

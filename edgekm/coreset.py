@@ -13,8 +13,31 @@ def _frozen(array):
     return array
 
 
+def _check_spread(spread, n_points):
+    """The spread as a float64 array of shape (n_points,), finite and >= 0."""
+    if spread is None:
+        return np.zeros(n_points)
+    s = np.asarray(spread)
+    if s.dtype.kind not in "biuf":
+        raise ValueError(f"spread must be numeric; got dtype {s.dtype}.")
+    s = s.astype(np.float64)
+    if s.shape != (n_points,):
+        raise ValueError(f"spread must have shape ({n_points},); got {s.shape}.")
+    if not np.isfinite(s).all():
+        raise ValueError("spread contains NaN or infinity.")
+    if (s < 0).any():
+        raise ValueError("spread must be >= 0.")
+    return s
+
+
 class Coreset:
     """An immutable weighted point set: a (k, eps)-coreset of the data it summarises.
+
+    Each point stands for a group of data points: it is their weighted mean,
+    its weight is their total weight, and its *spread* is their sum of squared
+    distances to it (0 for a raw point).  The cost of the data against any
+    centres is then the coreset's cost plus its total spread, up to how the
+    groups split between centres (``docs/internals.md``).
 
     Parameters
     ----------
@@ -25,11 +48,17 @@ class Coreset:
     level : int, default=0
         Coreset level (docs/algorithms.md §0): the number of reduce steps the
         oldest data went through.  0 means raw points.
+    spread : array-like of shape (n_points,), default=None
+        Finite values >= 0: each point's within-group sum of squared
+        distances (weighted).  Zeros when None.
 
     Attributes
     ----------
     points : ndarray of shape (n_points, n_features), read-only
     weights : ndarray of shape (n_points,), float64, read-only
+    spread : ndarray of shape (n_points,), float64, read-only
+    total_spread : float
+        Sequential sum of ``spread``.
     total_weight : float
         Sequential sum of ``weights``: the weight of the data summarised
         (exact for integer weights below 2**53).
@@ -49,9 +78,9 @@ class Coreset:
     [5.0, 5.0]
     """
 
-    __slots__ = ("_points", "_weights", "_total_weight", "_level")
+    __slots__ = ("_points", "_weights", "_spread", "_total_weight", "_level")
 
-    def __init__(self, points, weights=None, *, level=0):
+    def __init__(self, points, weights=None, *, level=0, spread=None):
         if hasattr(points, "toarray") or hasattr(points, "tocsr"):
             raise TypeError("Coreset does not accept sparse points; convert them with .toarray().")
         raw = np.asarray(points)
@@ -60,23 +89,29 @@ class Coreset:
         w = check_sample_weight(weights, X.shape[0], name="weights")
         if not isinstance(level, (int, np.integer)) or isinstance(level, bool) or level < 0:
             raise ValueError(f"level must be an int >= 0; got {level!r}.")
+        s = _check_spread(spread, X.shape[0])
         self._points = _frozen(X)
         self._weights = _frozen(w)
+        self._spread = _frozen(s)
         self._total_weight = float(np.cumsum(w)[-1])
         self._level = int(level)
 
     @classmethod
-    def _trusted(cls, points, weights, level):
+    def _trusted(cls, points, weights, level, spread=None):
         """Wrap arrays that an engine produced (already valid)."""
         self = object.__new__(cls)
         self._points = _frozen(points)
         self._weights = _frozen(weights)
+        self._spread = _frozen(np.zeros(len(weights)) if spread is None else spread)
         self._total_weight = float(np.cumsum(weights)[-1]) if len(weights) else 0.0
         self._level = int(level)
         return self
 
     points = property(lambda self: self._points)
     weights = property(lambda self: self._weights)
+    spread = property(lambda self: self._spread)
+    total_spread = property(
+        lambda self: float(np.cumsum(self._spread)[-1]) if len(self._spread) else 0.0)
     total_weight = property(lambda self: self._total_weight)
     level = property(lambda self: self._level)
     n_features = property(lambda self: self._points.shape[1])
@@ -95,15 +130,17 @@ class Coreset:
             return NotImplemented
         return (self._level == other._level and self.dtype == other.dtype
                 and np.array_equal(self._points, other._points)
-                and np.array_equal(self._weights, other._weights))
+                and np.array_equal(self._weights, other._weights)
+                and np.array_equal(self._spread, other._spread))
 
     def __hash__(self):
         # + 0.0 maps -0.0 to 0.0, so that equal coresets (array_equal) hash alike
         return hash((self._level, self.dtype.str, self._points.shape,
-                     (self._points + 0.0).tobytes(), (self._weights + 0.0).tobytes()))
+                     (self._points + 0.0).tobytes(), (self._weights + 0.0).tobytes(),
+                     (self._spread + 0.0).tobytes()))
 
     def __reduce__(self):
-        return (Coreset._trusted, (self._points, self._weights, self._level))
+        return (Coreset._trusted, (self._points, self._weights, self._level, self._spread))
 
     def __setattr__(self, name, value):
         if hasattr(self, "_level"):
@@ -119,8 +156,10 @@ class Coreset:
 
         Call it as ``Coreset.merge(a, b, c)`` or ``a.merge(b, c)``.  The union of
         coresets of disjoint data sets is a coreset of their union; the weights
-        are kept exactly.  When ``size`` is given and the union is larger, the
-        StreamKM++ coreset tree reduces it (raising the level by one).
+        are kept exactly, and so are the spreads (concatenated).  When ``size``
+        is given and the union is larger, the StreamKM++ coreset tree reduces
+        it (raising the level by one): each leaf becomes its weighted mean,
+        carrying ``sum(spread_i + w_i * ||x_i - mean||²)``.
 
         Parameters
         ----------
@@ -145,18 +184,25 @@ class Coreset:
         dtype = np.result_type(*[c.dtype for c in parts])
         X = np.concatenate([c._points for c in parts]).astype(dtype, copy=False)
         w = np.concatenate([c._weights for c in parts])
+        s = np.concatenate([c._spread for c in parts])
         level = max(c._level for c in parts)
         if size is not None and len(w) > size:
-            X, w = _backend.ops.reduce(np.ascontiguousarray(X), w, int(size),
-                                       resolve_seed(random_state))
+            X, w, s = _backend.ops.reduce(np.ascontiguousarray(X), w, int(size),
+                                          resolve_seed(random_state), s)
             level += 1
-        return Coreset._trusted(X, w, level)
+        return Coreset._trusted(X, w, level, s)
 
     def cost(self, centers):
-        """Weighted k-means cost of the coreset against ``centers`` (n_clusters, n_features)."""
+        """Cost of the data the coreset stands for against ``centers`` (n_clusters, n_features).
+
+        The weighted k-means cost of the points plus their total spread: the
+        exact cost of the data when every group lies in one centre's cell, and
+        an upper bound otherwise (up to rounding).  For raw points it is the
+        plain k-means cost.
+        """
         C = check_array(centers, np.float64, n_features=self.n_features, name="centers",
                         estimator="Coreset")
-        return float(_backend.ops.cost(self._points, self._weights, C))
+        return float(_backend.ops.cost(self._points, self._weights, C)) + self.total_spread
 
     def fit_centers(self, n_clusters, *, n_init=10, max_iter=DEFAULT_MAX_ITER, random_state=None):
         """Weighted k-means++ seeding and Lloyd, best of ``n_init`` restarts.
@@ -166,7 +212,8 @@ class Coreset:
         centers : ndarray of shape (n_clusters, n_features)
         cluster_weights : ndarray of shape (n_clusters,)
         cost : float
-            The weighted cost of the coreset against ``centers``.
+            The weighted cost of the coreset against ``centers`` plus its total
+            spread (:meth:`cost`).  The spread does not move the centres.
         """
         check_params({"n_clusters": n_clusters, "n_init": n_init, "max_iter": max_iter,
                       "algorithm": "cc", "coreset_size": None, "merge_degree": 2,
@@ -178,7 +225,7 @@ class Coreset:
         centers, weights, cost = _backend.ops.solve(
             self._points, self._weights, int(n_clusters), int(n_init), int(max_iter),
             resolve_seed(random_state))
-        return centers, weights, float(cost)
+        return centers, weights, float(cost) + self.total_spread
 
 
 class CoresetTree:

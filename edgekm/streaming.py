@@ -72,15 +72,15 @@ class StreamingKMeans:
         The answer to a query; cached until new data arrives.
     inertia_ : float
         Cost estimate of the stream against ``cluster_centers_``: the
-        solver's cost on the coreset (CT/CC/RCC), or the running estimate
-        EstCost (OnlineCC, sequential).  The StreamKM++ coreset underestimates
-        the true cost (each representative carries its leaf's weight at
-        distance zero).  For sequential k-means, and for OnlineCC before its
-        first fallback, EstCost is a true upper bound (Lemma 10); after a
-        fallback it restarts from the coreset cost, which the paper would
-        inflate by 1/(1 - eps), but the StreamKM++ coreset gives no eps, so
-        it is then an estimate, not a bound (observed 0.56-0.96x of the true
-        cost in tests).
+        solver's cost on the coreset plus the spread its points carry
+        (CT/CC/RCC), or the running estimate EstCost (OnlineCC, sequential).
+        Each coreset point is the mean of the data its leaf stands for and
+        carries that data's sum of squared distances, so the figure is the
+        cost of the data when every leaf lies in one centre's cell, and
+        otherwise an upper bound (up to rounding), no longer biased low.
+        For sequential k-means and OnlineCC, EstCost is an upper bound
+        (Lemma 10): OnlineCC's restarts at each fallback from that same
+        coreset cost plus spread (``docs/internals.md``).
     labels_ : ndarray of shape (n_samples,)
         Labels of the data passed to :meth:`fit`.
     n_features_in_ : int
@@ -304,8 +304,8 @@ class StreamingKMeans:
         engine = getattr(self, "_engine", None)
         if engine is None or engine.n_points == 0:
             raise NotFittedError("This StreamingKMeans instance has not seen any data yet.")
-        points, weights, level = engine.coreset()
-        return Coreset._trusted(points, weights, level)
+        points, weights, spread, level = engine.coreset()
+        return Coreset._trusted(points, weights, level, spread)
 
     def _check_query_input(self, X):
         engine = self._fitted_engine()

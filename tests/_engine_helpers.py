@@ -1,12 +1,14 @@
 """Shared helpers for the kernel and engine tests: builders, base-r digit
 arithmetic (docs/algorithms.md §5.1) and structural checks on an engine's buffers.
 
-Both backends expose the same buffers (``edgekm._defaults.buffers``): the
-compiled engine as ``engine.buffers``, the reference as ``engine.a``.
+Both backends expose the state buffers (``edgekm._defaults.STATE_BUFFERS``):
+the compiled engine in ``engine.buffers`` (with its scratch space), the
+reference as ``engine.a``.
 """
 
 import numpy as np
 
+from edgekm import _defaults
 from edgekm._core._engine import Engine as CythonEngine
 from edgekm._reference.engine import Engine as ReferenceEngine
 
@@ -14,9 +16,7 @@ BACKENDS = {"cython": CythonEngine, "reference": ReferenceEngine}
 
 #: buffers that hold the state of a structure (the rest is scratch space that
 #: only the compiled kernels write into; the reference uses NumPy temporaries)
-STATE_BUFFERS = ("pool_x", "pool_w", "slot_i", "slot_weight", "free", "inst_i",
-                 "list_slot", "list_span", "list_cnt", "cache_key", "cache_slot",
-                 "child", "out_c")
+STATE_BUFFERS = _defaults.STATE_BUFFERS
 
 EMPTY = -1
 # columns of slot_i

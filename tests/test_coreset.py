@@ -226,10 +226,18 @@ def test_merge_with_size_reduces(dtype):
     assert m.dtype == dtype
     assert m.total_weight == a.total_weight + b.total_weight    # integer weights: exact
     assert (m.weights > 0).all()
-    # representatives are input points
-    union = np.concatenate([a.points, b.points])
-    for p in m.points:
-        assert (union == p).all(axis=1).any()
+    # each point is its leaf's weighted mean and carries the leaf's spread, so
+    # the cost of the union around its own mean is kept (up to rounding)
+    union = np.concatenate([a.points, b.points]).astype(np.float64)
+    uw = np.concatenate([a.weights, b.weights])
+    mu = (uw[:, None] * union).sum(axis=0) / uw.sum()
+    before = (uw * ((union - mu) ** 2).sum(axis=1)).sum()
+    after = m.total_spread + (m.weights * ((m.points.astype(np.float64) - mu) ** 2).sum(1)).sum()
+    assert (m.spread > 0).any() and (m.spread >= 0).all()
+    np.testing.assert_allclose(after, before, rtol=1e-6 if dtype == np.float32 else 1e-12)
+    # no reduced point lies outside the bounding box of the union
+    assert (m.points >= union.min(axis=0) - 1e-6).all()
+    assert (m.points <= union.max(axis=0) + 1e-6).all()
     # seeded: reproducible
     assert a.merge(b, size=30, random_state=0) == m
     assert a.merge(b, size=30, random_state=np.random.default_rng(5)) == \
@@ -452,3 +460,50 @@ def test_model_coreset_of_few_points_is_the_points():
 def test_model_coreset_before_data():
     with pytest.raises(NotFittedError):
         StreamingKMeans().coreset()
+
+
+# ================================================ the carried spread
+def test_spread_defaults_to_zero_and_is_read_only():
+    c = Coreset(np.array([[0.0, 1.0], [2.0, 3.0]]), [1.0, 2.0])
+    assert c.spread.tolist() == [0.0, 0.0] and c.total_spread == 0.0
+    with pytest.raises(ValueError):
+        c.spread[0] = 1.0
+    d = Coreset(np.array([[0.0, 1.0], [2.0, 3.0]]), [1.0, 2.0], level=1, spread=[0.5, 2])
+    assert d.spread.dtype == np.float64 and d.total_spread == 2.5
+    assert d != Coreset(d.points, d.weights, level=1)
+    assert pickle.loads(pickle.dumps(d)) == d
+    assert hash(pickle.loads(pickle.dumps(d))) == hash(d)
+
+
+@pytest.mark.parametrize("bad", [[-1.0, 0.0], [np.nan, 0.0], [np.inf, 0.0], [1.0], ["a", "b"]])
+def test_spread_is_validated(bad):
+    with pytest.raises(ValueError):
+        Coreset(np.zeros((2, 2)), [1.0, 1.0], spread=bad)
+
+
+def test_cost_and_fit_centers_include_the_spread():
+    X = np.array([[0.0, 0.0], [10.0, 0.0]])
+    c = Coreset(X, [2.0, 3.0], spread=[4.0, 1.0])
+    assert c.cost(X) == 5.0
+    _, _, cost = c.fit_centers(2, random_state=0)
+    assert cost == 5.0
+
+
+def test_many_merges_and_reduces_keep_the_cost_around_the_mean():
+    """Raw data through 40 merges, each reduced to 25 points: the total spread
+    plus the cost around the global mean equals the data's cost around it."""
+    rng = np.random.default_rng(3)
+    data = [rng.normal(size=(60, 4)) * rng.uniform(0.1, 5, size=4) for _ in range(40)]
+    acc = Coreset(data[0])
+    for i, X in enumerate(data[1:]):
+        acc = acc.merge(Coreset(X), size=25, random_state=i)
+    everything = np.concatenate(data)
+    mu = everything.mean(axis=0)
+    want = ((everything - mu) ** 2).sum()
+    got = acc.total_spread + (acc.weights * ((acc.points - mu) ** 2).sum(axis=1)).sum()
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    assert acc.level == 39 and acc.total_weight == len(everything)
+    # the coreset cost of any centres plus the spread bounds the data's cost
+    C = everything[rng.choice(len(everything), 5, replace=False)]
+    true = Coreset(everything).cost(C)
+    assert true * (1 - 1e-12) <= acc.cost(C) <= 1.5 * true

@@ -113,7 +113,7 @@ def test_numpy_input_and_float32(client, blobs):
 
 def test_coreset_pickles_cheaply(fitted):
     c = fitted.coreset
-    assert len(pickle.dumps(c)) < c.points.nbytes + c.weights.nbytes + 500
+    assert len(pickle.dumps(c)) < c.points.nbytes + c.weights.nbytes + c.spread.nbytes + 500
     assert pickle.loads(pickle.dumps(c)) == c
 
 

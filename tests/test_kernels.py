@@ -351,18 +351,37 @@ def _row_index(X):
 def test_reduce_equals_reference_and_keeps_weight(n, d, m, dtype, weights):
     X = _unique_rows(n, d, dtype)
     w = _weights(n, weights)
+    spread = np.random.default_rng(n).uniform(0, 2, size=n)
     for seed in (0, 3):
-        P, V = _ops.reduce(X, w, m, seed)
-        rP, rV = ref.reduce(X, w, m, seed)
+        P, V, S = _ops.reduce(X, w, m, seed, spread)
+        rP, rV, rS = ref.reduce(X, w, m, seed, spread)
         _assert_same(P, rP)
         _assert_same(V, rV)
-        assert P.shape == (m, d) and P.dtype == dtype and V.dtype == np.float64
-        # the output points are m distinct input rows, representatives in choice order
+        _assert_same(S, rS)
+        assert P.shape == (m, d) and P.dtype == dtype and V.dtype == S.dtype == np.float64
+        # with the sampled representative: m distinct input rows, in choice order
+        Q, U, T = _ops.reduce(X, w, m, seed, spread, mean=False)
+        rQ, rU, rT = ref.reduce(X, w, m, seed, spread, mean=False)
+        _assert_same(Q, rQ)
+        _assert_same(U, rU)
+        _assert_same(T, rT)
+        _assert_same(U, V)                  # the tree, hence the weights, are the same
         where = _row_index(X)
-        idx = [where[row.tobytes()] for row in P]
+        idx = [where[row.tobytes()] for row in Q]
         assert len(set(idx)) == m
-        reps, _ = ref._reduce(X, w, m, Rng(seed))
-        assert idx == reps.tolist()
+        leaves = ref._reduce_tree(X, w, m, Rng(seed))
+        assert idx == [rep for rep, _, _ in leaves]
+        # each leaf's mean, weight and spread, from its members
+        for t, (rep, members, _) in enumerate(leaves):
+            rows = np.concatenate([[rep], members])
+            assert V[t] == w[rep] + np.cumsum(w[members])[-1] if len(members) else w[rep]
+            mu = (w[rows, None] * X[rows].astype(np.float64)).sum(0) / w[rows].sum()
+            np.testing.assert_allclose(P[t], mu, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                       atol=1e-6)
+            around = (spread[rows] + w[rows] * ((X[rows] - P[t].astype(np.float64)) ** 2)
+                      .sum(1)).sum()
+            np.testing.assert_allclose(S[t], around, rtol=1e-10)
+            assert T[t] >= S[t] * (1 - 1e-12)         # the mean minimises the spread
         # each representative carries at least its own weight; the total is kept
         assert (V >= w[idx]).all()
         if weights == "integer":
@@ -377,15 +396,15 @@ def test_reduce_float32_picks_the_same_representatives_as_float64():
     X32 = X64.astype(np.float32)
     w = _weights(800, "integer")
     for seed in range(4):
-        P32, V32 = _ops.reduce(X32, w, 30, seed)
+        P32, V32, _ = _ops.reduce(X32, w, 30, seed, mean=False)
         # the same values in float64: identical
-        P, V = _ops.reduce(X32.astype(np.float64), w, 30, seed)
+        P, V, _ = _ops.reduce(X32.astype(np.float64), w, 30, seed, mean=False)
         _assert_same(P32, P.astype(np.float32))
         _assert_same(V32, V)
         # rounded values: the same representatives (a draw would have to fall
         # within ~1e-7 relative of a cumulative-sum boundary to differ), weights
         # equal up to points almost equidistant from two representatives
-        P64, V64 = _ops.reduce(X64, w, 30, seed)
+        P64, V64, _ = _ops.reduce(X64, w, 30, seed, mean=False)
         _assert_same(P32, P64.astype(np.float32))
         assert V32.sum() == V64.sum() == w.sum()
         assert np.abs(V32 - V64).sum() <= 0.02 * w.sum()
@@ -397,16 +416,20 @@ def test_reduce_small_input_returns_a_copy(n, m, dtype):
     X = _unique_rows(max(n, 1), 3, dtype)[:n]
     X = np.ascontiguousarray(X)
     w = _weights(n, "real")
+    s = np.linspace(0.0, 1.0, n)
     for backend in (_ops, ref):
-        P, V = backend.reduce(X, w, m, 1)
+        P, V, S = backend.reduce(X, w, m, 1, s)
         _assert_same(P, X)
         _assert_same(V, w)
+        _assert_same(S, s)
         # a copy: writing to the output leaves the input alone
-        before_x, before_w = X.copy(), w.copy()
+        before_x, before_w, before_s = X.copy(), w.copy(), s.copy()
         P[...] = 7
         V[...] = 7
+        S[...] = 7
         _assert_same(X, before_x)
         _assert_same(w, before_w)
+        _assert_same(s, before_s)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -416,12 +439,14 @@ def test_reduce_all_rows_equal(dtype):
     X = np.tile(np.array([[1.5, -2.0, 3.0]], dtype=dtype), (60, 1))
     w = _weights(60, "integer")
     for seed in range(5):
-        P, V = _ops.reduce(X, w, 10, seed)
-        rP, rV = ref.reduce(X, w, 10, seed)
+        P, V, S = _ops.reduce(X, w, 10, seed)
+        rP, rV, rS = ref.reduce(X, w, 10, seed)
         _assert_same(P, rP)
         _assert_same(V, rV)
+        _assert_same(S, rS)
         assert P.shape == (10, 3)
-        assert (P == X[0]).all()
+        assert (P == X[0]).all()          # the mean of equal rows is the row, exactly
+        assert (S == 0).all()
         assert V.sum() == w.sum()
         assert (V > 0).all()
 
@@ -436,13 +461,14 @@ def test_reduce_keeps_a_dominant_outlier_alone(outlier_weight):
     w = np.ones(301)
     w[-1] = outlier_weight
     for seed in range(5):
-        P, V = _ops.reduce(X, w, 12, seed)
-        rP, rV = ref.reduce(X, w, 12, seed)
+        P, V, S = _ops.reduce(X, w, 12, seed)
+        rP, rV, rS = ref.reduce(X, w, 12, seed)
         _assert_same(P, rP)
         _assert_same(V, rV)
+        _assert_same(S, rS)
         hit = np.flatnonzero((P == X[-1]).all(axis=1))
         assert len(hit) == 1
-        assert V[hit[0]] == outlier_weight
+        assert V[hit[0]] == outlier_weight and S[hit[0]] == 0.0
         assert V.sum() == w.sum()
 
 
@@ -450,13 +476,19 @@ def test_reduce_to_one_point_keeps_all_the_weight():
     X = _unique_rows(40, 3, np.float64)
     w = _weights(40, "integer")
     for seed in range(3):
-        P, V = _ops.reduce(X, w, 1, seed)
-        rP, rV = ref.reduce(X, w, 1, seed)
+        P, V, S = _ops.reduce(X, w, 1, seed)
+        rP, rV, rS = ref.reduce(X, w, 1, seed)
         _assert_same(P, rP)
         _assert_same(V, rV)
+        _assert_same(S, rS)
         assert P.shape == (1, 3) and V.tolist() == [w.sum()]
-        # the single representative is the first draw, by weight
-        assert _row_index(X)[P[0].tobytes()] == Rng(seed).sample(w)
+        # the single point is the weighted mean, carrying the whole cost around it
+        mu = (w[:, None] * X).sum(0) / w.sum()
+        np.testing.assert_allclose(P[0], mu, rtol=1e-12)
+        np.testing.assert_allclose(S[0], (w * ((X - P[0]) ** 2).sum(1)).sum(), rtol=1e-12)
+        # with the sampled representative, it is the first draw, by weight
+        Q = _ops.reduce(X, w, 1, seed, mean=False)[0]
+        assert _row_index(X)[Q[0].tobytes()] == Rng(seed).sample(w)
 
 
 def test_reduce_first_representative_is_drawn_by_weight():
@@ -464,7 +496,7 @@ def test_reduce_first_representative_is_drawn_by_weight():
     w = np.ones(100)
     w[64] = 1e15
     for seed in range(5):
-        P, V = _ops.reduce(X, w, 10, seed)
+        P, V, _ = _ops.reduce(X, w, 10, seed, mean=False)
         np.testing.assert_array_equal(P[0], X[64])
 
 
@@ -475,8 +507,11 @@ def test_reduce_is_a_coreset_of_its_input_on_clustered_data():
     rng = np.random.default_rng(8)
     X = np.ascontiguousarray(mixture(rng, 2000, rng.uniform(-20, 20, size=(5, 2))))
     w = np.ones(2000)
-    P, V = _ops.reduce(X, w, 100, 0)
+    P, V, S = _ops.reduce(X, w, 100, 0)
     for _ in range(3):
         C = np.ascontiguousarray(rng.uniform(-20, 20, size=(5, 2)))
         ratio = _ops.cost(P, V, C) / _ops.cost(X, w, C)
         assert 0.7 < ratio < 1.3, ratio
+        # with the carried spread, the cost is an upper bound, and close
+        ratio = (_ops.cost(P, V, C) + S.sum()) / _ops.cost(X, w, C)
+        assert 1 - 1e-12 <= ratio < 1.1, ratio

@@ -1,10 +1,16 @@
 """Reference fixed-memory engine: the twin of ``cython_src/_engine.pyx``.
 
 One engine runs one algorithm (CT, CC, RCC, OnlineCC or sequential k-means)
-over a pool of bucket slots that is allocated once (see
-``edgekm._defaults.plan``).  CT and CC are RCC of one order, with and
-without the cache.  Buckets are immutable and reference-counted, so an inner
-structure shares the buckets of its owner's list.  Inputs are assumed valid.
+over a pool of bucket slots (see ``edgekm._defaults.plan``).  CT and CC are
+RCC of one order, with and without the cache.  Buckets are immutable and
+reference-counted, so an inner structure shares the buckets of its owner's
+list.  Inputs are assumed valid.
+
+The twin mirrors the compiled engine's behaviour, not its memory layout: it
+keeps the state buffers (the pool, the slot table, the lists, the cache,
+``edgekm._defaults.STATE_BUFFERS``) under the same names so that tests can
+compare states, computes everything else with NumPy temporaries, and reports
+the compiled engine's ``memory_bytes`` from the plan.
 """
 
 import numpy as np
@@ -14,11 +20,19 @@ from . import ops
 from .rng import Rng
 
 _EMPTY = _defaults.EMPTY
+_N, _LEVEL, _LO, _HI, _REF = (_defaults.SLOT_FIELDS.index(f)
+                              for f in ("n", "level", "lo", "hi", "ref"))
 
 
 class Engine:
     def __init__(self, kind, n_features, n_clusters, coreset_size, merge_degrees,
-                 max_levels, n_init, max_iter, switch_threshold, dtype, seed):
+                 max_levels, n_init, max_iter, switch_threshold, dtype, seed,
+                 representative=None):
+        if representative is None:
+            representative = _defaults.REDUCE_REPRESENTATIVE
+        if representative not in ("mean", "sample"):
+            raise ValueError(f"representative must be 'mean' or 'sample'; got {representative!r}")
+        self.mean_rep = representative == "mean"
         self.kind = kind
         self.d = int(n_features)
         self.k = int(n_clusters)
@@ -28,16 +42,17 @@ class Engine:
         self.alpha = float(switch_threshold)
         self.dtype = np.dtype(dtype)
         self.init_args = (kind, n_features, n_clusters, coreset_size, tuple(merge_degrees),
-                          max_levels, n_init, max_iter, switch_threshold, self.dtype.str, seed)
+                          max_levels, n_init, max_iter, switch_threshold, self.dtype.str, seed,
+                          representative)
         lay = _defaults.plan(kind, self.m, merge_degrees, max_levels)
         self.lay = lay
         self.rng = Rng(seed)
         d, k, m = self.d, self.k, self.m
-        a = {name: np.zeros(shape, dtype=dt) for name, (shape, dt) in
-             _defaults.buffers(lay, d, k, m, self.dtype).items()}
-        # The reference computes with NumPy temporaries; it allocates the same
-        # buffers as the compiled engine so that memory_bytes is the same.
-        self.a = a
+        planned = _defaults.buffers(lay, d, k, m, self.dtype)
+        self.a = {name: np.zeros(*planned[name]) for name in _defaults.STATE_BUFFERS}
+        self.online_c = np.zeros((k, d))     # OnlineCC / sequential centres and weights
+        self.online_w = np.zeros(k)
+        self._memory_bytes = _defaults.memory_bytes(lay, d, k, m, self.dtype)
         self._init_state()
 
     # ------------------------------------------------------------ layout
@@ -61,12 +76,15 @@ class Engine:
         self.n_centers = 0
         self.n_iter = 0
         _defaults.reset_buffers(lay, a)
+        self.online_c[...] = 0.0
+        self.online_w[...] = 0.0
         if lay.use_buckets:
             self.b_slot = self._alloc()
 
     @property
     def memory_bytes(self):
-        return int(sum(v.nbytes for v in self.a.values()))
+        """What the compiled engine allocates for this plan."""
+        return self._memory_bytes
 
     # ------------------------------------------------------------ slots
     def _alloc(self):
@@ -75,56 +93,52 @@ class Engine:
         self.free_top -= 1
         s = int(self.a["free"][self.free_top])
         si = self.a["slot_i"][s]
-        si[:] = (0, 0, 0, 0, 1)
+        si[:] = 0
+        si[_REF] = 1
         self.a["slot_weight"][s] = 0.0
         return s
 
     def _ref(self, s):
-        self.a["slot_i"][s, 4] += 1
+        self.a["slot_i"][s, _REF] += 1
 
     def _release(self, s):
         si = self.a["slot_i"][s]
-        si[4] -= 1
-        if si[4] == 0:
+        si[_REF] -= 1
+        if si[_REF] == 0:
             self.a["free"][self.free_top] = s
             self.free_top += 1
 
     def _slot_points(self, s):
-        n = int(self.a["slot_i"][s, 0])
-        return self.a["pool_x"][s, :n], self.a["pool_w"][s, :n]
+        n = int(self.a["slot_i"][s, _N])
+        return self.a["pool_x"][s, :n], self.a["pool_w"][s, :n], self.a["pool_s"][s, :n]
 
     # ------------------------------------------------------------ reduce
-    def _gather(self, parts, extra_b=False):
-        """Copy the slots in ``parts`` (and the partial bucket) into the union buffer."""
-        ux, uw = self.a["union_x"], self.a["union_w"]
-        n = 0
-        for s in parts:
-            x, w = self._slot_points(s)
-            ux[n:n + len(w)] = x
-            uw[n:n + len(w)] = w
-            n += len(w)
-        if extra_b and self.b_n:
-            x, w = self.a["pool_x"][self.b_slot, :self.b_n], self.a["pool_w"][self.b_slot, :self.b_n]
-            ux[n:n + self.b_n] = x
-            uw[n:n + self.b_n] = w
-            n += self.b_n
-        return n
+    def _union(self, parts, with_partial=False):
+        """(points, weights, spread) of the slots in ``parts``, then the partial bucket."""
+        pieces = [self._slot_points(s) for s in parts]
+        if with_partial and self.b_n:
+            b = self.b_slot
+            pieces.append((self.a["pool_x"][b, :self.b_n], self.a["pool_w"][b, :self.b_n],
+                           self.a["pool_s"][b, :self.b_n]))
+        if not pieces:
+            return np.zeros((0, self.d), self.dtype), np.zeros(0), np.zeros(0)
+        return tuple(np.concatenate(col) for col in zip(*pieces))
 
     def _reduce_parts(self, parts):
         """REDUCE the union of ``parts`` into a new slot (refcount 1)."""
-        n = self._gather(parts)
-        X, w = self.a["union_x"][:n], self.a["union_w"][:n]
-        reps, weights = ops._reduce(X, w, self.m, self.rng)
+        X, w, sp = self._union(parts)
+        P, W, S = ops._reduce(X, w, sp, self.m, self.rng, self.mean_rep)
         s = self._alloc()
-        cnt = len(reps)
-        self.a["pool_x"][s, :cnt] = X[reps]
-        self.a["pool_w"][s, :cnt] = weights
+        cnt = len(W)
+        self.a["pool_x"][s, :cnt] = P
+        self.a["pool_w"][s, :cnt] = W
+        self.a["pool_s"][s, :cnt] = S
         si = self.a["slot_i"]
-        si[s, 0] = cnt
-        si[s, 1] = max(int(si[p, 1]) for p in parts) + (1 if n > self.m else 0)
-        si[s, 2] = si[parts[0], 2]
-        si[s, 3] = si[parts[-1], 3]
-        self.a["slot_weight"][s] = ops.seqsum(weights)
+        si[s, _N] = cnt
+        si[s, _LEVEL] = max(int(si[p, _LEVEL]) for p in parts) + (1 if len(w) > self.m else 0)
+        si[s, _LO] = si[parts[0], _LO]
+        si[s, _HI] = si[parts[-1], _HI]
+        self.a["slot_weight"][s] = ops.seqsum(W)
         return s
 
     # ------------------------------------------------------------ structure
@@ -243,7 +257,7 @@ class Engine:
             parts = []
             for lvl in levels:
                 parts.extend(self._minor_part(g, lvl))
-        if len(parts) == 1 and a["slot_i"][parts[0], 0] <= self.m:
+        if len(parts) == 1 and a["slot_i"][parts[0], _N] <= self.m:
             s = parts[0]
             self._ref(s)
         else:
@@ -291,6 +305,7 @@ class Engine:
         b = self.b_slot
         a["pool_x"][b, self.b_n] = x
         a["pool_w"][b, self.b_n] = w
+        a["pool_s"][b, self.b_n] = 0.0          # a raw point has no spread
         self.b_n += 1
         if self.kind == "onlinecc":
             if self.initialised:
@@ -300,9 +315,9 @@ class Engine:
         if self.b_n == self.m:
             self.n_buckets += 1
             si = a["slot_i"][b]
-            si[0] = self.m
-            si[1] = 0
-            si[2] = si[3] = self.n_buckets
+            si[_N] = self.m
+            si[_LEVEL] = 0
+            si[_LO] = si[_HI] = self.n_buckets
             a["slot_weight"][b] = ops.seqsum(a["pool_w"][b])
             self._insert(0, b)
             self._release(b)
@@ -313,8 +328,7 @@ class Engine:
         return min(_defaults.ONLINE_INIT_PER_CLUSTER * self.k, self.m)
 
     def _macqueen(self, x, w):
-        C = self.a["solve_c"][3]
-        W = self.a["solve_w"][2]
+        C, W = self.online_c, self.online_w
         d2 = ops.sqdist_to(C, x)
         j = int(np.argmin(d2))
         self.est_cost += w * float(d2[j])
@@ -325,22 +339,24 @@ class Engine:
     def _sequential_step(self, x, w):
         a = self.a
         if self.n_centers < self.k:
-            a["solve_c"][3, self.n_centers] = x
-            a["solve_w"][2, self.n_centers] = w
+            self.online_c[self.n_centers] = x
+            self.online_w[self.n_centers] = w
             self.n_centers += 1
             return
         self._macqueen(x, w)
 
-    def _solve_rows(self, n):
-        X, w = self.a["union_x"][:n], self.a["union_w"][:n]
+    def _solve_union(self, parts):
+        """SOLVE on the union of ``parts`` and the partial bucket; the cost is the
+        solver's plus the union's carried spread (summed first, as the engine does)."""
+        X, w, sp = self._union(parts, with_partial=True)
+        spread = ops.seqsum(sp)
         C, W, f, self.n_iter = ops._solve(X, w, self.k, self.n_init, self.max_iter, self.rng)
-        return C, W, f
+        return C, W, f + spread
 
     def _online_init(self):
-        n = self._gather([], extra_b=True)
-        C, W, f = self._solve_rows(n)
-        self.a["solve_c"][3] = C
-        self.a["solve_w"][2] = W
+        C, W, f = self._solve_union([])
+        self.online_c[...] = C
+        self.online_w[...] = W
         self.phi0 = self.est_cost = f
         self.initialised = True
 
@@ -357,31 +373,29 @@ class Engine:
         if self.kind in ("sequential", "onlinecc") and (self.kind == "sequential" or self.initialised):
             if self.kind == "onlinecc" and self.est_cost > self.alpha * self.phi0:
                 self.fallbacks += 1
-                n = self._gather(self._summary_parts(), extra_b=True)
-                C, W, f = self._solve_rows(n)
-                self.a["solve_c"][3] = C
-                self.a["solve_w"][2] = W
+                C, W, f = self._solve_union(self._summary_parts())
+                self.online_c[...] = C
+                self.online_w[...] = W
                 self.phi0 = self.est_cost = f
-            self.a["out_c"][:] = self.a["solve_c"][3]
+            self.a["out_c"][:] = self.online_c
             self.inertia = self.est_cost
         else:
-            n = self._gather(self._summary_parts(), extra_b=True)
-            C, W, f = self._solve_rows(n)
+            C, W, f = self._solve_union(self._summary_parts())
             self.a["out_c"][:] = C
             self.inertia = f
         self.dirty = False
         return self.a["out_c"].copy(), self.inertia
 
     def coreset(self):
-        """(points, weights, level) of the summary a query solves on."""
+        """(points, weights, spread, level) of the summary a query solves on."""
         if self.kind == "sequential":
             n = self.n_centers
-            return (self.a["solve_c"][3, :n].astype(self.dtype),
-                    self.a["solve_w"][2, :n].copy(), 0)
+            return (self.online_c[:n].astype(self.dtype), self.online_w[:n].copy(),
+                    np.zeros(n), 0)
         parts = self._summary_parts()
-        n = self._gather(parts, extra_b=True)
-        level = max([int(self.a["slot_i"][s, 1]) for s in parts] + [0])
-        return self.a["union_x"][:n].copy(), self.a["union_w"][:n].copy(), level
+        X, w, sp = self._union(parts, with_partial=True)
+        level = max([int(self.a["slot_i"][s, _LEVEL]) for s in parts] + [0])
+        return X.copy(), w.copy(), sp.copy(), level
 
     # ------------------------------------------------------------ diagnostics
     def stats(self):
@@ -396,7 +410,7 @@ class Engine:
             "n_buckets": self.n_buckets,
             "live_buckets": len(live),
             "bucket_capacity": self.lay.n_slots,
-            "max_level": int(max([a["slot_i"][s, 1] for s in live] + [0])),
+            "max_level": int(max([a["slot_i"][s, _LEVEL] for s in live] + [0])),
             "absorptions": self.absorptions,
             "cache_hits": self.hits,
             "cache_misses": self.misses,
@@ -411,12 +425,15 @@ class Engine:
     def __reduce__(self):
         state = {name: getattr(self, name) for name in self._SCALARS}
         state["rng"] = self.rng.state
-        state["arrays"] = self.a
+        state["arrays"] = dict(self.a, online_c=self.online_c, online_w=self.online_w)
         return (Engine, self.init_args, state)
 
     def __setstate__(self, state):
         for name in self._SCALARS:
             setattr(self, name, state[name])
         self.rng.state = state["rng"]
-        for key, value in state["arrays"].items():
+        arrays = dict(state["arrays"])
+        self.online_c[...] = arrays.pop("online_c")
+        self.online_w[...] = arrays.pop("online_w")
+        for key, value in arrays.items():
             self.a[key][...] = value

@@ -141,14 +141,13 @@ def solve(X, w, k, n_init, max_iter, seed):
 
 
 # ---------------------------------------------------------------- reduce
-def _reduce(X, w, m, rng):
-    """StreamKM++ coreset tree: m weighted representatives of (X, w).
+def _reduce_tree(X, w, m, rng):
+    """The StreamKM++ coreset tree over (X, w), n > m: its m leaves.
 
-    Returns (rep indices in choice order, weights float64).
+    Returns a list of (representative, member indices in slice order, leaf
+    cost), one per leaf, in the order the representatives were chosen.
     """
     n = X.shape[0]
-    if n <= m:
-        return np.arange(n), w.astype(np.float64).copy()
     r0 = rng.sample(w)
     idx = np.concatenate([np.arange(r0), np.arange(r0 + 1, n)])
     cst = w[idx] * sqdist_to(X[idx], X[r0])
@@ -207,17 +206,52 @@ def _reduce(X, w, m, rng):
             cost[u] = cost[left[u]] + cost[right[u]]
             free[u] -= 1
             u = parent[u]
-    weights = np.empty(m, dtype=np.float64)
-    for t, leaf in enumerate(leaf_of):
-        mw = w[idx[start[leaf]:end[leaf]]]
-        weights[t] = w[reps[t]] + seqsum(mw)
-    return np.asarray(reps, dtype=np.int64), weights
+    return [(reps[t], idx[start[leaf]:end[leaf]].copy(), cost[leaf])
+            for t, leaf in enumerate(leaf_of)]
 
 
-def reduce(X, w, m, seed):
-    """m weighted representatives of (X, w), whose weights sum to sum(w)."""
-    reps, weights = _reduce(X, w, m, Rng(seed))
-    return X[reps].copy(), weights
+def _leaf_point(X, w, s, rep, members, leaf_cost, mean):
+    """(point, weight, spread) of one leaf, as the compiled kernel computes them.
+
+    weight: w_rep plus the sequential sum of the members'.  point: the leaf's
+    weighted mean (sequential float64 sums over rep, then members, divided by
+    the weight, cast to the dtype) or the representative.  spread: the
+    sequential sum of s over rep and members, plus the leaf's sum of
+    w_i ||x_i - point||², from its cost around the representative:
+    ``leaf_cost - W ||mean - x_rep||² + W ||mean - point||²`` (clamped at 0),
+    or ``leaf_cost`` itself for the representative.
+    """
+    rows = np.concatenate([[rep], members]).astype(np.int64)
+    total = w[rep] + seqsum(w[members])
+    acc = seqsum(s[rows])
+    if not mean:
+        return X[rep].copy(), total, acc + leaf_cost
+    mu = np.cumsum(w[rows, None] * X[rows].astype(np.float64), axis=0)[-1] / total
+    point = mu.astype(X.dtype)
+    res = (leaf_cost - total * float(sqdist_to(mu[None, :], X[rep])[0])
+           + total * float(sqdist_to(mu[None, :], point)[0]))
+    return point, total, acc + max(res, 0.0)
+
+
+def _reduce(X, w, s, m, rng, mean=True):
+    """The reduce: (points, weights, spread) of at most m rows (a copy when n <= m)."""
+    n = X.shape[0]
+    if n <= m:
+        return X.copy(), w.astype(np.float64).copy(), s.astype(np.float64).copy()
+    leaves = [_leaf_point(X, w, s, rep, members, leaf_cost, mean)
+              for rep, members, leaf_cost in _reduce_tree(X, w, m, rng)]
+    return (np.stack([p for p, _, _ in leaves]), np.array([t for _, t, _ in leaves]),
+            np.array([sp for _, _, sp in leaves]))
+
+
+def reduce(X, w, m, seed, spread=None, mean=True):
+    """The StreamKM++ coreset tree: (points, weights, spread) of at most m rows.
+
+    The weights sum to sum(w); each row is its leaf's weighted mean (or, with
+    ``mean=False``, the sampled representative) and carries the leaf's spread.
+    """
+    s = np.zeros(X.shape[0]) if spread is None else np.asarray(spread, dtype=np.float64)
+    return _reduce(X, w, s, m, Rng(seed), mean)
 
 
 def pairwise_sqdist(X, centers):
