@@ -298,7 +298,8 @@ class Versions:
                              f"have {C.shape[1]}.")
         dtype = np.dtype(info["dtype"]).newbyteorder("=")
         if coreset.dtype != dtype:           # versions hold the model's dtype
-            coreset = Coreset(coreset.points.astype(dtype), coreset.weights, level=coreset.level)
+            coreset = Coreset(coreset.points.astype(dtype), coreset.weights, level=coreset.level,
+                              spread=coreset.spread)
         C = np.ascontiguousarray(C, dtype=dtype)
         return self._store_version(model, C, coreset, coreset.cost(C), None, actor, reason)
 
