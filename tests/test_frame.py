@@ -575,7 +575,7 @@ HOSTILE = {
     # keys
     "unknown key": (lambda: raw(level=DROP, extra=0), r"unknown keys \['extra'\]"),
     "17 keys in v1": (lambda: raw(extra=0), r"unknown keys \['extra'\]"),
-    "18 keys": (lambda: raw(extra=0, spread=b"", more=0), r"not a valid msgpack frame"),
+    "19 keys": (lambda: raw(extra=0, spread=b"", more=0), r"not a valid msgpack frame"),
     "binary key": (lambda: pack({**frame_dict(level=DROP), b"level": 0}),
                    r"unknown keys \[b'level'\]"),
     "int key": (lambda: pack({**frame_dict(level=DROP), 7: 0}), r"not a valid msgpack frame"),
