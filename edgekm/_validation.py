@@ -103,7 +103,8 @@ def _satisfied(rule, value):
 
 
 def describe(rule, *, json=False):
-    """The words for a rule: ``"None or an int >= 1"``; in a JSON body ``"an int >= 1 or null"``."""
+    """The words for a rule: ``"None or an int >= 1"``, or in a JSON body (``json``)
+    ``"an int >= 1 or null"``."""
     alts = _alternatives(rule)
     words = [str(r) for r in alts if r is not None]
     if None in alts:
