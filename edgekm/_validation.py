@@ -138,6 +138,7 @@ CONSTRAINTS = {
     "trim": Interval(numbers.Real, 0, 0.5, closed="left"),
     "windows": [None, Interval(numbers.Integral, 1, None)],
     "split_every": Interval(numbers.Integral, 2, None),
+    "n_threads": [None, Interval(numbers.Integral, 1, None)],
     # data sources and generators
     "chunk_rows": Interval(numbers.Integral, 1, None),
     "n_samples": Interval(numbers.Integral, 1, None),

@@ -8,7 +8,7 @@ import sqlite3
 
 import numpy as np
 
-from edgekm._validation import Interval, validate_params
+from edgekm._validation import Interval, Options, validate_params
 from edgekm.exceptions import DeviceExistsError, UnknownDeviceError, UnknownModelError
 
 from edgekm.sync.wire import auth
@@ -102,9 +102,8 @@ class Registry:
     def add_model(self, model, n_features, *, dtype="float32", window_seconds=None,
                   max_device_weight=None, weight_cap_policy=None):
         cap = check_cap(max_device_weight)
-        if weight_cap_policy is not None and weight_cap_policy not in WEIGHT_CAP_POLICIES:
-            raise ValueError(f"weight_cap_policy must be None or one of {WEIGHT_CAP_POLICIES}; "
-                             f"got {weight_cap_policy!r}.")
+        validate_params({"weight_cap_policy": weight_cap_policy},
+                        {"weight_cap_policy": [None, Options(WEIGHT_CAP_POLICIES)]})
         check_id(model, "model")
         n_features = check_positive_int("n_features", n_features)
         if n_features > self.max_features:

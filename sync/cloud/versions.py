@@ -35,7 +35,7 @@ from collections import OrderedDict
 import numpy as np
 
 from edgekm.coreset import Coreset
-from edgekm._validation import CONSTRAINTS, validate_params
+from edgekm._validation import CONSTRAINTS, Options, validate_params
 from edgekm.exceptions import RolloutError, UnknownVersionError
 
 from edgekm.solve import cluster_statistics, fit_centers
@@ -195,8 +195,7 @@ def set_status(conn, mid, version, new, now, actor, action, **detail):
 
 
 def check_actor(actor):
-    if actor not in ACTORS:
-        raise ValueError(f"actor must be one of {ACTORS}; got {actor!r}.")
+    validate_params({"actor": actor}, {"actor": Options(ACTORS)})
     return actor
 
 
