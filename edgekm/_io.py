@@ -27,6 +27,8 @@ import sys
 import numpy as np
 from edgekm.exceptions import DataError
 
+from ._validation import validate_params
+
 __all__ = ["DataError", "open_chunks", "SUFFIXES"]
 
 #: the file suffixes :func:`open_chunks` reads
@@ -69,8 +71,7 @@ def open_chunks(path, chunk_rows=65536, dtype=np.float32, *, stdin=None):
         A missing file, an unsupported suffix, or (for ``.npy`` and
         ``.parquet``) a header that is not a non-empty 2-D numeric table.
     """
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be an int >= 1, got {chunk_rows!r}")
+    chunk_rows = validate_params({"chunk_rows": chunk_rows})["chunk_rows"]
     dt = _float_dtype(dtype)
     name = os.fspath(path)
     if name == STDIN:

@@ -4,6 +4,7 @@ The kernels assume what is checked here: C-contiguous arrays of the model
 dtype, finite values, weights > 0 and parameters within :data:`CONSTRAINTS`.
 """
 
+import math
 import numbers
 import operator
 
@@ -18,42 +19,199 @@ def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_int(name, value, minimum, maximum=None, *, allow_none=False, error=ValueError):
-    """``value`` as an int in [minimum, maximum], or None when ``allow_none``; else ``error``."""
-    if value is None and allow_none:
-        return None
-    if not _is_int(value):
-        raise error(f"{name} must be an integer; got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise error(f"{name} must be {bound}; got {value}")
-    return int(value)
-
-
 def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-#: parameter -> (check, description); ``None`` is accepted where stated
+# ---------------------------------------------------------------- constraints
+class Interval:
+    """Numbers of ``type`` (``numbers.Integral`` or ``numbers.Real``; never a bool) between
+    ``left`` and ``right`` (None: unbounded), ``closed`` at "both", "left", "right" or
+    "neither" end.  A Real is never NaN; with ``finite`` it is never infinite either."""
+
+    def __init__(self, type, left, right, *, closed="both", finite=False, note=None):
+        if type not in (numbers.Integral, numbers.Real) or closed not in (
+                "both", "left", "right", "neither"):
+            raise ValueError(f"bad Interval({type!r}, closed={closed!r})")
+        self.type, self.left, self.right, self.closed = type, left, right, closed
+        self.finite, self.note = finite, note
+
+    def is_satisfied_by(self, value):
+        if isinstance(value, bool) or not isinstance(value, self.type):
+            return False
+        if self.type is numbers.Real and (
+                math.isnan(value) or (self.finite and not math.isfinite(value))):
+            return False
+        if self.left is not None:
+            if value < self.left or (value == self.left and self.closed in ("right", "neither")):
+                return False
+        if self.right is not None:
+            if value > self.right or (value == self.right and self.closed in ("left", "neither")):
+                return False
+        return True
+
+    def __str__(self):
+        noun = ("an int" if self.type is numbers.Integral
+                else "a finite number" if self.finite else "a number")
+        shut_left, shut_right = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.left is None and self.right is None:
+            return noun
+        if self.right is None:
+            return f"{noun} {'>=' if shut_left else '>'} {self.left}"
+        if self.left is None:
+            return f"{noun} {'<=' if shut_right else '<'} {self.right}"
+        return (f"{noun} in {'[' if shut_left else '('}{self.left}, {self.right}"
+                f"{']' if shut_right else ')'}")
+
+
+class Options:
+    """One of the given values (compared with ==)."""
+
+    def __init__(self, values, *, note=None):
+        self.values, self.note = tuple(values), note
+
+    def is_satisfied_by(self, value):
+        try:
+            return any(value == v for v in self.values)
+        except (TypeError, ValueError):      # e.g. an array: == is not a truth value
+            return False
+
+    def __str__(self):
+        return "one of " + ", ".join(repr(v) for v in self.values)
+
+
+class Satisfies:
+    """Whatever ``predicate`` accepts, described as ``description``."""
+
+    def __init__(self, predicate, description, *, note=None):
+        self.predicate, self.description, self.note = predicate, description, note
+
+    def is_satisfied_by(self, value):
+        return bool(self.predicate(value))
+
+    def __str__(self):
+        return self.description
+
+
+def _alternatives(rule):
+    return list(rule) if isinstance(rule, (list, tuple)) else [rule]
+
+
+def _satisfied(rule, value):
+    return any(value is None if r is None else r.is_satisfied_by(value)
+               for r in _alternatives(rule))
+
+
+def describe(rule, *, json=False):
+    """The words for a rule: ``"None or an int >= 1"``, or in a JSON body (``json``)
+    ``"an int >= 1 or null"``."""
+    alts = _alternatives(rule)
+    words = [str(r) for r in alts if r is not None]
+    if None in alts:
+        words = words + ["null"] if json else ["None"] + words
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+#: The one table of parameter constraints: parameter name -> rule.  A rule is a
+#: constraint (:class:`Interval`, :class:`Options`, :class:`Satisfies`) or a list of
+#: them, where ``None`` in the list admits None.  A name means the same thing wherever
+#: the library takes it; a layer with limits of its own (the wire's point limit, the
+#: HTTP API's caps) passes those rules to :func:`validate_params`.
 CONSTRAINTS = {
-    "n_clusters": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "algorithm": (lambda v: v in _defaults.ALGORITHMS,
-                  "one of " + ", ".join(repr(a) for a in _defaults.ALGORITHMS)),
-    "coreset_size": (lambda v: v is None or (_is_int(v) and v >= 1), "None or an int >= n_clusters"),
-    "merge_degree": (lambda v: _is_int(v) and 2 <= v <= _defaults.MAX_MERGE_DEGREE,
-                     f"an int in [2, {_defaults.MAX_MERGE_DEGREE}]"),
-    "nesting_depth": (lambda v: _is_int(v) and 1 <= v <= 4, "an int in [1, 4]"),
-    "switch_threshold": (lambda v: _is_real(v) and np.isfinite(v) and v > 1, "a finite float > 1"),
-    "n_init": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "max_iter": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "max_levels": (lambda v: v is None or (_is_int(v) and 1 <= v <= _defaults.MAX_COMPOSED_LEVELS),
-                   f"None or an int in [1, {_defaults.MAX_COMPOSED_LEVELS}]"),
-    "dtype": (lambda v: v is not None and _dtype_or_none(v) is not None,
-              "numpy.float32 or numpy.float64"),
-    "random_state": (lambda v: v is None or _is_int(v) or isinstance(
-        v, (np.random.RandomState, np.random.Generator)),
+    # the estimator (StreamingKMeans) and the solvers
+    "n_clusters": Interval(numbers.Integral, 1, None),
+    "algorithm": Options(_defaults.ALGORITHMS),
+    "coreset_size": [None, Interval(numbers.Integral, 1, None)],
+    "merge_degree": Interval(numbers.Integral, 2, _defaults.MAX_MERGE_DEGREE),
+    "nesting_depth": Interval(numbers.Integral, 1, 4),
+    "switch_threshold": Interval(numbers.Real, 1, None, closed="neither", finite=True),
+    "n_init": Interval(numbers.Integral, 1, None),
+    "max_iter": Interval(numbers.Integral, 1, None),
+    "max_levels": [None, Interval(numbers.Integral, 1, _defaults.MAX_COMPOSED_LEVELS)],
+    "dtype": Satisfies(lambda v: v is not None and _dtype_or_none(v) is not None,
+                       "numpy.float32 or numpy.float64"),
+    "random_state": Satisfies(
+        lambda v: v is None or _is_int(v) or isinstance(
+            v, (np.random.RandomState, np.random.Generator)),
         "None, an int, a numpy RandomState or a numpy Generator"),
+    "size": [None, Interval(numbers.Integral, 1, None)],
+    "trim": Interval(numbers.Real, 0, 0.5, closed="left"),
+    "windows": [None, Interval(numbers.Integral, 1, None)],
+    "split_every": Interval(numbers.Integral, 2, None),
+    "n_threads": [None, Interval(numbers.Integral, 1, None)],
+    # data sources and generators
+    "chunk_rows": Interval(numbers.Integral, 1, None),
+    "n_samples": Interval(numbers.Integral, 1, None),
+    "n_features": Interval(numbers.Integral, 1, None),
+    "n_centers": Interval(numbers.Integral, 1, None),
+    "seed": Interval(numbers.Integral, 0, None),
+    "speed": Interval(numbers.Real, 0, None, finite=True),
+    # the edge filter, the device and the aggregator
+    "anomaly_threshold": Interval(numbers.Real, 0, None),
+    "window_seconds": Interval(numbers.Real, 0, None, closed="neither", finite=True),
+    "timeout": Interval(numbers.Real, 0, None, finite=True),
+    "backoff_base": Interval(numbers.Real, 0, None, finite=True),
+    "backoff_max": Interval(numbers.Real, 0, None, finite=True),
+    "max_retries": Interval(numbers.Integral, 0, None),
+    "max_pending": Interval(numbers.Integral, 2, None),
+    "max_frame_bytes": Interval(numbers.Integral, 1, None),
+    "max_points": Interval(numbers.Integral, 1, None),
+    "max_features": Interval(numbers.Integral, 1, None),
+    "max_skew": Interval(numbers.Integral, 1, None),
+    "retain_windows": [None, Interval(numbers.Integral, 1, None)],
+    "compact_windows": [None, Interval(numbers.Integral, 1, None)],
+    "max_device_weight": [None, Interval(numbers.Real, 0, None, closed="neither", finite=True)],
+    "publish_trim": Interval(numbers.Real, 0, 0.5, closed="left"),
+    "checkpoint_interval": [None, Interval(numbers.Real, 0, None, closed="neither")],
+    "every_seconds": [None, Interval(numbers.Real, 0, None, closed="neither", finite=True)],
+    "every_weight": [None, Interval(numbers.Real, 0, None, closed="neither", finite=True)],
+    "drift_threshold": [None, Interval(numbers.Real, 0, None, closed="neither", finite=True)],
+    "percent": Interval(numbers.Real, 0, 100, closed="right"),
+    "version": Interval(numbers.Integral, 1, None),
+    "max_waiting": Interval(numbers.Integral, 0, None),
+    "max_wait": Interval(numbers.Real, 0, None, finite=True),
 }
+
+
+def validate_params(values, rules=None, *, error=ValueError, json=False):
+    """Check ``values`` (name -> value, checked in order) against the table.
+
+    Each name is checked against ``rules[name]`` when ``rules`` has it, else against
+    :data:`CONSTRAINTS`.  The first value that fails raises ``error`` with the one
+    message pattern ``The 'NAME' parameter must be RULE; got VALUE.`` or, for a JSON
+    request body (``json=True``), ``'NAME' must be RULE`` (None spelt null).
+
+    Returns a dict of the values, ints (numpy's too) as Python ints.
+    """
+    out = {}
+    for name, value in values.items():
+        rule = rules[name] if rules is not None and name in rules else CONSTRAINTS[name]
+        if not _satisfied(rule, value):
+            desc = describe(rule, json=json)
+            if json:
+                raise error(f"'{name}' must be {desc}")
+            notes = [r.note for r in _alternatives(rule) if r is not None and r.note]
+            note = f" ({notes[0]})" if notes else ""
+            raise error(f"The '{name}' parameter must be {desc}; got {value!r}{note}.")
+        out[name] = int(value) if _is_int(value) else value
+    return out
+
+
+def check_int(name, value, minimum, maximum=None, *, allow_none=False, error=ValueError):
+    """``value`` as an int in [minimum, maximum], or None when ``allow_none``; else ``error``."""
+    rule = Interval(numbers.Integral, minimum, maximum)
+    return validate_params({name: value}, {name: [None, rule] if allow_none else rule},
+                           error=error)[name]
+
+
+def check_coreset_size(n_clusters, coreset_size):
+    """The coreset size for ``n_clusters``: ``coreset_size`` or the default, >= n_clusters."""
+    k, m = n_clusters, coreset_size
+    if m is None:
+        m = _defaults.CORESET_SIZE_PER_CLUSTER * k
+    if m < k:
+        raise ValueError(f"The 'coreset_size' parameter must be >= n_clusters={k}; got {m}.")
+    return int(m)
 
 
 def _dtype_or_none(value):
@@ -68,17 +226,10 @@ def check_params(params):
 
     Raises ``ValueError`` naming the parameter, the allowed values and what was given.
     """
-    for name, value in params.items():
-        ok, desc = CONSTRAINTS[name]
-        if not ok(value):
-            raise ValueError(f"The '{name}' parameter must be {desc}; got {value!r}.")
+    validate_params(params)
     k = params["n_clusters"]
     algorithm = params["algorithm"]
-    m = params["coreset_size"]
-    if m is None:
-        m = _defaults.CORESET_SIZE_PER_CLUSTER * k
-    if m < k:
-        raise ValueError(f"The 'coreset_size' parameter must be >= n_clusters={k}; got {m}.")
+    m = check_coreset_size(k, params["coreset_size"])
     r = params["merge_degree"]
     if algorithm == "rcc":
         degrees = _defaults.rcc_degrees(r, params["nesting_depth"])

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _backend
-from ._validation import check_array
+from ._validation import check_array, validate_params
 
 __all__ = ["Assigner", "AssignResult"]
 
@@ -107,8 +107,7 @@ class Assigner:
         quantiles = np.asarray(quantiles, dtype=np.float64)
         if quantiles.shape != (centers.shape[0], 3):
             raise ValueError(f"the version's quantiles must have shape ({centers.shape[0]}, 3).")
-        if n_threads is not None and not (isinstance(n_threads, int) and n_threads >= 1):
-            raise ValueError(f"n_threads must be None or an int >= 1; got {n_threads!r}.")
+        n_threads = validate_params({"n_threads": n_threads})["n_threads"]
         self.version = version
         self.n_threads = n_threads
         self.dtype = centers.dtype.type

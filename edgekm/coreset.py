@@ -4,7 +4,7 @@ import numpy as np
 
 from . import _backend
 from ._defaults import DEFAULT_MAX_ITER
-from ._validation import check_array, check_params, check_sample_weight, resolve_seed
+from ._validation import check_array, check_sample_weight, resolve_seed, validate_params
 
 
 def _frozen(array):
@@ -178,9 +178,7 @@ class Coreset:
             if c.n_features != self.n_features:
                 raise ValueError(
                     f"cannot merge coresets with {self.n_features} and {c.n_features} features.")
-        if size is not None and (not isinstance(size, (int, np.integer)) or isinstance(size, bool)
-                                 or size < 1):
-            raise ValueError(f"size must be None or an int >= 1; got {size!r}.")
+        validate_params({"size": size})
         dtype = np.result_type(*[c.dtype for c in parts])
         X = np.concatenate([c._points for c in parts]).astype(dtype, copy=False)
         w = np.concatenate([c._weights for c in parts])
@@ -215,10 +213,8 @@ class Coreset:
             The weighted cost of the coreset against ``centers`` plus its total
             spread (:meth:`cost`).  The spread does not move the centres.
         """
-        check_params({"n_clusters": n_clusters, "n_init": n_init, "max_iter": max_iter,
-                      "algorithm": "cc", "coreset_size": None, "merge_degree": 2,
-                      "nesting_depth": 1, "switch_threshold": 1.2, "max_levels": None,
-                      "dtype": np.float64, "random_state": random_state})
+        validate_params({"n_clusters": n_clusters, "n_init": n_init, "max_iter": max_iter,
+                         "random_state": random_state})
         if len(self) < n_clusters:
             raise ValueError(
                 f"n_samples={len(self)} should be >= n_clusters={n_clusters}.")

@@ -34,7 +34,8 @@ except ImportError as exc:      # pragma: no cover - the extra is installed for 
         "edgekm.dask needs Dask: install edgekm[dask] (pip install \"edgekm[dask]\").") from exc
 
 from ._defaults import DEFAULT_MAX_ITER, DEFAULT_N_INIT
-from ._validation import _first_bad_row, check_array, check_params, resolve_seed
+from ._validation import (Options, Satisfies, _first_bad_row, check_array, check_coreset_size,
+                          resolve_seed, validate_params)
 from .coreset import Coreset
 from edgekm.exceptions import EdgekmError, SeedUploadError
 from .streaming import StreamingKMeans
@@ -45,6 +46,11 @@ __all__ = ["fit_coreset", "DaskFitResult", "push_seed", "publish", "data_cost",
 
 #: structures whose coreset a partition contributes (sequential k-means keeps none)
 ALGORITHMS = ("ct", "cc", "rcc", "onlinecc")
+
+#: fit_coreset's own rules (the rest are the table's)
+_RULES = {"algorithm": Options(ALGORITHMS, note="sequential k-means keeps no coreset"),
+          "dtype": [None, Satisfies(lambda v: np.dtype(v) in (np.float32, np.float64),
+                                    "numpy.float32 or numpy.float64")]}
 #: rows per partition when a NumPy array is split: at least this many coresets' worth ...
 _MIN_ROWS_PER_CORESET = 10
 #: ... and at most this many bytes of float64 per partition
@@ -308,21 +314,11 @@ def fit_coreset(data, n_clusters, *, coreset_size=None, algorithm="ct", n_init=D
     >>> result.total_weight == result.n_samples == 6000
     True
     """
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"The 'algorithm' parameter must be one of "
-                         f"{', '.join(repr(a) for a in ALGORITHMS)}; got {algorithm!r} "
-                         "(sequential k-means keeps no coreset).")
-    if isinstance(split_every, bool) or not isinstance(split_every, (int, np.integer)) \
-            or split_every < 2:
-        raise ValueError(f"The 'split_every' parameter must be an int >= 2; got {split_every!r}.")
-    if dtype is not None and np.dtype(dtype) not in (np.float32, np.float64):
-        raise ValueError(f"The 'dtype' parameter must be None, numpy.float32 or numpy.float64; "
-                         f"got {dtype!r}.")
-    cfg = check_params({"n_clusters": n_clusters, "algorithm": algorithm,
-                        "coreset_size": coreset_size, "merge_degree": 2, "nesting_depth": 3,
-                        "switch_threshold": 1.2, "n_init": n_init, "max_iter": max_iter,
-                        "max_levels": None, "dtype": np.float64, "random_state": random_state})
-    m = cfg["coreset_size"]
+    validate_params({"algorithm": algorithm, "split_every": split_every, "dtype": dtype},
+                    _RULES)     # np.dtype() raises TypeError for what is not a dtype
+    cfg = validate_params({"n_clusters": n_clusters, "coreset_size": coreset_size,
+                           "n_init": n_init, "max_iter": max_iter, "random_state": random_state})
+    m = check_coreset_size(n_clusters, coreset_size)
     base = resolve_seed(random_state)
     blocks, offsets, n_rows, d, in_dtype = _blocks(data, m)
     if n_rows is not None and n_rows < n_clusters:

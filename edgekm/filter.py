@@ -65,12 +65,14 @@ returns wire summaries and reports their compression in :attr:`EdgeFilter.last_s
 """
 
 import math
+import numbers
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._defaults import MAX_ANOMALIES
+from ._validation import Interval, validate_params
 from .assign import Assigner
 
 __all__ = ["EdgeFilter", "WindowSummary", "PSI_ALERT", "RATIO_ALERT", "PSI_EPSILON",
@@ -259,15 +261,10 @@ class EdgeFilter:
 
     def __init__(self, version, *, anomaly_threshold=1.0, window_seconds=60.0, clock=time.time,
                  max_anomalies=32, device="local", boot=0, seq_source=None, summarize=None):
-        if not (isinstance(anomaly_threshold, (int, float)) and not isinstance(anomaly_threshold, bool)
-                and anomaly_threshold >= 0 and not math.isnan(anomaly_threshold)):
-            raise ValueError(f"anomaly_threshold must be a number >= 0; got {anomaly_threshold!r}.")
-        if not (isinstance(window_seconds, (int, float)) and math.isfinite(window_seconds)
-                and window_seconds > 0):
-            raise ValueError(f"window_seconds must be a finite number > 0; got {window_seconds!r}.")
-        if not (isinstance(max_anomalies, int) and 0 <= max_anomalies <= MAX_ANOMALIES):
-            raise ValueError(f"max_anomalies must be an int in [0, {MAX_ANOMALIES}]; "
-                             f"got {max_anomalies!r}.")
+        max_anomalies = validate_params(
+            {"anomaly_threshold": anomaly_threshold, "window_seconds": window_seconds,
+             "max_anomalies": max_anomalies},
+            {"max_anomalies": Interval(numbers.Integral, 0, MAX_ANOMALIES)})["max_anomalies"]
         self.anomaly_threshold = float(anomaly_threshold)
         self.window_seconds = float(window_seconds)
         self.clock = clock

@@ -263,7 +263,7 @@ def test_merge_errors():
     with pytest.raises(TypeError, match="merge takes Coreset objects"):
         Coreset.merge(a.points, a)
     for size in (0, -1, 1.5, "10"):
-        with pytest.raises(ValueError, match="size must be None or an int >= 1"):
+        with pytest.raises(ValueError, match="The 'size' parameter must be None or an int >= 1"):
             a.merge(a, size=size)
 
 

@@ -30,9 +30,11 @@ paper fitted the centres and spreads to the USCensus1990 data, which edgekm
 does not ship.
 """
 
-import math
+import numbers
 
 import numpy
+
+from .._validation import Interval, validate_params
 
 __all__ = ["RBFDriftModel", "make_rbf_drift", "DEFAULT_SPEED", "DEFAULT_STD_RANGE"]
 
@@ -44,22 +46,7 @@ DEFAULT_STD_RANGE = (0.02, 0.1)
 _CHUNK = 8192
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, numpy.integer)):
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
-    return int(value)
-
-
-def _check_real(name, value, minimum=0.0):
-    if isinstance(value, (bool, numpy.bool_)) or not isinstance(
-            value, (int, float, numpy.integer, numpy.floating)):
-        raise ValueError(f"{name} must be a finite number >= {minimum}; got {value!r}.")
-    value = float(value)
-    if not math.isfinite(value) or value < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum}; got {value!r}.")
-    return value
+_SPREAD = Interval(numbers.Real, 0, None, finite=True)
 
 
 def _fold(u):
@@ -177,16 +164,18 @@ def make_rbf_drift(n_samples, n_features=10, n_centers=8, speed=DEFAULT_SPEED, s
     >>> bool((model.centers_at(999) != model.centers_at(0)).all())
     True
     """
-    n_samples = _check_int("n_samples", n_samples, 1)
-    n_features = _check_int("n_features", n_features, 1)
-    n_centers = _check_int("n_centers", n_centers, 1)
-    speed = _check_real("speed", speed)
-    seed = _check_int("seed", seed, 0)
+    args = validate_params({"n_samples": n_samples, "n_features": n_features,
+                            "n_centers": n_centers, "speed": speed, "seed": seed})
+    n_samples, n_features, n_centers, seed = (
+        args["n_samples"], args["n_features"], args["n_centers"], args["seed"])
+    speed = float(speed)
     try:
         low, high = std_range
     except (TypeError, ValueError):
         raise ValueError(f"std_range must be a pair (low, high); got {std_range!r}.") from None
-    low, high = _check_real("std_range[0]", low), _check_real("std_range[1]", high)
+    validate_params({"std_range[0]": low, "std_range[1]": high},
+                    {"std_range[0]": _SPREAD, "std_range[1]": _SPREAD})
+    low, high = float(low), float(high)
     if high < low:
         raise ValueError(f"std_range must have low <= high; got {std_range!r}.")
 

@@ -61,9 +61,10 @@ uses the seed ``sha256(seed, i)``, so replaying the same frames in the same
 order into a fresh database gives the same trees, bit for bit.
 """
 
-import math
 import time
+from numbers import Integral, Real
 
+from edgekm._validation import Interval, Options, validate_params
 from edgekm.exceptions import (ConflictError, DeviceExistsError, DeviceWeightCapError,
                                DimensionError, ForbiddenError, FrameOverCapError,
                                FrameTooLargeError, RolloutError, UnavailableError,
@@ -192,51 +193,39 @@ class Aggregator:
                  clock=time.time, random_state=None, checkpoint_interval=0.5,
                  max_device_weight=None, weight_cap_policy="reject", compact_windows=168,
                  dedup_seconds=7 * 86400.0, publish_trim=0.0):
-        self.coreset_size = check_positive_int("coreset_size", coreset_size)
-        self.merge_degree = check_positive_int("merge_degree", merge_degree)
-        if self.merge_degree < 2:
-            raise ValueError(f"merge_degree must be >= 2; got {merge_degree!r}.")
-        if not (isinstance(window_seconds, (int, float)) and math.isfinite(window_seconds)
-                and window_seconds > 0):
-            raise ValueError(f"window_seconds must be a number > 0; got {window_seconds!r}.")
-        if durability not in DURABILITY:
-            raise ValueError(f"durability must be one of {sorted(DURABILITY)}; "
-                             f"got {durability!r}.")
-        if retain_windows is not None:
-            retain_windows = check_positive_int("retain_windows", retain_windows)
+        opts = validate_params({
+            "coreset_size": coreset_size, "merge_degree": merge_degree,
+            "window_seconds": window_seconds, "durability": durability,
+            "retain_windows": retain_windows, "max_device_weight": max_device_weight,
+            "weight_cap_policy": weight_cap_policy, "compact_windows": compact_windows,
+            "publish_trim": publish_trim,
+            "max_frame_bytes": max_frame_bytes, "max_points": max_points,
+            "max_features": max_features, "max_skew": max_skew,
+            "checkpoint_interval": checkpoint_interval}, {
+            "coreset_size": Interval(Integral, 1, None),
+            "merge_degree": Interval(Integral, 2, None),
+            "durability": Options(sorted(DURABILITY)),
+            "weight_cap_policy": Options(WEIGHT_CAP_POLICIES)})
+        validate_params({"dedup_seconds": dedup_seconds}, {
+            "dedup_seconds": [None, Interval(Real, 2 * opts["max_skew"], None, finite=True)]})
+        self.coreset_size = opts["coreset_size"]
+        self.merge_degree = opts["merge_degree"]
         self.max_device_weight = check_cap(max_device_weight)
-        if weight_cap_policy not in WEIGHT_CAP_POLICIES:
-            raise ValueError(f"weight_cap_policy must be one of {WEIGHT_CAP_POLICIES}; "
-                             f"got {weight_cap_policy!r}.")
         self.weight_cap_policy = weight_cap_policy
-        if compact_windows is not None:
-            compact_windows = check_positive_int("compact_windows", compact_windows)
-        self.compact_windows = compact_windows
-        if dedup_seconds is not None and not (
-                isinstance(dedup_seconds, (int, float)) and not isinstance(dedup_seconds, bool)
-                and math.isfinite(dedup_seconds) and dedup_seconds >= 2 * max_skew):
-            raise ValueError(f"dedup_seconds must be None or a number >= 2 * max_skew; "
-                             f"got {dedup_seconds!r}.")
+        self.compact_windows = opts["compact_windows"]
         self.dedup_seconds = None if dedup_seconds is None else float(dedup_seconds)
-        if isinstance(publish_trim, bool) or not isinstance(publish_trim, (int, float)) \
-                or not 0 <= publish_trim < 0.5:
-            raise ValueError(f"publish_trim must be a number in [0, 0.5); got {publish_trim!r}.")
         self.publish_trim = float(publish_trim)
         self.window_seconds = float(window_seconds)
         self.auto_create_models = bool(auto_create_models)
-        self.max_frame_bytes = check_positive_int("max_frame_bytes", max_frame_bytes)
-        self.max_points = check_positive_int("max_points", max_points)
-        self.max_features = check_positive_int("max_features", max_features)
-        self.max_skew = check_positive_int("max_skew", max_skew)
+        self.max_frame_bytes = opts["max_frame_bytes"]
+        self.max_points = opts["max_points"]
+        self.max_features = opts["max_features"]
+        self.max_skew = opts["max_skew"]
         self.durability = durability
-        self.retain_windows = retain_windows
+        self.retain_windows = opts["retain_windows"]
         self.clock = clock
         self.random_state = random_state
         self.db_path = str(db_path)
-        if checkpoint_interval is not None and not (
-                isinstance(checkpoint_interval, (int, float)) and checkpoint_interval > 0):
-            raise ValueError(f"checkpoint_interval must be None or a number > 0; "
-                             f"got {checkpoint_interval!r}.")
         self.checkpoint_interval = checkpoint_interval
         self._compose(durability, checkpoint_interval)
 

@@ -1,10 +1,8 @@
 """Auto-publish policies: publish a model's centres on a timer, on new weight or on drift."""
 
 import logging
-import math
 
-import numpy as np
-
+from edgekm._validation import validate_params
 from edgekm.exceptions import EdgekmError, NotFittedError
 
 from .database import require_model
@@ -16,12 +14,8 @@ logger = logging.getLogger("edgekm.sync.cloud.versions")
 
 
 def _optional_positive(name, value):
-    if value is None:
-        return None
-    if (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
-            or not math.isfinite(value) or value <= 0):
-        raise ValueError(f"{name} must be None or a finite number > 0; got {value!r}.")
-    return float(value)
+    validate_params({name: value})
+    return None if value is None else float(value)
 
 
 
@@ -57,9 +51,7 @@ class PublishPolicies:
         every_seconds = _optional_positive("every_seconds", every_seconds)
         every_weight = _optional_positive("every_weight", every_weight)
         drift_threshold = _optional_positive("drift_threshold", drift_threshold)
-        if windows is not None and (isinstance(windows, bool) or not isinstance(windows, int)
-                                    or windows < 1):
-            raise ValueError(f"windows must be None or an int >= 1; got {windows!r}.")
+        windows = validate_params({"windows": windows})["windows"]
         check_actor(actor)
         now = float(self.clock())
 
@@ -76,8 +68,7 @@ class PublishPolicies:
                 if row is None:
                     raise ValueError("n_clusters is required while the model has no version.")
                 k = row[0]
-            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-                raise ValueError(f"n_clusters must be an int >= 1; got {k!r}.")
+            k = validate_params({"n_clusters": k})["n_clusters"]
             values = (every_seconds, every_weight, drift_threshold, int(k), windows,
                       int(n_init), random_state, now)
             conn.execute("INSERT OR REPLACE INTO publish_policies VALUES (?, ?, ?, ?, ?, ?, ?, "

@@ -2,11 +2,13 @@
 
 import hashlib
 import math
+import numbers
 import secrets
 import sqlite3
 
 import numpy as np
 
+from edgekm._validation import Interval, Options, validate_params
 from edgekm.exceptions import DeviceExistsError, UnknownDeviceError, UnknownModelError
 
 from edgekm.sync.wire import auth
@@ -20,20 +22,18 @@ __all__ = ["Registry", "WEIGHT_CAP_POLICIES", "check_positive_int", "check_cap"]
 WEIGHT_CAP_POLICIES = ("reject", "clip")
 
 
+_POSITIVE_INT = Interval(numbers.Integral, 1, None)
+
+
 def check_positive_int(name, value):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1; got {value!r}.")
-    return int(value)
+    """``value`` as an int >= 1 (ValueError otherwise)."""
+    return validate_params({name: value}, {name: _POSITIVE_INT})[name]
 
 
 def check_cap(value):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"max_device_weight must be None or a finite number > 0; "
-                         f"got {value!r}.")
-    return float(value)
+    """A device weight cap: None or a finite number > 0, as a float."""
+    validate_params({"max_device_weight": value})
+    return None if value is None else float(value)
 
 
 class Registry:
@@ -102,9 +102,8 @@ class Registry:
     def add_model(self, model, n_features, *, dtype="float32", window_seconds=None,
                   max_device_weight=None, weight_cap_policy=None):
         cap = check_cap(max_device_weight)
-        if weight_cap_policy is not None and weight_cap_policy not in WEIGHT_CAP_POLICIES:
-            raise ValueError(f"weight_cap_policy must be None or one of {WEIGHT_CAP_POLICIES}; "
-                             f"got {weight_cap_policy!r}.")
+        validate_params({"weight_cap_policy": weight_cap_policy},
+                        {"weight_cap_policy": [None, Options(WEIGHT_CAP_POLICIES)]})
         check_id(model, "model")
         n_features = check_positive_int("n_features", n_features)
         if n_features > self.max_features:

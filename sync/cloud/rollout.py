@@ -6,10 +6,7 @@ served): a pull never sees half a rollback.  Every change is written to
 ``version_events``.
 """
 
-import math
-
-import numpy as np
-
+from edgekm._validation import validate_params
 from edgekm.exceptions import RolloutError, UnknownDeviceError
 
 from edgekm.sync.wire.frame import check_id
@@ -22,9 +19,7 @@ __all__ = ["Rollout"]
 
 
 def _check_percent(percent):
-    if (isinstance(percent, bool) or not isinstance(percent, (int, float, np.number))
-            or not math.isfinite(percent) or not 0 < percent <= 100):
-        raise ValueError(f"percent must be a number in (0, 100]; got {percent!r}.")
+    validate_params({"percent": percent})
     return float(percent)
 
 

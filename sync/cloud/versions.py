@@ -35,6 +35,7 @@ from collections import OrderedDict
 import numpy as np
 
 from edgekm.coreset import Coreset
+from edgekm._validation import CONSTRAINTS, Options, validate_params
 from edgekm.exceptions import RolloutError, UnknownVersionError
 
 from edgekm.solve import cluster_statistics, fit_centers
@@ -194,13 +195,12 @@ def set_status(conn, mid, version, new, now, actor, action, **detail):
 
 
 def check_actor(actor):
-    if actor not in ACTORS:
-        raise ValueError(f"actor must be one of {ACTORS}; got {actor!r}.")
+    validate_params({"actor": actor}, {"actor": Options(ACTORS)})
     return actor
 
 
 def check_version_id(version):
-    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
+    if not CONSTRAINTS["version"].is_satisfied_by(version):
         raise UnknownVersionError(f"no version {version!r}.")
     return int(version)
 
@@ -264,13 +264,10 @@ class Versions:
     def publish(self, model, n_clusters, windows=None, *, n_init=10, random_state=0,
                 actor="api", reason=None, trim=None):
         """:meth:`Aggregator.publish <edgekm.sync.cloud.aggregator.Aggregator.publish>`."""
-        if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) \
-                or n_clusters < 1:
-            raise ValueError(f"n_clusters must be an int >= 1; got {n_clusters!r}.")
+        validate_params({"n_clusters": n_clusters})
         check_actor(actor)
         trim = self.publish_trim if trim is None else trim
-        if isinstance(trim, bool) or not isinstance(trim, (int, float)) or not 0 <= trim < 0.5:
-            raise ValueError(f"trim must be a number in [0, 0.5); got {trim!r}.")
+        validate_params({"trim": trim})
         coreset = self.trees.aggregate(model, windows)            # a read snapshot
         centers, _, cost = fit_centers(coreset, int(n_clusters), trim=trim, n_init=n_init,
                                        random_state=random_state)

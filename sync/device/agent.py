@@ -15,6 +15,7 @@ count, so the durable equation still holds.  Call :meth:`DeviceAgent.flush`
 (or :meth:`DeviceAgent.sync`) more often to lose less.
 """
 
+import numbers
 import os
 import random
 import time
@@ -22,7 +23,8 @@ import time
 import numpy as np
 
 from edgekm import EdgeFilter, StreamingKMeans
-from edgekm._validation import check_array, check_params, resolve_seed
+from edgekm._validation import (Interval, check_array, check_coreset_size, resolve_seed,
+                                validate_params)
 from edgekm.exceptions import AgentLockedError, EdgekmError
 
 from edgekm.sync.wire import frame as _frame
@@ -55,6 +57,8 @@ RETRYABLE_4XX = RETRYABLE_4XX
 
 #: algorithm of the sync window: one coreset per sync, so a cache cannot help
 WINDOW_ALGORITHM = "ct"
+#: a frame carries at most the wire's point limit
+_RULES = {"coreset_size": Interval(numbers.Integral, 1, _frame.MAX_POINTS)}
 
 
 #: the verdict on one HTTP attempt (the client's; the old private name stays)
@@ -77,24 +81,19 @@ def _classify_telemetry(answer):
 
 def _check_arguments(server_url, model, device_id, key, n_clusters, coreset_size, algorithm,
                      timeout, max_retries, backoff_base, backoff_max, dtype, random_state):
-    """DeviceAgent's argument checks (ValueError), in the order the constructor runs them."""
+    """DeviceAgent's argument checks (ValueError), in the order the constructor runs them;
+    returns ``n_clusters``, ``coreset_size`` and ``max_retries`` as ints."""
     check_server_url(server_url)
     _frame.check_id(model, "model")
     _frame.check_id(device_id, "device_id")
     check_key(key)
-    check_params({
-        "n_clusters": n_clusters, "algorithm": algorithm, "coreset_size": coreset_size,
-        "merge_degree": 2, "nesting_depth": 3, "switch_threshold": 1.2, "n_init": 5,
-        "max_iter": 20, "max_levels": None, "dtype": dtype, "random_state": random_state})
-    if not (isinstance(coreset_size, int) and coreset_size <= _frame.MAX_POINTS):
-        raise ValueError(f"coreset_size must be an int <= {_frame.MAX_POINTS}; "
-                         f"got {coreset_size!r}.")
-    for name, value in (("timeout", timeout), ("backoff_base", backoff_base),
-                        ("backoff_max", backoff_max)):
-        if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
-    if not (isinstance(max_retries, int) and max_retries >= 0):
-        raise ValueError(f"max_retries must be an int >= 0; got {max_retries!r}.")
+    args = validate_params({"n_clusters": n_clusters, "algorithm": algorithm,
+                            "coreset_size": coreset_size, "dtype": dtype,
+                            "random_state": random_state}, _RULES)
+    check_coreset_size(n_clusters, coreset_size)
+    args.update(validate_params({"timeout": timeout, "backoff_base": backoff_base,
+                                 "backoff_max": backoff_max, "max_retries": max_retries}))
+    return args["n_clusters"], args["coreset_size"], args["max_retries"]
 
 
 class DeviceAgent:
@@ -170,8 +169,9 @@ class DeviceAgent:
                  max_retries=5, backoff_base=0.5, backoff_max=30.0, dtype=np.float32,
                  random_state=None, sleep=time.sleep, rng=None, anomaly_threshold=1.0,
                  telemetry_window_seconds=60.0, max_anomalies=32, clock=time.time):
-        _check_arguments(server_url, model, device_id, key, n_clusters, coreset_size, algorithm,
-                         timeout, max_retries, backoff_base, backoff_max, dtype, random_state)
+        n_clusters, coreset_size, max_retries = _check_arguments(
+            server_url, model, device_id, key, n_clusters, coreset_size, algorithm,
+            timeout, max_retries, backoff_base, backoff_max, dtype, random_state)
         self.server_url = server_url
         self.model_name = model
         self.device_id = device_id

@@ -87,6 +87,7 @@ first retryable failure, so at most the head of the queue is attempted and
 """
 
 import math
+import numbers
 import os
 import secrets
 import sqlite3
@@ -96,6 +97,7 @@ from collections import namedtuple
 import numpy as np
 
 from edgekm import Coreset
+from edgekm._validation import Interval, validate_params
 from edgekm.exceptions import EdgekmError, OutboxError
 
 from edgekm.sync._sqlite import from_sql_u64, to_sql_u64, transaction
@@ -166,6 +168,8 @@ CREATE TABLE IF NOT EXISTS telemetry (
 #: telemetry summaries kept at most; beyond it the oldest are dropped (and counted):
 #: summaries are statistics, the coreset frames carry the data
 MAX_PENDING_TELEMETRY = 256
+#: a frame carries at most the wire's point limit
+_RULES = {"coreset_size": Interval(numbers.Integral, 1, _frame.MAX_POINTS)}
 
 _COUNTERS = ("next_seq", "next_point", "weight_ingested", "weight_acked", "frames_acked",
              "frames_merged")
@@ -214,11 +218,9 @@ class Outbox:
                  random_state=None):
         _frame.check_id(device_id, "device_id")
         _frame.check_id(model, "model")
-        if not (isinstance(coreset_size, int) and 1 <= coreset_size <= _frame.MAX_POINTS):
-            raise ValueError(
-                f"coreset_size must be an int in [1, {_frame.MAX_POINTS}]; got {coreset_size!r}.")
-        if not (isinstance(max_pending, int) and max_pending >= 2):
-            raise ValueError(f"max_pending must be an int >= 2; got {max_pending!r}.")
+        args = validate_params({"coreset_size": coreset_size, "max_pending": max_pending},
+                               _RULES)
+        coreset_size, max_pending = args["coreset_size"], args["max_pending"]
         self.device_id = device_id
         self.model = model
         self.coreset_size = coreset_size

@@ -46,6 +46,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 
+from edgekm._validation import validate_params
 from edgekm.sync.cloud.metrics import Metrics
 
 from .admission import Admission
@@ -104,10 +105,8 @@ def create_app(aggregator, *, admin_token=None, max_concurrency=64, policy_inter
     metrics = Metrics(aggregator, state_ttl=metrics_ttl)
     if max_waiting is None:
         max_waiting = 4 * max_concurrency
-    if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0:
-        raise ValueError(f"max_waiting must be None or an int >= 0; got {max_waiting!r}.")
-    if not (isinstance(max_wait, (int, float)) and 0 <= max_wait < float("inf")):
-        raise ValueError(f"max_wait must be a finite number >= 0; got {max_wait!r}.")
+    max_waiting = validate_params(
+        {"max_waiting": max_waiting, "max_wait": max_wait})["max_waiting"]
     timers = [(_policy_timer, policy_interval), (_compact_timer, compact_interval)]
     app = Starlette(
         routes=ROUTES, lifespan=_lifespan(committer, timers),

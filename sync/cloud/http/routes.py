@@ -11,12 +11,14 @@ import hmac
 import json
 import logging
 import time
+from numbers import Integral, Real
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from edgekm._validation import Interval, validate_params
 from edgekm.exceptions import (ForbiddenError, FrameTooLargeError, UnknownModelError,
                                UnknownVersionError)
 from edgekm.solve import fit_centers
@@ -207,9 +209,8 @@ async def canary(request):
     v = version_param(request)
     if set(params) != {"percent"}:
         raise BadRequest("the body must be {\"percent\": P}")
-    percent = params["percent"]
-    if isinstance(percent, bool) or not isinstance(percent, (int, float)):
-        raise BadRequest("'percent' must be a number in (0, 100]")
+    percent = validate_params({"percent": params["percent"]}, error=BadRequest,
+                              json=True)["percent"]
     with plain_errors(BadRequest):
         result = await run_in_threadpool(request.app.state.aggregator.canary, model, v,
                                          percent, actor="http")
@@ -236,8 +237,7 @@ async def pins(request):
     device, v = params["device"], params["version"]
     if not isinstance(device, str):
         raise BadRequest("'device' must be a device id")
-    if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-        raise BadRequest("'version' must be an int or null")
+    validate_params({"version": v}, _BODY, error=BadRequest, json=True)
     try:
         result = await run_in_threadpool(request.app.state.aggregator.pin, model, device, v, actor="http")
     except FrameError as exc:
@@ -356,31 +356,29 @@ def _centers_param(body):
     return centers
 
 
+#: the HTTP API's own caps on request-body fields (the rest are the table's)
+_BODY = {
+    "version": [None, Interval(Integral, None, None)],
+    "n_clusters": Interval(Integral, 1, 10_000),
+    "windows": [None, Interval(Integral, 1, 1_000_000)],
+    "n_init": Interval(Integral, 1, 100),
+    "random_state": [None, Interval(Integral, 0, 2**63 - 1)],
+    "trim": [None, Interval(Real, 0, 0.5, closed="left")],
+}
+
+
 def _fit_params(body):
     params = _json_object(body)
     unknown = sorted(set(params) - {"n_clusters", "windows", "n_init", "random_state", "trim"})
     if unknown:
         raise BadRequest(f"unknown fields {unknown[:5]}")
 
-    def integer(name, default, lo, hi, allow_none=False):
-        value = params.get(name, default)
-        if value is None and allow_none:
-            return None
-        if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
-            raise BadRequest(f"'{name}' must be an int in [{lo}, {hi}]"
-                              + (" or null" if allow_none else ""))
-        return value
     if "n_clusters" not in params:
         raise BadRequest("'n_clusters' is required")
-    trim = params.get("trim")
-    if trim is not None and (isinstance(trim, bool) or not isinstance(trim, (int, float))
-                             or not 0 <= trim < 0.5):
-        raise BadRequest("'trim' must be a number in [0, 0.5) or null")
-    return {"n_clusters": integer("n_clusters", None, 1, 10_000),
-            "windows": integer("windows", None, 1, 1_000_000, allow_none=True),
-            "n_init": integer("n_init", 10, 1, 100),
-            "random_state": integer("random_state", 0, 0, 2**63 - 1, allow_none=True),
-            "trim": trim}
+    given = {"trim": params.get("trim"), "n_clusters": params["n_clusters"],
+             "windows": params.get("windows"), "n_init": params.get("n_init", 10),
+             "random_state": params.get("random_state", 0)}
+    return validate_params(given, _BODY, error=BadRequest, json=True)
 
 
 ROUTES = [
