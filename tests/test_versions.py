@@ -192,6 +192,24 @@ def test_published_quantiles_are_the_weighted_quantiles_of_the_aggregate(agg):
     assert cv.cost == pytest.approx(coreset.cost(cv.centers), rel=1e-5)
 
 
+def test_publish_centers_takes_the_quantiles_from_the_spread(agg):
+    """A coreset of leaf means with their spread: the published p50 is that of the
+    data, not of the means; a cluster of one raw point gets a positive, finite floor."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(20_000, 2))
+    summary = edgekm.Coreset(X).merge(size=100, random_state=0)
+    lone = np.array([[50.0, 50.0]])
+    cs = edgekm.Coreset(np.vstack([summary.points, lone]), np.append(summary.weights, 1.0),
+                        spread=np.append(summary.spread, 0.0))
+    C = np.array([[0.0, 0.0], [50.0, 50.0]])
+    agg.add_model("m", 2, dtype="float64")
+    cv = agg.version("m", agg.publish_centers("m", C, cs))
+    order = np.argsort(cv.centers[:, 0])
+    q = cv.quantiles[order]
+    np.testing.assert_allclose(q[0], [1.386, 5.991, 9.210], rtol=0.1)    # chi-square, 2 dof
+    assert np.isfinite(q).all() and (q[1] > 0).all()
+
+
 def test_publish_labels_do_not_depend_on_the_order_of_the_fit(agg, monkeypatch):
     fill(agg)
     agg.publish("m", 4)
