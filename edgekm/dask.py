@@ -404,12 +404,12 @@ def _seed_frames(result, model, device_id, boot, max_points, max_frame_bytes):
     coreset = result.coreset
     max_points = MAX_POINTS if max_points is None else int(max_points)
     max_frame_bytes = MAX_FRAME_BYTES if max_frame_bytes is None else int(max_frame_bytes)
-    row_bytes = coreset.n_features * coreset.dtype.itemsize + 8
+    row_bytes = coreset.n_features * coreset.dtype.itemsize + 16     # + weight + spread
     per_frame = min(max_points, (max_frame_bytes - 512) // row_bytes)
     if per_frame < 1:
         raise ValueError(f"max_frame_bytes={max_frame_bytes} cannot hold one point of "
                          f"{coreset.n_features} features.")
-    P, W = coreset.points, coreset.weights
+    P, W, S = coreset.points, coreset.weights, coreset.spread
     if boot is None:
         # the same result always gets the same boot: pushing it again is a duplicate
         digest = hashlib.sha256(P.tobytes() + W.tobytes() + repr(result.created).encode())
@@ -422,7 +422,8 @@ def _seed_frames(result, model, device_id, boot, max_points, max_frame_bytes):
         body = encode_frame(model=model, device=device_id, boot=boot, seq=seq,
                             span=(first, first + max(weight, 1) - 1),
                             points=P[start:start + per_frame], weights=w,
-                            level=min(coreset.level, 1024), created=result.created)
+                            level=min(coreset.level, 1024), created=result.created,
+                            spread=S[start:start + per_frame])
         frames.append(body)
         first += max(weight, 1)
     return frames

@@ -700,3 +700,50 @@ def test_coreset_union_is_an_edgekm_coreset(agg, key):
         agg.accept("m", "dev-a", make_frame(seq=seq))
     c = agg.aggregate("m")
     assert isinstance(c, Coreset) and c.n_features == 3
+
+
+def cost_about(points, weights, spread, center):
+    """sum of spread + w * ||mu - c||^2: the data cost about ``center`` a coreset keeps."""
+    diff = np.asarray(points, dtype=np.float64) - center
+    return float(np.sum(spread) + np.sum(weights * np.einsum("ij,ij->i", diff, diff)))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_spread_travels_from_devices_through_frames_and_trees_exactly(tmp_path, clock, dtype):
+    """Frame v2: what each coreset point stands for reaches the aggregate. The data's cost
+    about any fixed centre is kept through the device reduce, the frames, the aggregator's
+    reduces on ingest and its tree merges, and a restart that reloads the buckets."""
+    rng = np.random.default_rng(5)
+    X = np.concatenate([rng.normal(loc, 1.0, size=(3000, 4)) for loc in (-5.0, 0.0, 5.0)])
+    X = X.astype(dtype)
+    rng.shuffle(X)
+    center = np.array([0.5, -0.25, 1.0, 2.0])
+    truth = cost_about(X, np.ones(len(X)), np.zeros(len(X)), center)
+    db = tmp_path / "s.db"
+    with Aggregator(db, clock=clock, random_state=0, coreset_size=24, merge_degree=2) as agg:
+        for i in range(3):
+            agg.add_device(f"dev-{i}")
+        for seq, part in enumerate(np.array_split(X, 12)):
+            device = f"dev-{seq % 3}"
+            model = StreamingKMeans(3, algorithm="ct", coreset_size=40, dtype=dtype,
+                                    random_state=seq).partial_fit(part)
+            c = model.coreset()
+            assert c.total_spread > 0
+            body = encode_frame(model="m", device=device, boot=1, seq=seq,
+                                span=(0, len(part) - 1), points=c.points, weights=c.weights,
+                                level=c.level, created=0.0, spread=c.spread)
+            assert decode_frame_version(body) == 2
+            agg.accept("m", device, body)
+        agg_coreset = agg.aggregate("m")
+        assert agg_coreset.total_weight == len(X)
+        got = cost_about(agg_coreset.points, agg_coreset.weights, agg_coreset.spread, center)
+    rtol = 1e-9 if dtype == np.float64 else 1e-5
+    assert got == pytest.approx(truth, rel=rtol)
+    with Aggregator(db, clock=clock, random_state=0, coreset_size=24) as again:
+        reloaded = again.aggregate("m")
+        np.testing.assert_array_equal(reloaded.spread, agg_coreset.spread)
+
+
+def decode_frame_version(body):
+    from edgekm.sync.wire.frame import decode_frame
+    return decode_frame(body).version

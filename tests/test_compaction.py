@@ -209,15 +209,44 @@ def test_v2_database_is_migrated(tmp_path, clock):
         ALTER TABLE models DROP COLUMN max_device_weight;
         ALTER TABLE models DROP COLUMN weight_cap_policy;
         ALTER TABLE models DROP COLUMN compacted_through;
+        ALTER TABLE buckets DROP COLUMN spread;
         UPDATE schema_version SET version = 2;""")
     conn.close()
     with Aggregator(path, clock=clock, random_state=0, max_device_weight=1.5 * weight) as a:
-        assert scalar(path, "SELECT version FROM schema_version") == store.SCHEMA_VERSION == 3
+        assert scalar(path, "SELECT version FROM schema_version") == store.SCHEMA_VERSION == 4
         assert a.total_weight("m") == weight
         # the migrated device_windows row counts against the cap
         with pytest.raises(DeviceWeightCapError):
             a.accept("m", "dev-a", ones(1))
         assert a.accept("m", "dev-a", ones(0))["status"] == "duplicate"
+
+
+def test_v3_database_is_migrated_and_its_buckets_read_with_zero_spread(tmp_path, clock):
+    path = str(tmp_path / "v3.db")
+    points = np.arange(16.0).reshape(8, 2)
+    with Aggregator(path, clock=clock, random_state=0) as a:
+        a.add_device("dev-a")
+        a.accept("m", "dev-a", encode_frame(model="m", device="dev-a", boot=1, seq=0,
+                                            span=(0, 7), points=points, weights=np.ones(8),
+                                            level=0, created=0.0))
+    conn = sqlite3.connect(path)            # take it back to schema v3: no spread column
+    conn.executescript("ALTER TABLE buckets DROP COLUMN spread; "
+                       "UPDATE schema_version SET version = 3;")
+    conn.close()
+    with Aggregator(path, clock=clock, random_state=0) as a:
+        assert scalar(path, "SELECT version FROM schema_version") == 4
+        assert scalar(path, "SELECT count(*) FROM buckets WHERE spread IS NULL") > 0
+        before = a.aggregate("m")
+        np.testing.assert_array_equal(before.spread, np.zeros(len(before)))
+        assert before.total_weight == 8.0
+        # a v2 frame merges on top: its spread is kept beside the old buckets' zeros
+        a.accept("m", "dev-a", encode_frame(model="m", device="dev-a", boot=1, seq=1,
+                                            span=(8, 9), points=points[:2],
+                                            weights=np.array([2.0, 3.0]), level=1,
+                                            created=0.0, spread=np.array([0.5, 1.5])))
+        after = a.aggregate("m")
+        assert after.total_weight == 13.0
+        assert after.total_spread == 2.0
 
 
 # ---------------------------------------------------------------- over HTTP

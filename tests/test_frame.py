@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import edgekm
 import edgekm.sync
 from edgekm.sync.wire import frame as F
-from edgekm.sync.wire.frame import FIELDS, Frame, FrameError, decode_frame, encode_frame
+from edgekm.sync.wire.frame import FIELDS_V1, Frame, FrameError, decode_frame, encode_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
@@ -182,7 +182,7 @@ def test_golden_frame_reads_the_same_with_msgspec(name):
     body = (GOLDEN / name).read_bytes()
     fields = EXPECTED[name]["fields"]
     m = msgspec.msgpack.decode(body)
-    assert list(m) == list(FIELDS)                     # canonical key order
+    assert list(m) == list(FIELDS_V1)                     # canonical key order
     for key, value in fields.items():
         assert m[key] == value, key
         assert type(m[key]) is type(value), key
@@ -195,6 +195,107 @@ def test_golden_frame_reads_the_same_with_msgspec(name):
     assert binascii.crc32(m["points"] + m["weights"]) == m["crc32"]
     # an independent encoder with the same key order writes the same bytes
     assert msgspec.msgpack.encode(m) == body
+
+
+# ------------------------------------------------------------------ frame v2: the spread
+
+EXPECTED_V2 = json.loads((GOLDEN / "v2" / "expected.json").read_text())["frames"]
+GOLDEN_V2_NAMES = sorted(EXPECTED_V2)
+
+
+def test_golden_v2_folder_and_expected_json_list_the_same_frames():
+    assert sorted(p.name for p in (GOLDEN / "v2").glob("*.msgpack")) == GOLDEN_V2_NAMES
+    assert len(GOLDEN_V2_NAMES) >= 5
+
+
+@pytest.mark.parametrize("name", GOLDEN_V2_NAMES)
+def test_golden_v2_frame_decodes_reencodes_and_reads_the_same_with_msgspec(name):
+    body = (GOLDEN / "v2" / name).read_bytes()
+    exp = EXPECTED_V2[name]
+    assert len(body) == exp["body_bytes"]
+    assert hashlib.sha256(body).hexdigest() == exp["body_sha256"]
+    f = decode_frame(body)
+    assert f.version == 2 and f.total_weight == exp["fields"]["total"]
+    assert f.spread.shape == f.weights.shape and f.spread.dtype == np.float64
+    assert not f.spread.flags.writeable
+    assert hashlib.sha256(le_bytes(f.spread)).hexdigest() == exp["spread_sha256"]
+    assert hashlib.sha256(le_bytes(f.points)).hexdigest() == exp["points_sha256"]
+    assert binascii.crc32(le_bytes(f.points) + le_bytes(f.weights)
+                          + le_bytes(f.spread)) == exp["fields"]["crc32"]
+    again = encode_frame(model=f.model, device=f.device, boot=f.boot, seq=f.seq, span=f.span,
+                         points=f.points, weights=f.weights, level=f.level, created=f.created,
+                         spread=f.spread)
+    assert again == body
+    m = msgspec.msgpack.decode(body)
+    assert list(m) == list(F.FIELDS)                  # v1's keys, spread after weights
+    for key, value in exp["fields"].items():
+        assert m[key] == value and type(m[key]) is type(value), key
+    assert m["spread"] == le_bytes(f.spread)
+    assert msgspec.msgpack.encode(m) == body
+
+
+def test_v1_and_v2_of_the_same_frame_carry_the_same_points():
+    v1 = decode_frame((GOLDEN / "example_f4_n2_d3.msgpack").read_bytes())
+    v2 = decode_frame((GOLDEN / "v2" / "example_f4_n2_d3.msgpack").read_bytes())
+    assert (v1.version, v2.version) == (1, 2)
+    np.testing.assert_array_equal(v1.points, v2.points)
+    np.testing.assert_array_equal(v1.weights, v2.weights)
+    np.testing.assert_array_equal(v1.spread, [0.0, 0.0])    # v1: nothing carried
+    np.testing.assert_array_equal(v2.spread, [0.0, 0.75])
+    assert len((GOLDEN / "v2" / "example_f4_n2_d3.msgpack").read_bytes()) - len(
+        (GOLDEN / "example_f4_n2_d3.msgpack").read_bytes()) == 7 + 2 + 2 * 8
+    # the key "spread" (fixstr, 7 bytes), a bin 8 header (2) and n float64 values
+
+
+def v2_dict(spread=(0.0, 0.75), **over):
+    """The worked example as a v2 frame dict with a consistent checksum."""
+    body = frame_dict()
+    sb = le_bytes(np.asarray(spread, dtype=np.float64))
+    out = {}
+    for key, value in body.items():
+        out[key] = value
+        if key == "weights":
+            out["spread"] = sb
+    out["v"] = 2
+    out["crc32"] = binascii.crc32(out["points"] + out["weights"] + sb)
+    out.update(over)
+    return out
+
+
+@pytest.mark.parametrize("spread, message", [
+    ((0.0, -1.0), r"spread must be finite and >= 0; row 1 has -1.0"),
+    ((float("nan"), 0.0), r"spread must be finite and >= 0; row 0 has nan"),
+    ((0.0, float("inf")), r"spread must be finite and >= 0; row 1 has inf"),
+    ((0.0,), r"'spread' has 8 bytes; 2 float64 values need 16"),
+    ((0.0, 0.0, 0.0), r"'spread' has 24 bytes; 2 float64 values need 16"),
+])
+def test_bad_spread_is_refused(spread, message):
+    with pytest.raises(FrameError, match=message):
+        decode_frame(pack(v2_dict(spread)))
+
+
+def test_v2_checksum_covers_the_spread():
+    good = v2_dict()
+    decode_frame(pack(good))
+    flipped = dict(good, spread=le_bytes(np.array([0.0, 0.5])))    # crc of the old spread
+    with pytest.raises(FrameError, match=r"does not match the points, weights and spread"):
+        decode_frame(pack(flipped))
+    with pytest.raises(FrameError, match=r"'spread' must be bytes; got str"):
+        decode_frame(pack(v2_dict() | {"spread": "x" * 16}))
+
+
+def test_spread_key_in_a_v1_frame_is_unknown():
+    body = v2_dict()
+    body["v"] = 1
+    with pytest.raises(FrameError, match=r"unknown keys \['spread'\]"):
+        decode_frame(pack(body))
+
+
+def test_encoder_refuses_a_negative_spread_before_sending():
+    with pytest.raises(FrameError, match="spread must be finite and >= 0"):
+        encode_frame(model="m", device="d", boot=0, seq=0, span=(0, 1),
+                     points=np.zeros((2, 2)), weights=np.ones(2), level=0, created=0.0,
+                     spread=np.array([0.0, -1e-300]))
 
 
 def test_frame_encoded_with_msgspec_decodes():
@@ -278,7 +379,7 @@ def test_protocol_example_entry_table_is_what_the_code_produces():
         assert int(cells[0], 16) == len(rebuilt)
         rebuilt += bytes.fromhex(cells[1]) + bytes.fromhex(cells[2])
         keys.append(cells[3])
-    assert keys == list(FIELDS)
+    assert keys == list(FIELDS_V1)
     assert bytes(rebuilt) == EXAMPLE_BODY
 
 
@@ -299,7 +400,7 @@ def test_protocol_documents_the_limits_of_the_code():
     assert F.MAX_FEATURES == 4_096 and "4,096" in text
     assert F.MAX_LEVEL == 1024 and F.MAX_ID_CHARS == 64 and F.MAX_TOTAL_WEIGHT == 2.0**53
     assert sorted(F.DTYPES) == ["<f4", "<f8"]
-    for key in FIELDS:
+    for key in FIELDS_V1:
         assert f"| `{key}` |" in text, key
 
 
@@ -473,7 +574,8 @@ HOSTILE = {
     "dtype empty": (lambda: raw(dtype=""), r"'dtype' must be one of"),
     # keys
     "unknown key": (lambda: raw(level=DROP, extra=0), r"unknown keys \['extra'\]"),
-    "17 keys": (lambda: raw(extra=0), r"not a valid msgpack frame"),
+    "17 keys in v1": (lambda: raw(extra=0), r"unknown keys \['extra'\]"),
+    "19 keys": (lambda: raw(extra=0, spread=b"", more=0), r"not a valid msgpack frame"),
     "binary key": (lambda: pack({**frame_dict(level=DROP), b"level": 0}),
                    r"unknown keys \[b'level'\]"),
     "int key": (lambda: pack({**frame_dict(level=DROP), 7: 0}), r"not a valid msgpack frame"),
@@ -514,12 +616,13 @@ HOSTILE = {
                               r"'created' must be float; got ExtType"),
     # kind and version
     "kind centers": (lambda: raw(kind="centers"), r"unknown frame kind 'centers'"),
-    "version 2": (lambda: raw(v=2), r"unknown schema version 2; this side speaks v1"),
+    "version 3": (lambda: raw(v=3), r"unknown schema version 3; this side speaks v1 and v2"),
+    "version 2 without spread": (lambda: raw(v=2), r"missing keys \['spread'\]"),
     "version 0": (lambda: raw(v=0), r"unknown schema version 0"),
     "version -1": (lambda: raw(v=-1), r"unknown schema version -1"),
     "version '1' as str": (lambda: raw(v="1"), r"unknown schema version '1'"),
-    "version 2 with a new key": (lambda: raw(v=2, level=DROP, labels=b""), r"unknown schema version 2"),
-    "version 2 missing keys": (lambda: pack({"v": 2}), r"unknown schema version 2"),
+    "version 3 with a new key": (lambda: raw(v=3, level=DROP, labels=b""), r"unknown schema version 3"),
+    "version 3 missing keys": (lambda: pack({"v": 3}), r"unknown schema version 3"),
     "version 2**64-1": (lambda: raw(v=2**64 - 1), r"unknown schema version 18446744073709551615"),
     # not a map at the top level
     "top-level array": (lambda: pack([1, 2]), r"must be a msgpack map; got list"),
@@ -572,7 +675,7 @@ def test_total_within_the_tolerance_passes():
     assert f.total_weight == 3.5                   # the recomputed sum is what counts
 
 
-@pytest.mark.parametrize("key", list(FIELDS))
+@pytest.mark.parametrize("key", list(FIELDS_V1))
 def test_each_missing_key_is_named(key):
     body = frame_dict()
     del body[key]
@@ -729,8 +832,8 @@ def test_arbitrary_msgpack_objects_only_raise_frame_error(obj):
 
 
 @HYPOTHESIS
-@given(replace=st.dictionaries(st.sampled_from(list(FIELDS)), msgpack_values, max_size=4),
-       drop=st.sets(st.sampled_from(list(FIELDS)), max_size=2),
+@given(replace=st.dictionaries(st.sampled_from(list(FIELDS_V1)), msgpack_values, max_size=4),
+       drop=st.sets(st.sampled_from(list(FIELDS_V1)), max_size=2),
        extra=st.dictionaries(st.text(max_size=6), msgpack_values, max_size=2))
 def test_near_valid_frames_only_raise_frame_error(replace, drop, extra):
     body = frame_dict()
@@ -778,3 +881,18 @@ def test_encode_decode_round_trip(data, n, d, wide, boot, seq, level, created):
     assert (f.boot, f.seq, f.span, f.level, f.created) == (boot, seq, (first, last), level, created)
     assert f.points.tobytes() == points.tobytes() and f.weights.tobytes() == weights.tobytes()
     assert msgspec.msgpack.encode(msgspec.msgpack.decode(body)) == body
+
+
+def test_protocol_documents_the_v2_example_as_the_code_produces_it():
+    text = " ".join(doc_text().split())
+    body = (GOLDEN / "v2" / "example_f4_n2_d3.msgpack").read_bytes()
+    f = decode_frame(body)
+    crc = binascii.crc32(le_bytes(f.points) + le_bytes(f.weights) + le_bytes(f.spread))
+    assert f"The body is {len(body)} bytes" in text and body[:3].hex(" ") in text
+    assert hashlib.sha256(body).hexdigest() in text
+    at = body.index(b"\xa6spread")
+    assert f"at offset {at:#06x}" in text
+    assert body[at + 7:at + 7 + 18].hex() in text
+    assert f"{crc} = {crc:#010x}" in text
+    for key in F.FIELDS:
+        assert f"| `{key}` |" in text, key

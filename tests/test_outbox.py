@@ -402,3 +402,27 @@ class OutboxMachine(RuleBasedStateMachine):
 TestOutboxMachine = OutboxMachine.TestCase
 TestOutboxMachine.settings = settings(max_examples=15, stateful_step_count=20, deadline=None,
                                       suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_pair_merges_keep_the_spread_and_the_cost_about_any_centre(tmp_path):
+    """Frames are v2; merging pending frames composes their spread exactly (Observation 1)."""
+    rng = np.random.default_rng(3)
+    center = np.array([0.25, 0.5, 0.75])
+    truth = 0.0
+    with _open(tmp_path, max_pending=2) as ob:
+        point = 0
+        for step in range(6):
+            X = rng.random((12, D))
+            c = Coreset(X).merge(size=5, random_state=step)      # 12 points -> 5, with spread
+            assert c.total_spread > 0
+            truth += float(np.sum((X - center) ** 2))
+            ob.append(c, span=(point, point + 11))
+            point += 12
+        assert ob.stats()["frames_merged"] > 0
+        got = 0.0
+        for f in ob.pending():
+            frame = decode_frame(f.body)
+            assert frame.version == 2
+            diff = frame.points - center
+            got += float(np.sum(frame.spread) + np.sum(frame.weights * np.sum(diff * diff, 1)))
+    assert got == pytest.approx(truth, rel=1e-9)

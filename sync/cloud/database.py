@@ -19,7 +19,8 @@ Schema v1 (every table is documented in ``sync/PROTOCOL.md`` §Aggregator):
   seq), with the sha256 digest of its body (deduplication), its weight and
   the aggregator's receive time and window.  No points are kept here.
 - ``buckets``: the coreset trees, one row per bucket: (model, window, level,
-  position) and the bucket's points and weights as little-endian bytes.
+  position) and the bucket's points, weights and (schema v4) spread as
+  little-endian bytes.
   ``window = -1`` is the all-time tree; it holds the windows up to
   ``models.folded_through``, and the all-time aggregate is its union with
   the trees of the later windows.
@@ -77,7 +78,7 @@ from edgekm.exceptions import SchemaError, UnavailableError, UnknownModelError
 
 from .._sqlite import transaction
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ALL_TIME = -1
 #: the ``window`` of the compacted tree (buckets) and of the compacted totals (windows,
 #: device_windows)
@@ -337,9 +338,13 @@ _V3 = (
     "CREATE INDEX anomalies_by_received ON anomalies (received)",
 )
 
+#: v4: each bucket keeps its points' spread (frame v2), little-endian float64; NULL for the
+#: buckets written before, which read as zeros
+_V4 = ("ALTER TABLE buckets ADD COLUMN spread BLOB",)
+
 #: MIGRATIONS[v] upgrades a database from version v to v + 1 (v = 0: empty file):
 #: a script split on ";", or a tuple of statements (needed for triggers)
-MIGRATIONS = {0: _V1, 1: _V2, 2: _V3}
+MIGRATIONS = {0: _V1, 1: _V2, 2: _V3, 3: _V4}
 
 DURABILITY = {"full": "FULL", "normal": "NORMAL"}
 

@@ -285,7 +285,7 @@ class Ingest:
 
         window = max(0, math.floor(now / row["window_seconds"]))
         weight = frame.total_weight
-        weights = frame.weights
+        weights, spread = frame.weights, frame.spread
         clipped = 0.0
         cap, policy = self.registry.cap(row)
         if cap is not None:
@@ -306,6 +306,7 @@ class Ingest:
                         retry_after=max(1, math.ceil(end - now)))
                 room = max(0.0, cap - used)
                 weights = frame.weights * (room / weight)
+                spread = frame.spread * (room / weight)     # a weighted sum: scales alike
                 if room <= 0 or not (weights > 0).all():
                     weights = None          # nothing left to merge
                     merged = 0.0
@@ -320,7 +321,7 @@ class Ingest:
         if weights is not None:
             dtype = np.dtype(row["dtype"])
             points = frame.points.astype(dtype.newbyteorder("="), copy=False)
-            bucket = Coreset(points, weights, level=frame.level)
+            bucket = Coreset(points, weights, level=frame.level, spread=spread)
             if len(bucket) > self.coreset_size:
                 bucket = bucket.merge(size=self.coreset_size, random_state=next_seed())
             if folded is not None and window <= folded:

@@ -47,13 +47,18 @@ class SeedCounter:
         return reduce_seed(self.seed, self.count - 1)
 
 
+#: the columns :func:`bucket_coreset` reads, in its order
+BUCKET_COLUMNS = "n_points, n_features, dtype, points, weights, spread, coreset_level"
+
+
 def bucket_coreset(row):
-    """A bucket row ``(n_points, n_features, dtype, points, weights, coreset_level)``
-    as a :class:`Coreset`."""
-    n, d, code, points, weights, level = row
+    """A bucket row (:data:`BUCKET_COLUMNS`) as a :class:`Coreset`; a bucket stored before
+    schema v4 has no spread (NULL), which is zeros."""
+    n, d, code, points, weights, spread, level = row
     X = np.frombuffer(points, dtype=code).reshape(n, d)
     w = np.frombuffer(weights, dtype="<f8")
-    return Coreset(X.astype(X.dtype.newbyteorder("="), copy=False), w, level=level)
+    s = None if spread is None else np.frombuffer(spread, dtype="<f8")
+    return Coreset(X.astype(X.dtype.newbyteorder("="), copy=False), w, level=level, spread=s)
 
 
 def write_bucket(conn, mid, window, level, position, bucket):
@@ -61,11 +66,12 @@ def write_bucket(conn, mid, window, level, position, bucket):
     code = points.dtype.newbyteorder("<").str
     conn.execute(
         "INSERT INTO buckets (model_id, window, level, position, n_points, n_features, "
-        "dtype, points, weights, total_weight, coreset_level) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "dtype, points, weights, spread, total_weight, coreset_level) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (mid, window, level, position, len(bucket), bucket.n_features, code,
          points.astype(code, copy=False).tobytes(),
-         bucket.weights.astype("<f8", copy=False).tobytes(), bucket.total_weight,
+         bucket.weights.astype("<f8", copy=False).tobytes(),
+         bucket.spread.astype("<f8", copy=False).tobytes(), bucket.total_weight,
          bucket.level))
 
 
@@ -105,8 +111,8 @@ class ModelTrees:
         if tree is None:
             levels = []
             for row in conn.execute(
-                    "SELECT level, n_points, n_features, dtype, points, weights, coreset_level "
-                    "FROM buckets WHERE model_id = ? AND window = ? ORDER BY level, position",
+                    f"SELECT level, {BUCKET_COLUMNS} FROM buckets "
+                    "WHERE model_id = ? AND window = ? ORDER BY level, position",
                     (self.mid, window)):
                 while len(levels) <= row[0]:
                     levels.append([])
@@ -193,8 +199,7 @@ class Trees:
         with self.db.snapshot() as conn:
             row = require_model(conn, model)
             mid = row["model_id"]
-            select = ("SELECT n_points, n_features, dtype, points, weights, coreset_level "
-                      "FROM buckets WHERE model_id = ? ")
+            select = f"SELECT {BUCKET_COLUMNS} FROM buckets WHERE model_id = ? "
             if windows is None:
                 folded = row["folded_through"]
                 rows = conn.execute(

@@ -317,7 +317,7 @@ class DeviceAgent:
             model=self.model_name, device=self.device_id, boot=self.boot, seq=0,
             span=(0, max(int(summary.total_weight) - 1, 0)), points=summary.points,
             weights=summary.weights, level=min(summary.level, _frame.MAX_LEVEL),
-            created=time.time())
+            created=time.time(), spread=summary.spread)
         self._outbox.save_snapshot(body)
 
     # ------------------------------------------------------------ ingest

@@ -411,7 +411,7 @@ class Outbox:
         body = _frame.encode_frame(
             model=self.model, device=self.device_id, boot=self.boot, seq=seq, span=span,
             points=coreset.points, weights=coreset.weights, level=coreset.level,
-            created=created)
+            created=created, spread=coreset.spread)
         self._db.execute(
             "INSERT INTO frames (seq, boot, body, weight, n_points, span_first, span_last, "
             "level, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -443,7 +443,7 @@ class Outbox:
             "SELECT body, weight, created FROM frames WHERE seq = ?", (s,)).fetchone()
             for s in best[1:]]
         frames = [_frame.decode_frame(bytes(body)) for body, _, _ in parts]
-        coresets = [Coreset(f.points, f.weights, level=f.level) for f in frames]
+        coresets = [Coreset(f.points, f.weights, level=f.level, spread=f.spread) for f in frames]
         merged = Coreset.merge(*coresets, size=m, random_state=self._rng)
         expected = math.fsum(w for _, w, _ in parts)
         if not math.isclose(merged.total_weight, expected, rel_tol=1e-12, abs_tol=0.0):

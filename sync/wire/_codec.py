@@ -24,7 +24,7 @@ import re
 import msgpack
 import numpy as np
 
-__all__ = ["Codec", "pack_array", "is_int", "show", "check_id", "DTYPES", "ID_PATTERN",
+__all__ = ["Codec", "pack_array", "accepts", "is_int", "show", "check_id", "DTYPES", "ID_PATTERN",
            "MAX_ID_CHARS", "MAX_FEATURES"]
 
 #: what every format shares: the array dtypes, the feature limit and the id rule
@@ -65,7 +65,7 @@ def pack_array(values, dtype):
     return np.ascontiguousarray(values, dtype=np.dtype(dtype)).tobytes()
 
 
-def _accepts(value, typ):
+def accepts(value, typ):
     """Whether ``value`` has the msgpack type ``typ`` of a field table (a type or a tuple of
     types); ``float`` admits ints too, and a bool is never an int or a float."""
     if typ is float:
@@ -155,7 +155,7 @@ class Codec:
     def check_types(self, body):
         """Every field of ``body`` has its table's msgpack type."""
         for key, typ in self.fields.items():
-            if not _accepts(body[key], typ):
+            if not accepts(body[key], typ):
                 raise self.error(self.field_type_message(key, typ, body[key]))
 
     def check_fields(self, body):

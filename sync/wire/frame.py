@@ -1,4 +1,10 @@
-"""Wire format v1: coreset frames as msgpack maps (see ``sync/PROTOCOL.md``).
+"""Wire format v2 (and v1): coreset frames as msgpack maps (see ``sync/PROTOCOL.md``).
+
+v2 adds one key to v1, ``spread``: per point, the weighted sum of squared distances of the
+data it stands for to the point (its leaf's within-group cost), so that the aggregator
+keeps what each coreset point summarises, not only where and how heavy it is.  Decoders
+accept both versions (a v1 frame has spread 0 everywhere); :func:`encode_frame` writes v2
+when it is given a spread and v1 otherwise.
 
 Device side and aggregator side share this module; it needs only numpy and
 msgpack.  :func:`decode_frame` treats its input as hostile: it checks the
@@ -15,11 +21,14 @@ import numpy as np
 
 from edgekm.exceptions import EdgekmError, FrameError
 
-from ._codec import DTYPES, ID_PATTERN, MAX_FEATURES, MAX_ID_CHARS, Codec, is_int, pack_array
+from ._codec import (DTYPES, ID_PATTERN, MAX_FEATURES, MAX_ID_CHARS, Codec, accepts, is_int,
+                     pack_array)
 from ._codec import check_id as _check_id
 from ._codec import show as _show
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: every frame version a decoder accepts
+SCHEMA_VERSIONS = (1, 2)
 KIND_CORESET = "coreset"
 
 #: limits on untrusted input (one naming pattern; each is tested at the limit and limit + 1)
@@ -31,19 +40,27 @@ MAX_TOTAL_WEIGHT = 2.0 ** 53          # weights stay exact integers in float64 b
 WEIGHT_DTYPE = np.dtype("<f8")
 
 #: every key of a v1 coreset frame, with its msgpack type
-FIELDS = {
+FIELDS_V1 = {
     "v": int, "kind": str, "model": str, "device": str, "boot": int, "seq": int,
     "span": list, "n": int, "d": int, "dtype": str, "points": bytes, "weights": bytes,
     "total": float, "level": int, "created": float, "crc32": int,
 }
+#: every key of a v2 coreset frame: v1's, with ``spread`` after ``weights``
+FIELDS = {}
+for _key, _typ in FIELDS_V1.items():
+    FIELDS[_key] = _typ
+    if _key == "weights":
+        FIELDS["spread"] = bytes
+FIELDS_BY_VERSION = {1: FIELDS_V1, 2: FIELDS}
 
 
 @dataclass(frozen=True)
 class Frame:
     """A decoded, validated coreset frame.
 
-    ``points`` (n, d) and ``weights`` (n,) are read-only arrays in native byte order.
-    ``frame_id`` is the deduplication key ``(model, device, boot, seq)``.
+    ``points`` (n, d), ``weights`` (n,) and ``spread`` (n,) are read-only arrays in native
+    byte order; ``spread`` is zeros for a v1 frame.  ``frame_id`` is the deduplication key
+    ``(model, device, boot, seq)``; ``version`` is the frame's schema version.
     """
 
     model: str
@@ -56,6 +73,8 @@ class Frame:
     total_weight: float
     level: int
     created: float
+    spread: np.ndarray = None
+    version: int = SCHEMA_VERSION
 
     @property
     def frame_id(self):
@@ -106,16 +125,24 @@ class _FrameCodec(Codec):
     def check_keys(self, body):
         if not isinstance(body, dict):
             raise FrameError(f"a frame must be a msgpack map; got {type(body).__name__}.")
-        if "v" in body and body["v"] != SCHEMA_VERSION:
+        if "v" in body and body["v"] not in SCHEMA_VERSIONS:
             raise FrameError(
-                f"unknown schema version {_show(body['v'])}; this side speaks v{SCHEMA_VERSION}.")
+                f"unknown schema version {_show(body['v'])}; this side speaks "
+                f"{' and '.join(f'v{v}' for v in SCHEMA_VERSIONS)}.")
+        # without a valid v, the table the keys present point to
+        fields = FIELDS_BY_VERSION.get(body.get("v"), FIELDS if "spread" in body else FIELDS_V1)
         # strict_map_key admits str and bytes keys; a bytes key is an unknown key
-        unknown = sorted((k for k in body if not (isinstance(k, str) and k in FIELDS)), key=repr)
+        unknown = sorted((k for k in body if not (isinstance(k, str) and k in fields)), key=repr)
         if unknown:
             raise FrameError(f"unknown keys [{', '.join(_show(k) for k in unknown[:5])}].")
-        missing = [k for k in FIELDS if k not in body]
+        missing = [k for k in fields if k not in body]
         if missing:
             raise FrameError(f"missing keys {missing!r}.")
+
+    def check_types(self, body):
+        for key, typ in FIELDS_BY_VERSION[body["v"]].items():
+            if not accepts(body[key], typ):
+                raise FrameError(self.field_type_message(key, typ, body[key]))
 
     def field_type_message(self, key, typ, value):
         return f"'{key}' must be {typ.__name__}; got {type(value).__name__}."
@@ -123,18 +150,22 @@ class _FrameCodec(Codec):
     def array_size_message(self, key, n_bytes, dtype, shape, need):
         if key == "weights":
             return f"'weights' has {n_bytes} bytes; {shape[0]} float64 weights need {need}."
+        if key == "spread":
+            return f"'spread' has {n_bytes} bytes; {shape[0]} float64 values need {need}."
         return (f"'points' has {n_bytes} bytes; shape {shape} of {dtype.str} needs {need}.")
 
 
 _CODEC = _FrameCodec()
 
 
-def encode_frame(*, model, device, boot, seq, span, points, weights, level, created):
+def encode_frame(*, model, device, boot, seq, span, points, weights, level, created,
+                 spread=None):
     """Encode one coreset frame; returns the msgpack body (bytes).
 
-    ``points`` (n, d) float32/float64 and ``weights`` (n,) are validated with the
-    same rules as :func:`decode_frame`, so a device never produces a frame the
-    aggregator would reject.
+    ``points`` (n, d) float32/float64, ``weights`` (n,) and ``spread`` (n,) are
+    validated with the same rules as :func:`decode_frame`, so a device never
+    produces a frame the aggregator would reject.  With ``spread`` the frame is v2;
+    without it, v1 (the bytes a v1 encoder wrote).
     """
     points = np.asarray(points)
     dtype = points.dtype.newbyteorder("<")
@@ -145,7 +176,7 @@ def encode_frame(*, model, device, boot, seq, span, points, weights, level, crea
     w = np.ascontiguousarray(weights, dtype=WEIGHT_DTYPE)
     pb, wb = pack_array(p, code), pack_array(w, WEIGHT_DTYPE)
     body = {
-        "v": SCHEMA_VERSION,
+        "v": 1 if spread is None else 2,
         "kind": KIND_CORESET,
         "model": model,
         "device": device,
@@ -162,6 +193,10 @@ def encode_frame(*, model, device, boot, seq, span, points, weights, level, crea
         "created": float(created),
         "crc32": zlib.crc32(wb, zlib.crc32(pb)),
     }
+    if spread is not None:
+        sb = pack_array(spread, WEIGHT_DTYPE)
+        body = {key: body[key] if key != "spread" else sb for key in FIELDS}
+        body["crc32"] = zlib.crc32(sb, zlib.crc32(wb, zlib.crc32(pb)))
     data = _CODEC.pack(body)
     decode_frame(data)          # one validator for both ends
     return data
@@ -180,7 +215,7 @@ def _int(body, key, lo, hi):
 
 def decode_frame(data, *, max_frame_bytes=MAX_FRAME_BYTES, max_points=MAX_POINTS,
                  max_features=MAX_FEATURES):
-    """Decode and validate a v1 coreset frame; raises :class:`FrameError`."""
+    """Decode and validate a v1 or v2 coreset frame; raises :class:`FrameError`."""
     body = _CODEC.check_fields(_unpack(data, max_frame_bytes))
     if body["kind"] != KIND_CORESET:
         raise FrameError(f"unknown frame kind {_show(body['kind'])}.")
@@ -203,8 +238,17 @@ def decode_frame(data, *, max_frame_bytes=MAX_FRAME_BYTES, max_points=MAX_POINTS
     pb, wb = body["points"], body["weights"]
     points = _CODEC.unpack_array(pb, "points", dtype, (n, d))
     weights = _CODEC.unpack_array(wb, "weights", WEIGHT_DTYPE, (n,))
-    if zlib.crc32(wb, zlib.crc32(pb)) != crc:
-        raise FrameError("payload checksum (crc32) does not match the points and weights.")
+    version = body["v"]
+    if version == 1:
+        spread = np.zeros(n)
+        if zlib.crc32(wb, zlib.crc32(pb)) != crc:
+            raise FrameError("payload checksum (crc32) does not match the points and weights.")
+    else:
+        sb = body["spread"]
+        spread = _CODEC.unpack_array(sb, "spread", WEIGHT_DTYPE, (n,))
+        if zlib.crc32(sb, zlib.crc32(wb, zlib.crc32(pb))) != crc:
+            raise FrameError(
+                "payload checksum (crc32) does not match the points, weights and spread.")
     if not np.isfinite(points).all():
         row = int(np.flatnonzero(~np.isfinite(points).all(axis=1))[0])
         raise FrameError(f"'points' contains NaN or infinity (first bad row {row}).")
@@ -212,6 +256,10 @@ def decode_frame(data, *, max_frame_bytes=MAX_FRAME_BYTES, max_points=MAX_POINTS
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise FrameError(f"weights must be finite and > 0; row {row} has {float(weights[row])!r}.")
+    bad = ~(np.isfinite(spread) & (spread >= 0))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise FrameError(f"spread must be finite and >= 0; row {row} has {float(spread[row])!r}.")
     total = float(body["total"])
     actual = seqsum(weights)
     if not (np.isfinite(total) and 0 < total <= MAX_TOTAL_WEIGHT):
@@ -223,6 +271,7 @@ def decode_frame(data, *, max_frame_bytes=MAX_FRAME_BYTES, max_points=MAX_POINTS
         raise FrameError(f"'created' must be a Unix time in seconds; got {created!r}.")
     points.setflags(write=False)
     weights.setflags(write=False)
+    spread.setflags(write=False)
     return Frame(model=model, device=device, boot=boot, seq=seq, span=(span[0], span[1]),
                  points=points, weights=weights, total_weight=actual, level=level,
-                 created=created)
+                 created=created, spread=spread, version=version)

@@ -1,4 +1,4 @@
-"""Write the golden v1 frames in this folder and their ``expected.json``.
+"""Write the golden v1 frames in this folder, the v2 frames in ``v2/``, and their ``expected.json``.
 
 Run once, when a frame version is introduced::
 
@@ -110,6 +110,24 @@ def specs():
     }
 
 
+def specs_v2():
+    """name -> (description, encode_frame keyword arguments) of the v2 frames (with spread)."""
+    v1 = specs()
+    out = {}
+    for name, spread in (("example_f4_n2_d3", np.array([0.0, 0.75])),
+                         ("f4_n1_d1_int_l0", np.array([0.0])),
+                         ("f4_n200_d16_frac_l5", frac_weights(21, 200) * 3.0),
+                         ("f8_n200_d16_int_l5", np.array(uniform(22, 200, 0.0, 2.0**60)))):
+        description, kw = v1[name]
+        out[name] = (description + " Frame v2: with a spread per point.",
+                     dict(kw, spread=spread))
+    description, kw = v1["f4_n2_d2_extremes"]
+    out["f4_n2_d2_extremes"] = (
+        description + " Frame v2: spread 0 and the largest float64.",
+        dict(kw, spread=np.array([0.0, np.finfo(np.float64).max])))
+    return out
+
+
 def expected_entry(description, kw, body):
     points = np.asarray(kw["points"])
     code = points.dtype.newbyteorder("<").str
@@ -119,6 +137,17 @@ def expected_entry(description, kw, body):
     total = 0.0
     for w in weights.tolist():          # sequential float64 sum, left to right
         total += w
+    if "spread" in kw:
+        sb = np.ascontiguousarray(kw["spread"], dtype="<f8").tobytes()
+        entry = _entry(description, kw, body, code, points, pb, weights, wb, total)
+        entry["fields"]["v"] = 2
+        entry["fields"]["crc32"] = zlib.crc32(pb + wb + sb)
+        entry["spread_sha256"] = hashlib.sha256(sb).hexdigest()
+        return entry
+    return _entry(description, kw, body, code, points, pb, weights, wb, total)
+
+
+def _entry(description, kw, body, code, points, pb, weights, wb, total):
     return {
         "description": description,
         "body_bytes": len(body),
@@ -147,6 +176,14 @@ def build():
     text = json.dumps({"format": "edgekm coreset frame v1", "frames": expected},
                       indent=2, sort_keys=False) + "\n"
     files["expected.json"] = text.encode()
+    expected = {}
+    for name, (description, kw) in specs_v2().items():
+        body = encode_frame(**kw)
+        files[f"v2/{name}.msgpack"] = body
+        expected[f"{name}.msgpack"] = expected_entry(description, kw, body)
+    text = json.dumps({"format": "edgekm coreset frame v2", "frames": expected},
+                      indent=2, sort_keys=False) + "\n"
+    files["v2/expected.json"] = text.encode()
     return files
 
 
@@ -166,6 +203,7 @@ def main(argv=None):
         if args.check or (old is not None and not args.force):
             changed.append(name)
             continue
+        path.parent.mkdir(exist_ok=True)
         path.write_bytes(data)
         print(f"wrote {path.relative_to(HERE.parent.parent)} ({len(data)} bytes)")
     if changed:
