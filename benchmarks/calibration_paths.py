@@ -25,7 +25,10 @@ Paths:
 
 ``--doc`` rewrites the calibration section of that markdown file (between its
 ``<!-- calibration:begin -->`` and ``<!-- calibration:end -->`` markers) from
-the results, with :func:`render.calibration_md`.
+the results, with :func:`render.calibration_md`; ``--render A.json B.json --doc
+FILE`` does it from saved results without measuring.  (``render.py``'s full
+re-render of ``docs/benchmarks.md`` does not know this section: re-run this
+``--render`` after one.)
 """
 
 import argparse
@@ -228,7 +231,17 @@ def main(argv=None):
                     help="skip the cli path above this data size (its CSV is large)")
     ap.add_argument("--json")
     ap.add_argument("--doc", help="rewrite the calibration section of this markdown file")
+    ap.add_argument("--render", nargs="+", metavar="JSON",
+                    help="do not measure: render these result files (rows concatenated) "
+                         "into --doc")
     args = ap.parse_args(argv)
+    if args.render:
+        parts = [json.loads(Path(f).read_text()) for f in args.render]
+        res = dict(parts[0], command="; ".join(p["command"] for p in parts),
+                   load_after=parts[-1]["load_after"],
+                   rows=[r for p in parts for r in p["rows"]])
+        _write_doc(res, args.doc)
+        return
     paths = [p for p in args.paths.split(",") if p]
     started = time.time()
     print(f"{'case':<20} {'n':>10} {'d':>4} {'k':>3} {'path':<10} {'>p50 %':>7} "
@@ -245,10 +258,14 @@ def main(argv=None):
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     if args.doc:
-        from render import calibration_md, replace_section
+        _write_doc(res, args.doc)
 
-        doc = Path(args.doc)
-        doc.write_text(replace_section(doc.read_text(), "calibration", calibration_md(res)))
+
+def _write_doc(res, path):
+    from render import calibration_md, replace_section
+
+    doc = Path(path)
+    doc.write_text(replace_section(doc.read_text(), "calibration", calibration_md(res)))
 
 
 if __name__ == "__main__":
