@@ -3,7 +3,7 @@
 Fit on stationary data, judge the same data: stream every point through
 ``StreamingKMeans(algorithm=...)``, take its coreset, fit centres on it
 (``Coreset.fit_centers``), compute per-cluster p50/p95/p99 of the squared
-distance with ``edgekm._calibration.cluster_quantiles`` (from the carried
+distance with ``edgekm.solve.cluster_statistics`` (from the carried
 spread, or, for comparison, without it as published today), then count the
 fraction of the data beyond its own cluster's quantile.  Targets: p99
 0.7-1.3 %, p95 4-6 %, p50 45-55 %.
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from spread_data import load  # noqa: E402
 
 from edgekm import StreamingKMeans  # noqa: E402
-from edgekm._calibration import cluster_quantiles  # noqa: E402
+from edgekm.solve import cluster_statistics  # noqa: E402
 from edgekm._reference.ops import assign  # noqa: E402
 
 LEVELS = (0.5, 0.95, 0.99)
@@ -91,8 +91,8 @@ def run_case(name, k, max_rows, algorithm, methods, seed=0):
     rows = []
     for method in methods:
         spread = None if method == "no spread" else cs.spread
-        _, q = cluster_quantiles(cs.points, cs.weights, spread, centers, LEVELS,
-                                 method="moment" if method == "no spread" else method)
+        _, q = cluster_statistics((cs.points, cs.weights, spread), centers, LEVELS,
+                                  method="moment" if method == "no spread" else method)
         frac = beyond(labels, d2, q)
         frac_ge = beyond(labels, d2, q, strict=False)
         ok = all(lo <= f <= hi for f, (lo, hi) in zip(frac, TARGETS))

@@ -650,3 +650,58 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+# ------------------------------------------------ calibration (benchmarks/calibration_paths.py)
+def calibration_md(res):
+    """The calibration section, from the JSON of ``benchmarks/calibration_paths.py``."""
+    m = res["machine"]
+    rows = [[r["case"], r["data"], f"{r['n']:,}", r["d"], r["k"], r["path"],
+             f"{100 * r['beyond_p50']:.2f}", f"{100 * r['beyond_p95']:.2f}",
+             f"{100 * r['beyond_p99']:.2f}", "yes" if r["all_finite"] else "NO",
+             _met(r["in_targets"])] for r in res["rows"]]
+    met = sum(r["in_targets"] for r in res["rows"])
+    return [
+        "## Calibration: anomaly thresholds through every path",
+        "",
+        f"Command: `{res['command']}`, rendered by `benchmarks/render.py` "
+        "(`calibration_md`). Machine: "
+        f"{m.get('cpu_model')}, {m.get('logical_cpus')} CPUs, {m.get('platform')}, Python "
+        f"{m.get('python')}, NumPy {m.get('numpy')}, edgekm {m.get('edgekm')} (backend "
+        f"`{m.get('backend')}`); load average before {_load(res['load_before'])}, after "
+        f"{_load(res['load_after'])}.",
+        "",
+        "Fit on stationary data (shuffled), judge the same data: every point is scored "
+        "against its cluster's p50/p95/p99 of the squared distance, as published by the "
+        "path. Paths: `inprocess` (StreamingKMeans CC coreset, `fit_centers`, "
+        "`edgekm.solve.cluster_statistics`), `cli` (`edgekm fit` to a `.msgpack` version "
+        "then `edgekm assign` on the same `.npy`), `dask` (`edgekm.dask.fit_coreset`, then "
+        f"`DaskFitResult.cluster_statistics`), `fleet` ({res['devices']} `DeviceAgent`s "
+        f"against an aggregator served on loopback, {res['rounds']} sync rounds, frames v2 "
+        "with the spread, then `Aggregator.publish`). Real sets are standardised per column "
+        "(`benchmarks/spread_data.py`). Targets: beyond p50 45-55 %, p95 4-6 %, p99 "
+        f"0.7-1.3 %, every score finite. {met} of {len(rows)} rows meet all three.",
+        "",
+        _table(["case", "data", "n", "d", "k", "path", "beyond p50 %", "beyond p95 %",
+                "beyond p99 %", "all finite", "targets"], rows),
+        "",
+        "Each coreset point is modelled as an isotropic Gaussian around its leaf mean "
+        "with the leaf's spread (`edgekm.solve.cluster_statistics`), so the thresholds are "
+        "exact in the mean squared distance but not in the shape of a leaf. Misses come "
+        "from data far from that model: many points at one distance (KDD99's duplicate "
+        "rows, so no threshold leaves 50 % strictly beyond, `benchmarks/calibration.py`), "
+        "and heavy-tailed or flat clusters (Power's median). Versions carry p50/p95/p99; "
+        "`cluster_statistics(..., quantiles=...)` computes any level in (0, 1).",
+        "",
+    ]
+
+
+def replace_section(text, name, lines):
+    """``text`` with the block between ``<!-- name:begin -->`` and ``<!-- name:end -->``
+    replaced by ``lines`` (appended with its markers when absent)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    block = "\n".join([begin, *lines, end])
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        return head + block + rest.split(end, 1)[1]
+    return text.rstrip() + "\n\n" + block + "\n"

@@ -222,6 +222,13 @@ def memory_bytes(layout, n_features, n_clusters, coreset_size, dtype):
 
 #: the squared-distance quantiles a centroid version carries per cluster (p50, p95, p99)
 QUANTILES = (0.50, 0.95, 0.99)
+#: the floor of every published quantile (``edgekm.solve.cluster_statistics``): this
+#: fraction of the set's mean squared distance to its nearest centres ...
+QUANTILE_FLOOR_FRACTION = 1e-3
+#: ... and at least this times 1 + the largest squared norm of a centre
+QUANTILE_FLOOR_ABSOLUTE = 1e-12
+#: values per coreset point of the spread mixture, per method of ``cluster_statistics``
+QUANTILE_DRAWS = {"moment": 64, "mc": 256}
 
 #: raw anomalies one telemetry summary may carry (the filter's cap and the codec's limit)
 MAX_ANOMALIES = 65536

@@ -10,7 +10,10 @@ Anomaly score: for a point with label ``c`` and squared distance ``s``,
 ``s / q99[c]`` where ``q99[c]`` is the version's 99th percentile of the
 squared distance in cluster ``c``; when ``q99[c] == 0`` the score is 0.0 if
 ``s == 0`` and ``+inf`` otherwise.  A score above 1 lies beyond that
-cluster's 99th percentile.
+cluster's 99th percentile.  Versions published by edgekm now put a positive floor
+under every quantile (:func:`edgekm.solve.cluster_statistics`), so ``q99[c] == 0``
+only comes from older versions or hand-made ones; :class:`edgekm.EdgeFilter` counts
+such infinite scores instead of forwarding them.
 """
 
 import os

@@ -33,10 +33,11 @@ except ImportError as exc:      # pragma: no cover - the extra is installed for 
     raise ImportError(
         "edgekm.dask needs Dask: install edgekm[dask] (pip install \"edgekm[dask]\").") from exc
 
-from ._defaults import DEFAULT_MAX_ITER, DEFAULT_N_INIT
+from ._defaults import DEFAULT_MAX_ITER, DEFAULT_N_INIT, QUANTILES
 from ._validation import (Options, Satisfies, _first_bad_row, check_array, check_coreset_size,
                           resolve_seed, validate_params)
 from .coreset import Coreset
+from .solve import cluster_statistics
 from edgekm.exceptions import EdgekmError, SeedUploadError
 from .streaming import StreamingKMeans
 from .sync.device.client import Outcome, SignedClient, check_key, check_server_url
@@ -95,6 +96,15 @@ class DaskFitResult:
     n_partitions: int
     random_state: int
     created: float
+
+    def cluster_statistics(self, quantiles=QUANTILES):
+        """Per-cluster weights and quantiles of the squared distance, from the root
+        coreset and its spread (:func:`edgekm.solve.cluster_statistics`).
+
+        Returns ``(cluster_weights (k,), quantiles (k, len(quantiles)))``; the default
+        levels are a version's p50/p95/p99, and any levels in (0, 1) are accepted.
+        """
+        return cluster_statistics(self.coreset, self.centers, quantiles)
 
     @property
     def total_weight(self):
@@ -507,7 +517,8 @@ def publish(result, aggregator_or_url, model, *, device_id=None, key=None, admin
     - With an in-process :class:`~edgekm.sync.cloud.aggregator.Aggregator`:
       ``result.centers`` are stored as they are
       (:meth:`~edgekm.sync.cloud.aggregator.Aggregator.publish_centers`), with the
-      cluster weights and anomaly quantiles computed on ``result.coreset``.
+      cluster weights and anomaly quantiles computed on ``result.coreset`` and its
+      spread (:meth:`DaskFitResult.cluster_statistics`).
       The model is created if missing; nothing is pushed to its aggregate.
     - With a URL: the root coreset is pushed as a seed (:func:`push_seed`,
       needs ``device_id`` and ``key``), so that the aggregate holds the data,

@@ -150,3 +150,8 @@ class BenchInputError(ValueError, EdgekmError):
 
 class FleetDemoError(ValueError, EdgekmError):
     """Bad demo input (data file, parameters); the CLI prints it and exits 2."""
+
+
+class DemoStepError(RuntimeError, EdgekmError):
+    """A step of the fleet demo failed (an admin call refused or unanswered, the server
+    not starting, a stop asked for); the run stops and reports it as a failure."""

@@ -53,6 +53,17 @@ Drift
   score stays finite as the wire format requires.  Windows of fewer than
   :data:`MIN_POINTS_FOR_DRIFT` points report a drift score of 0 (too noisy).
 
+Scores that cannot be computed
+------------------------------
+A version published before the quantiles had a floor can hold a cluster whose
+p99 is 0; a point near that centre then scores infinity (:mod:`edgekm.assign`).
+Such a score is never an anomaly of the summary (the wire format needs finite
+scores): it is counted instead, per window in :attr:`EdgeFilter.last_stats`
+(``"unscored"``) and in total in :attr:`EdgeFilter.n_unscored`, which survives
+:meth:`EdgeFilter.set_version`.  The point still counts in the cluster sums and
+the drift histograms (its ratio capped).  Versions published now have a positive
+floor under every quantile, so their scores are always finite.
+
 Compression
 -----------
 ``raw_bytes`` is ``n_points * n_features * itemsize`` of the points the
@@ -229,8 +240,12 @@ class EdgeFilter:
     anomalies_dropped : int
         Anomalies over ``max_anomalies`` in the current window (not forwarded).
     last_stats : dict or None
-        Details of the last closed window (drift terms, dropped anomalies, and the
-        ``compression_ratio`` of what ``summarize`` returned, None without one).
+        Details of the last closed window (drift terms, dropped anomalies, the
+        ``unscored`` points, and the ``compression_ratio`` of what ``summarize``
+        returned, None without one).
+    n_unscored : int
+        Points whose anomaly score was not finite, since the filter was made (module
+        docstring); never forwarded as anomalies.
 
     Examples
     --------
@@ -275,6 +290,7 @@ class EdgeFilter:
         self.seq_source = seq_source
         self.summarize = summarize
         self.last_stats = None
+        self.n_unscored = 0
         self._set(version)
 
     # ------------------------------------------------------------ state
@@ -307,6 +323,7 @@ class EdgeFilter:
         self.n_points = 0
         self.n_anomalies = 0
         self.anomalies_dropped = 0
+        self.window_unscored = 0
         self.assign_seconds = 0.0
         self.window_start = None
         self.window_end = None
@@ -369,7 +386,12 @@ class EdgeFilter:
             np.divide(dist, q[:, i], out=ratio, where=q[:, i] > 0)
             self._hist[1 + i] += np.bincount(_bins(np.minimum(ratio, RATIO_CAP)),
                                              minlength=_N_BINS)
-        anomalous = np.flatnonzero(scores > self.anomaly_threshold)
+        finite = np.isfinite(scores)
+        if not finite.all():
+            unscored = int(np.count_nonzero(~finite))
+            self.window_unscored += unscored
+            self.n_unscored += unscored
+        anomalous = np.flatnonzero(finite & (scores > self.anomaly_threshold))
         if anomalous.size:
             self._keep_anomalies(X[anomalous], labels[anomalous], scores[anomalous])
 
@@ -413,7 +435,8 @@ class EdgeFilter:
 
     def flush(self):
         """Close the current window; returns its summary (:class:`WindowSummary`, or what
-        ``summarize`` makes of it), or None if the window is empty."""
+        ``summarize`` makes of it), or None if the window is empty.  The window is closed
+        even when ``summarize`` raises (the exception propagates)."""
         if self.n_points == 0:
             self._reset()
             return None
@@ -431,9 +454,14 @@ class EdgeFilter:
             drift_score=drift["drift_score"],
             assign_latency_us=float(self.assign_seconds / self.n_points * 1e6),
             anomalies_dropped=int(self.anomalies_dropped))
-        summary = window if self.summarize is None else self.summarize(window)
+        try:
+            summary = window if self.summarize is None else self.summarize(window)
+        except BaseException:
+            self._reset()
+            raise
         self.last_stats = {"seq": window.seq, "n_points": window.n_points,
                            "anomalies": a, "anomalies_dropped": self.anomalies_dropped,
+                           "unscored": self.window_unscored,
                            "compression_ratio": getattr(summary, "compression_ratio", None),
                            **drift}
         self._reset()

@@ -1,10 +1,18 @@
-"""edgekm._calibration: quantiles of the squared distance from a coreset's spread."""
+"""edgekm.solve.cluster_statistics: quantiles of the squared distance from a coreset's spread."""
 
 import numpy as np
 import pytest
 
+LEVELS_DEFAULT = (0.5, 0.95, 0.99)
+
 from edgekm import Coreset
-from edgekm._calibration import FLOOR_ABSOLUTE, FLOOR_FRACTION, cluster_quantiles
+from edgekm._defaults import QUANTILE_FLOOR_ABSOLUTE as FLOOR_ABSOLUTE
+from edgekm._defaults import QUANTILE_FLOOR_FRACTION as FLOOR_FRACTION
+from edgekm.solve import cluster_statistics
+
+
+def cluster_quantiles(points, weights, spread, centers, quantiles=LEVELS_DEFAULT, **kwargs):
+    return cluster_statistics((points, weights, spread), centers, quantiles, **kwargs)
 
 # chi-square quantiles, d = 5 (scipy.stats.chi2.ppf([0.5, 0.95, 0.99], 5))
 CHI2_5 = np.array([4.351460191, 11.070497694, 15.086272469])
@@ -91,3 +99,21 @@ def test_bad_arguments_are_refused(kwargs):
 def test_bad_inputs_are_refused(spread, weights):
     with pytest.raises(ValueError):
         cluster_quantiles(np.zeros((2, 2)), weights, spread, np.zeros((1, 2)))
+
+
+def test_a_coreset_is_taken_with_its_spread():
+    rng = np.random.default_rng(4)
+    acc = Coreset(rng.normal(size=(5000, 3))).merge(size=50, random_state=0)
+    C = np.zeros((1, 3))
+    assert np.array_equal(cluster_statistics(acc, C)[1],
+                          cluster_statistics((acc.points, acc.weights, acc.spread), C)[1])
+    with_spread = cluster_statistics(acc, C)[1]
+    without = cluster_statistics((acc.points, acc.weights), C)[1]
+    assert with_spread[0, 2] > without[0, 2]
+
+
+def test_bad_containers_and_centers_are_refused():
+    with pytest.raises(TypeError):
+        cluster_statistics(np.zeros((2, 2)), np.zeros((1, 2)))
+    with pytest.raises(ValueError):
+        cluster_statistics((np.zeros((2, 2)), np.ones(2)), np.zeros((1, 3)))

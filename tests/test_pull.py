@@ -14,6 +14,7 @@ from _assign_helpers import blobs, make_version
 from _fake_aggregator import FakeAggregator
 from edgekm.sync.device import agent as agent_mod
 from edgekm.sync.device.agent import DeviceAgent
+from edgekm.exceptions import TelemetryError
 from edgekm.sync.wire.auth import new_key
 
 KEY = new_key()
@@ -213,6 +214,66 @@ def test_ingest_runs_the_filter_and_sync_uploads_telemetry(fake, data, tmp_path)
         assert report["telemetry_uploaded"] == 2 and report["version"] == 2
     versions = sorted((s.seq, s.version, s.n_points) for s in fake.telemetry.values())
     assert versions == [(0, 1, 1001), (1, 1, 100), (2, 2, 100)]
+
+
+def _zero_p99_version(centers):
+    """An old-style version (published before the quantile floor): cluster 0 has
+    p99 = 0, so a point near its centre scores infinity."""
+    from edgekm.sync.wire.version import CentroidVersion, decode_version, encode_version
+
+    k = centers.shape[0]
+    q = np.tile([1.0, 2.0, 3.0], (k, 1))
+    q[0] = 0.0
+    v = CentroidVersion(model="m", version=1, parent=None, created=1.0e9, centers=centers,
+                        cluster_weights=np.ones(k), quantiles=q, training_weight=float(k),
+                        cost=1.0)
+    return decode_version(encode_version(v)[0])
+
+
+def test_an_infinite_score_is_counted_and_never_blocks_sync_or_close(fake, data, tmp_path):
+    X, centers = data
+    fake.publish("m", _zero_p99_version(centers))
+    near = (centers[0] + 1e-3).astype(np.float32)
+    agent = _agent(fake.url, tmp_path)
+    try:
+        assert agent.pull() == 1
+        agent.ingest(X[:300])
+        agent.ingest(near)                             # the fast path
+        agent.ingest(np.stack([near, centers[0].astype(np.float32)]))   # a batch
+        report = agent.sync()                          # does not raise
+        assert report["telemetry_uploaded"] == 1
+        (s,) = fake.telemetry.values()
+        assert np.isfinite(s.anomaly_scores).all() and s.n_points == 303
+        stats = agent.stats()
+        assert stats["scores_unscored"] >= 2 and stats["telemetry_unencodable"] == 0
+        assert agent.filter.last_stats["unscored"] == stats["scores_unscored"]
+        agent.ingest(near)
+        assert agent.stats()["scores_unscored"] == stats["scores_unscored"] + 1
+    finally:
+        agent.close()                                  # does not raise either
+
+
+def test_a_summary_that_cannot_be_encoded_is_dropped_counted_and_logged_once(
+        fake, data, tmp_path, monkeypatch, caplog):
+    X, centers = data
+    v1, _ = _versions(X, centers)
+    fake.publish("m", v1)
+
+    def broken(window):
+        raise TelemetryError("a field the wire refuses")
+
+    monkeypatch.setattr(agent_mod, "summarize", broken)
+    with _agent(fake.url, tmp_path) as agent:
+        agent.pull()
+        for i in range(2):
+            agent.ingest(X[100 * i:100 * (i + 1)])
+            report = agent.sync()
+            assert report["telemetry_uploaded"] == 0 and report["telemetry_pending"] == 0
+        assert agent.stats()["telemetry_unencodable"] == 2
+        agent.ingest(X[200:300])
+    # close() dropped the last window too, without raising
+    assert len([r for r in caplog.records if "cannot be encoded" in r.message]) == 1
+    assert not fake.telemetry
 
 
 def test_telemetry_survives_a_restart(fake, data, tmp_path):

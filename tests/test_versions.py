@@ -175,21 +175,41 @@ def test_publish_stores_an_immutable_version(agg, clock):
         agg.version("m", 3)
 
 
-def test_published_quantiles_are_the_weighted_quantiles_of_the_aggregate(agg):
+def test_published_quantiles_are_the_statistics_of_the_aggregate(agg):
+    """Publish takes weights and quantiles from the aggregate and its spread, through the
+    one entry (edgekm.solve.cluster_statistics); each row matches the stored centre."""
     rng = np.random.default_rng(3)
     pts = blob_points(BLOBS[:3], seed=3)
     w = rng.integers(1, 7, size=len(pts)).astype(np.float64)
     agg.accept("m", "dev-a", frame(pts, weights=w))
     cv = agg.version("m", agg.publish("m", 3))
     coreset = agg.aggregate("m")
-    labels, d2 = squared_distances(coreset.points, cv.centers)
+    assert coreset.total_spread > 0                 # the tree reduced the frame
+    weights, want = edgekm.solve.cluster_statistics(coreset, cv.centers)
+    np.testing.assert_allclose(cv.quantiles, want, rtol=1e-12)
+    labels, _ = squared_distances(coreset.points, cv.centers)
     for c in range(3):
-        mask = labels == c
-        want = [weighted_quantile_oracle(d2[mask], coreset.weights[mask], q)
-                for q in (0.5, 0.95, 0.99)]
-        np.testing.assert_allclose(cv.quantiles[c], want, rtol=1e-12)
-        assert cv.cluster_weights[c] == pytest.approx(coreset.weights[mask].sum())
+        assert cv.cluster_weights[c] == pytest.approx(coreset.weights[labels == c].sum())
+    np.testing.assert_allclose(cv.cluster_weights, weights, rtol=1e-12)
     assert cv.cost == pytest.approx(coreset.cost(cv.centers), rel=1e-5)
+
+
+def test_publish_centers_takes_the_quantiles_from_the_spread(agg):
+    """A coreset of leaf means with their spread: the published p50 is that of the
+    data, not of the means; a cluster of one raw point gets a positive, finite floor."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(20_000, 2))
+    summary = edgekm.Coreset(X).merge(size=100, random_state=0)
+    lone = np.array([[50.0, 50.0]])
+    cs = edgekm.Coreset(np.vstack([summary.points, lone]), np.append(summary.weights, 1.0),
+                        spread=np.append(summary.spread, 0.0))
+    C = np.array([[0.0, 0.0], [50.0, 50.0]])
+    agg.add_model("m", 2, dtype="float64")
+    cv = agg.version("m", agg.publish_centers("m", C, cs))
+    order = np.argsort(cv.centers[:, 0])
+    q = cv.quantiles[order]
+    np.testing.assert_allclose(q[0], [1.386, 5.991, 9.210], rtol=0.1)    # chi-square, 2 dof
+    assert np.isfinite(q).all() and (q[1] > 0).all()
 
 
 def test_publish_labels_do_not_depend_on_the_order_of_the_fit(agg, monkeypatch):

@@ -4,8 +4,10 @@
 :meth:`edgekm.StreamingKMeans.partial_fit`: the memory used is one chunk plus
 the estimator's fixed structure (``memory_bytes``), whatever the size of the
 file.  The centres are the estimator's answer on its coreset; the cluster
-weights and the per-cluster quantiles of the squared distance (the anomaly
-thresholds of a centroid version) are measured on the same coreset.
+weights and the per-cluster p50/p95/p99 of the squared distance (the anomaly
+thresholds of a centroid version) are computed from the same coreset and its
+spread (:func:`edgekm.solve.cluster_statistics`, which also gives any other level
+in the Python API; the version format carries these three).
 
 :func:`write_centroids` writes the result as
 
@@ -81,7 +83,7 @@ def fit_file(path, n_clusters, *, coreset_size=None, algorithm="cc", chunk_rows=
         ``centers`` (ndarray of shape (n_clusters, n_features)),
         ``cluster_weights`` (ndarray of shape (n_clusters,)), ``quantiles``
         (ndarray of shape (n_clusters, 3), p50/p95/p99 of the squared
-        distance), and the JSON-ready figures ``input``, ``n_samples``,
+        distance, from the coreset's spread, each at least a positive floor), and the JSON-ready figures ``input``, ``n_samples``,
         ``n_features``, ``n_clusters``, ``algorithm``, ``coreset_size``,
         ``chunk_rows``, ``largest_chunk_bytes``, ``memory_bytes`` (the
         estimator's fixed structure), ``coreset_points``, ``inertia`` (cost on
@@ -117,7 +119,7 @@ def fit_file(path, n_clusters, *, coreset_size=None, algorithm="cc", chunk_rows=
     centers = np.ascontiguousarray(est.cluster_centers_)
     inertia = est.inertia_
     coreset = est.coreset()
-    weights, quantiles = cluster_statistics(coreset.points, coreset.weights, centers)
+    weights, quantiles = cluster_statistics(coreset, centers)
     return {
         "input": reader.name,
         "n_samples": n_samples,

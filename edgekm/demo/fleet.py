@@ -47,7 +47,6 @@ that is not the nearest centre, an HTTP error.  Bad input raises
 """
 
 import contextlib
-import http.client
 import json
 import math
 import os
@@ -56,8 +55,6 @@ import shutil
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 import numpy
 
@@ -70,13 +67,10 @@ from edgekm.demo._settings import (ROUNDS, PUBLISH_V1, PUBLISH_V2, PROMOTE_V2, D
                                    PROJECTION_POINTS, CALIBRATION_LIMIT, MAX_DEVICES, MAX_CLUSTERS,
                                    MODEL)
 from edgekm.demo._traffic import TrafficMeter
-from edgekm.exceptions import FleetDemoError
+from edgekm.exceptions import DemoStepError, FleetDemoError
+from edgekm.sync.device.client import Outcome, SignedClient
 
 __all__ = ["FleetDemoError", "run_fleet_demo", "ROUNDS", "DEFAULT_POINTS", "DEFAULT_FEATURES"]
-
-
-class _StepFailed(Exception):
-    """A step of the demo failed; the run stops and reports it."""
 
 
 # ---------------------------------------------------------------- input
@@ -187,33 +181,34 @@ def _server_modules():
 
 
 class _Admin:
-    """The admin HTTP API (bearer token) through the standard library.
+    """The admin HTTP API (bearer token) through the device room's one client,
+    :class:`edgekm.sync.device.client.SignedClient` in admin-token mode.
 
-    The demo's one HTTP client of its own: ``call(method, path, payload)``
-    returns the decoded JSON answer or raises :class:`_StepFailed`.  It is
-    meant to be replaced by the signed client of :mod:`edgekm.sync.device`.
+    ``call(method, path, payload)`` returns the decoded JSON answer; no answer,
+    a non-2xx answer or a body that is not JSON raises :class:`DemoStepError`.
     """
 
     def __init__(self, url, token):
-        self.url = url
-        self._headers = {"authorization": f"Bearer {token}", "accept": "application/json",
-                         "content-type": "application/json"}
         # no proxy: the aggregator is on loopback whatever the environment says
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._client = SignedClient(url, admin_token=token, timeout=120, proxies={})
+        self._classify = lambda a: Outcome("answer", status=a.status, answer=a)
 
     def call(self, method, path, payload=None):
-        data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers=self._headers)
+        body = None if payload is None else json.dumps(payload).encode()
+        answer = self._client.call(
+            method, path, body, classify=self._classify,
+            headers={"Content-Type": "application/json", "Accept": "application/json"}).answer
+        if answer.status is None:
+            exc = answer.exc
+            raise DemoStepError(f"{method} {path}: {type(exc).__name__ if exc else 'error'}: "
+                                f"{answer.error or exc}") from None
+        if not 200 <= answer.status < 300:
+            detail = bytes(answer.body or b"")[:300].decode("utf-8", "replace")
+            raise DemoStepError(f"{method} {path}: HTTP {answer.status} {detail}")
         try:
-            with self._opener.open(request, timeout=120) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:300].decode("utf-8", "replace")
-            exc.close()
-            raise _StepFailed(f"{method} {path}: HTTP {exc.code} {detail}") from None
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise _StepFailed(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+            return json.loads(answer.body)
+        except ValueError as exc:
+            raise DemoStepError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
 
 
 # ---------------------------------------------------------------- numbers
@@ -358,7 +353,7 @@ def run_fleet_demo(*, data=None, n_devices=8, n_points=None, n_clusters=8, seed=
     try:
         os.makedirs(root, exist_ok=True)
         _run(X, result, root, server_mod, progress, out)
-    except _StepFailed as exc:
+    except DemoStepError as exc:
         failures.append(str(exc))
     except Exception as exc:  # noqa: BLE001 - reported as a failure, the CLI exits 1
         failures.append(f"unexpected {type(exc).__name__}: {exc}")
@@ -412,7 +407,7 @@ class _Demo:
     """One run of the demo: the aggregator behind its server, the devices, the versions.
 
     The methods are the steps, in the order :func:`_run` calls them; a step
-    that fails raises :class:`_StepFailed` or adds to ``failures``.
+    that fails raises :class:`DemoStepError` or adds to ``failures``.
     """
 
     def __init__(self, X, result, root):
@@ -454,7 +449,7 @@ class _Demo:
         try:
             self.server.start()
         except RuntimeError as exc:
-            raise _StepFailed(str(exc)) from None
+            raise DemoStepError(str(exc)) from None
         self.result["aggregator"] = {"url": self.server.url, "database": "temporary"
                                      if self.result["workdir"] is None else db}
         self.admin = _Admin(self.server.url, token)
@@ -495,13 +490,13 @@ class _Demo:
                 lo, hi = int(self.bounds[r]), int(self.bounds[r + 1])
                 self.ingest_and_sync(r + 1, lo, hi, bar)
                 if self.failures:
-                    raise _StepFailed(f"stopped after round {r + 1}")
+                    raise DemoStepError(f"stopped after round {r + 1}")
                 self.rounds.append(_measure_round(
                     self.X, lo, hi, r + 1, self.admin, self.base, self.k, self.seed, self.meter,
                     self.centers.get(self.active), self.active, self.agents))
                 self.rollout(r + 1, hi)
                 if self.failures:
-                    raise _StepFailed(f"stopped after round {r + 1}")
+                    raise DemoStepError(f"stopped after round {r + 1}")
 
     def ingest_and_sync(self, round_no, lo, hi, bar):
         """Each device ingests its contiguous piece of the round's points, then syncs."""

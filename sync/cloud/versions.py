@@ -12,7 +12,11 @@ k-means, cluster statistics) is the core's, in :mod:`edgekm.solve`.
 **Publishing** fits centres on the aggregate with the aggregate's own solver
 (:meth:`edgekm.Coreset.fit_centers`), assigns every weighted point of the
 aggregate to its nearest centre and takes, per cluster, the weight and the
-weighted p50/p95/p99 of the squared distances (the anomaly thresholds).  The
+p50/p95/p99 of the squared distance (the anomaly thresholds) from the
+aggregate's spread (:func:`edgekm.solve.cluster_statistics`: each coreset
+point stands for its leaf's data, mean plus spread, and every quantile is at
+least a positive floor, so no device score is infinite).  An aggregate without
+spread (frames v1) gives the quantiles of the representatives alone, too tight.  The
 centres are then matched to the parent's (the active version, else the
 latest) by the Hungarian algorithm on squared distances, so that a label
 keeps its meaning across versions.  The version is stored once, as the exact
@@ -301,10 +305,11 @@ class Versions:
         return self._store_version(model, C, coreset, coreset.cost(C), None, actor, reason)
 
     def _store_version(self, model, centers, coreset, cost, windows, actor, reason):
-        """Label, summarise (weights, quantiles on ``coreset``) and store one version."""
+        """Label, summarise (weights, quantiles on ``coreset`` and its spread) and store one
+        version."""
         centers = np.ascontiguousarray(centers, dtype=coreset.points.dtype)
         k = centers.shape[0]
-        fit_weights, fit_quantiles = cluster_statistics(coreset.points, coreset.weights, centers)
+        fit_weights, fit_quantiles = cluster_statistics(coreset, centers)
         training_weight = float(coreset.total_weight)
         now = float(self.clock())
 

@@ -15,6 +15,7 @@ count, so the durable equation still holds.  Call :meth:`DeviceAgent.flush`
 (or :meth:`DeviceAgent.sync`) more often to lose less.
 """
 
+import logging
 import numbers
 import os
 import random
@@ -59,6 +60,8 @@ RETRYABLE_4XX = RETRYABLE_4XX
 WINDOW_ALGORITHM = "ct"
 #: a frame carries at most the wire's point limit
 _RULES = {"coreset_size": Interval(numbers.Integral, 1, _frame.MAX_POINTS)}
+
+_log = logging.getLogger(__name__)
 
 
 #: the verdict on one HTTP attempt (the client's; the old private name stays)
@@ -204,6 +207,8 @@ class DeviceAgent:
         self.assigner = None              # the Assigner of the version in use, or None
         self.filter = None                # its EdgeFilter
         self.last_pull = None             # what the last pull() did (a dict)
+        self._telemetry_unencodable = 0   # summaries dropped: they could not be encoded
+        self._unscored_before = 0         # unscored points of filters no longer in use
         self._version_doc = None
         self._window = None
         self._window_weight = 0.0
@@ -548,7 +553,7 @@ class DeviceAgent:
                 v, anomaly_threshold=self.anomaly_threshold,
                 window_seconds=self.telemetry_window_seconds, clock=self._clock,
                 max_anomalies=self.max_anomalies, device=self.device_id, boot=self.boot,
-                seq_source=self._outbox.take_telemetry_seq, summarize=summarize)
+                seq_source=self._outbox.take_telemetry_seq, summarize=self._summarize)
         else:
             closed = self.filter.set_version(v)
         self.assigner = self.filter.assigner
@@ -637,13 +642,39 @@ class DeviceAgent:
                               "error": f"version {self.version} has "
                               f"{self.filter.assigner.n_features} features; the points have "
                               f"{self._n_features}: not used"}
+            self._unscored_before += self.filter.n_unscored
             self.filter = self.assigner = self._version_doc = None
             return
         self._queue_summaries(self.filter.observe(X))
 
+    def _summarize(self, window):
+        """The filter's ``summarize``: the wire summary, or None (dropped, counted in
+        :meth:`stats`, logged once) when the window cannot be encoded.  Telemetry never
+        blocks ingest, :meth:`sync` or :meth:`close`."""
+        try:
+            return summarize(window)
+        except ValueError as exc:          # TelemetryError: a field the wire refuses
+            self._drop_summary(window, exc)
+            return None
+
+    def _drop_summary(self, window, exc):
+        self._telemetry_unencodable += 1
+        if self._telemetry_unencodable == 1:
+            _log.warning("device %s: telemetry summary %s of version %s cannot be encoded "
+                         "and is dropped (%s); further ones are only counted in stats()"
+                         "['telemetry_unencodable']", self.device_id, window.seq,
+                         window.version, exc)
+
     def _queue_summaries(self, summaries):
         for summary in summaries:
-            self._outbox.append_telemetry(summary.seq, summary.boot, encode_telemetry(summary),
+            if summary is None:
+                continue
+            try:
+                body = encode_telemetry(summary)
+            except ValueError as exc:
+                self._drop_summary(summary, exc)
+                continue
+            self._outbox.append_telemetry(summary.seq, summary.boot, body,
                                           created=summary.window[1])
 
     def _flush_filter(self):
@@ -679,9 +710,16 @@ class DeviceAgent:
         """Where the weight is: window, pending, acknowledged, rejected, and the total.
 
         ``weight_ingested == window_weight + pending_weight + weight_acked +
-        rejected_weight`` exactly, at every step and across restarts.
+        rejected_weight`` exactly, at every step and across restarts.  Telemetry since
+        this agent started: ``scores_unscored``, points whose anomaly score was not
+        finite (a version whose p99 is 0, published before the quantile floor; counted,
+        never forwarded), and ``telemetry_unencodable``, summaries dropped because
+        they could not be encoded.
         """
         out = self._open_outbox().stats()
+        out["scores_unscored"] = self._unscored_before + (
+            self.filter.n_unscored if self.filter is not None else 0)
+        out["telemetry_unencodable"] = self._telemetry_unencodable
         out["window_weight"] = float(self._window_weight)
         out["weight_ingested"] = out["weight_ingested"] + float(self._window_weight)
         out["next_point"] = self._next_point
