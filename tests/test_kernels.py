@@ -12,7 +12,7 @@ must agree within the stated tolerances.
 import numpy as np
 import pytest
 
-from _engine_helpers import mixture
+from helpers.engine import mixture
 from edgekm._core import _ops
 from edgekm._reference import ops as ref
 from edgekm._reference.rng import Rng, splitmix64

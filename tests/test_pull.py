@@ -10,8 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from _assign_helpers import blobs, make_version
-from _fake_aggregator import FakeAggregator
+from helpers.versions import blobs, make_version
+from helpers.fake_aggregator import FakeAggregator
 from edgekm.sync.device import agent as agent_mod
 from edgekm.sync.device.agent import DeviceAgent
 from edgekm.sync.wire.auth import new_key
