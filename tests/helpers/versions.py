@@ -2,25 +2,9 @@
 
 import numpy as np
 
-from edgekm._reference.ops import _assign
-from edgekm.sync.wire.version import CentroidVersion, decode_version, encode_version
+from tools.versions import make_version
 
-
-def make_version(X, centers, *, model="m", version=1, parent=None, dtype=None):
-    """A decoded version whose weights and quantiles come from assigning X."""
-    centers = np.asarray(centers, dtype=dtype or np.asarray(centers).dtype)
-    lab, d = _assign(np.asarray(X), centers.astype(np.float64))
-    k = centers.shape[0]
-    w = np.bincount(lab, minlength=k).astype(np.float64)
-    q = np.zeros((k, 3))
-    for c in range(k):
-        if w[c]:
-            q[c] = np.quantile(d[lab == c], [0.5, 0.95, 0.99], method="inverted_cdf")
-    v = CentroidVersion(model=model, version=version, parent=parent, created=1.0e9,
-                        centers=centers, cluster_weights=w, quantiles=q,
-                        training_weight=float(w.sum()), cost=float(d.sum()))
-    body, _ = encode_version(v)
-    return decode_version(body)
+__all__ = ["blobs", "make_version"]
 
 
 def blobs(n, k=5, d=4, seed=0, shift=0.0, dtype=np.float64):
