@@ -602,19 +602,19 @@ def test_durability_normal(tmp_path):
 
 
 def test_newer_or_foreign_databases_are_refused(tmp_path):
+    def write(db, sql):
+        conn = sqlite3.connect(db)
+        conn.execute(sql)
+        conn.commit()
+        conn.close()
+
     newer = tmp_path / "newer.db"
     Aggregator(newer).close()
-    conn = sqlite3.connect(newer)
-    conn.execute("UPDATE schema_version SET version = 99")
-    conn.commit()
-    conn.close()
+    write(newer, "UPDATE schema_version SET version = 99")
     with pytest.raises(SchemaError, match="99"):
         Aggregator(newer)
     foreign = tmp_path / "foreign.db"
-    conn = sqlite3.connect(foreign)
-    conn.execute("CREATE TABLE t (x)")
-    conn.commit()
-    conn.close()
+    write(foreign, "CREATE TABLE t (x)")
     with pytest.raises(SchemaError, match="not an edgekm"):
         Aggregator(foreign)
 

@@ -36,6 +36,13 @@ def _data(n, d, dtype, seed=0, spread=10.0, n_centres=4):
     return np.ascontiguousarray(mixture(rng, n, centres).astype(dtype))
 
 
+def over_shapes_dtypes_and_weights(test):
+    """Run ``test(n, d, k, dtype, weights)`` on every shape, dtype and kind of weights."""
+    test = pytest.mark.parametrize("n,d,k", SHAPES, ids=SHAPE_IDS)(test)
+    test = pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)(test)
+    return pytest.mark.parametrize("weights", ["integer", "real"])(test)
+
+
 def _weights(n, kind, seed=1):
     rng = np.random.default_rng(seed)
     if kind == "integer":
@@ -143,12 +150,9 @@ def test_float32_distances_match_float64(n, d, k):
 
 
 # ---------------------------------------------------------------- k-means++
-@pytest.mark.parametrize("weights", ["integer", "real"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("n,d,k", SHAPES, ids=SHAPE_IDS)
+@over_shapes_dtypes_and_weights
 def test_kmeanspp_equals_reference(n, d, k, dtype, weights):
-    X = _data(n, d, dtype)
-    w = _weights(n, weights)
+    X, w = _data(n, d, dtype), _weights(n, weights)
     for seed in (0, 7, 2**64 - 1):
         got = _ops.kmeanspp(X, w, k, seed)
         _assert_same(got, ref.kmeanspp(X, w, k, seed))
@@ -211,12 +215,9 @@ def test_kmeanspp_first_centre_is_drawn_by_weight():
 
 
 # ---------------------------------------------------------------- solve (k-means++ and Lloyd)
-@pytest.mark.parametrize("weights", ["integer", "real"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("n,d,k", SHAPES, ids=SHAPE_IDS)
+@over_shapes_dtypes_and_weights
 def test_solve_equals_reference(n, d, k, dtype, weights):
-    X = _data(n, d, dtype)
-    w = _weights(n, weights)
+    X, w = _data(n, d, dtype), _weights(n, weights)
     n_init, max_iter = (3, 20) if n <= 1500 else (2, 10)
     C, W, f = _ops.solve(X, w, k, n_init, max_iter, 5)
     rC, rW, rf = ref.solve(X, w, k, n_init, max_iter, 5)
@@ -352,10 +353,7 @@ def test_reduce_equals_reference_and_keeps_weight(n, d, m, dtype, weights):
     X = _unique_rows(n, d, dtype)
     w = _weights(n, weights)
     for seed in (0, 3):
-        P, V = _ops.reduce(X, w, m, seed)
-        rP, rV = ref.reduce(X, w, m, seed)
-        _assert_same(P, rP)
-        _assert_same(V, rV)
+        P, V = _reduce_both(X, w, m, seed)
         assert P.shape == (m, d) and P.dtype == dtype and V.dtype == np.float64
         # the output points are m distinct input rows, representatives in choice order
         where = _row_index(X)
@@ -409,6 +407,15 @@ def test_reduce_small_input_returns_a_copy(n, m, dtype):
         _assert_same(w, before_w)
 
 
+def _reduce_both(X, w, m, seed):
+    """``_ops.reduce``, checked equal to the reference's."""
+    P, V = _ops.reduce(X, w, m, seed)
+    rP, rV = ref.reduce(X, w, m, seed)
+    _assert_same(P, rP)
+    _assert_same(V, rV)
+    return P, V
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_reduce_all_rows_equal(dtype):
     """Duplicates only: every cost is 0, representatives are drawn uniformly
@@ -416,10 +423,7 @@ def test_reduce_all_rows_equal(dtype):
     X = np.tile(np.array([[1.5, -2.0, 3.0]], dtype=dtype), (60, 1))
     w = _weights(60, "integer")
     for seed in range(5):
-        P, V = _ops.reduce(X, w, 10, seed)
-        rP, rV = ref.reduce(X, w, 10, seed)
-        _assert_same(P, rP)
-        _assert_same(V, rV)
+        P, V = _reduce_both(X, w, 10, seed)
         assert P.shape == (10, 3)
         assert (P == X[0]).all()
         assert V.sum() == w.sum()
@@ -436,10 +440,7 @@ def test_reduce_keeps_a_dominant_outlier_alone(outlier_weight):
     w = np.ones(301)
     w[-1] = outlier_weight
     for seed in range(5):
-        P, V = _ops.reduce(X, w, 12, seed)
-        rP, rV = ref.reduce(X, w, 12, seed)
-        _assert_same(P, rP)
-        _assert_same(V, rV)
+        P, V = _reduce_both(X, w, 12, seed)
         hit = np.flatnonzero((P == X[-1]).all(axis=1))
         assert len(hit) == 1
         assert V[hit[0]] == outlier_weight
@@ -450,10 +451,7 @@ def test_reduce_to_one_point_keeps_all_the_weight():
     X = _unique_rows(40, 3, np.float64)
     w = _weights(40, "integer")
     for seed in range(3):
-        P, V = _ops.reduce(X, w, 1, seed)
-        rP, rV = ref.reduce(X, w, 1, seed)
-        _assert_same(P, rP)
-        _assert_same(V, rV)
+        P, V = _reduce_both(X, w, 1, seed)
         assert P.shape == (1, 3) and V.tolist() == [w.sum()]
         # the single representative is the first draw, by weight
         assert _row_index(X)[P[0].tobytes()] == Rng(seed).sample(w)
