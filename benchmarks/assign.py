@@ -25,28 +25,13 @@ import numpy as np
 
 import edgekm
 from edgekm import Assigner, EdgeFilter
-from edgekm._reference.ops import _assign
 from edgekm.datasets import load_shuttle
-from edgekm.sync.wire.version import CentroidVersion, decode_version, encode_version
 from edgekm.sync.wire.telemetry import summarize
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
 
-
-def make_version(X, centers, model="bench", version=1):
-    """A decoded version with weights and per-cluster quantiles from assigning X."""
-    centers = np.asarray(centers)
-    lab, d = _assign(X, centers.astype(np.float64))
-    k = centers.shape[0]
-    w = np.bincount(lab, minlength=k).astype(np.float64)
-    q = np.zeros((k, 3))
-    for c in range(k):
-        if w[c]:
-            q[c] = np.quantile(d[lab == c], [0.5, 0.95, 0.99], method="inverted_cdf")
-    v = CentroidVersion(model=model, version=version, parent=None, created=time.time(),
-                        centers=centers, cluster_weights=w, quantiles=q,
-                        training_weight=float(w.sum()), cost=float(d.sum()))
-    return decode_version(encode_version(v)[0])
+from tools.versions import make_version  # noqa: E402
 
 
 def bench_batch(repeat, n=100_000):
@@ -59,7 +44,7 @@ def bench_batch(repeat, n=100_000):
             true_c = rng.normal(scale=5.0, size=(k, d))
             X = true_c[rng.integers(0, k, n)] + rng.normal(size=(n, d))
             km = KMeans(k, n_init=1, max_iter=20, random_state=0).fit(X[:20_000])
-            v = make_version(X[:20_000], km.cluster_centers_)
+            v = make_version(X[:20_000], km.cluster_centers_, model="bench", created=time.time())
             a = Assigner(v)
             t_sk, t_ek = [], []
             for _ in range(repeat):
@@ -91,7 +76,7 @@ def bench_batch(repeat, n=100_000):
 def bench_one(calls=300_000):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(1000, 10))
-    v = make_version(X, X[:10].copy())
+    v = make_version(X, X[:10].copy(), model="bench", created=time.time())
     a = Assigner(v)
     pts = [np.ascontiguousarray(x) for x in X[:100]]
     best = float("inf")
@@ -108,7 +93,7 @@ def bench_compression(window=10_000, k=10):
     X = load_shuttle()
     X = X[np.random.default_rng(0).permutation(len(X))]
     est = edgekm.StreamingKMeans(k, random_state=0).fit(X)
-    v = make_version(X, est.cluster_centers_)
+    v = make_version(X, est.cluster_centers_, model="bench", created=time.time())
     clock = [0.0]
     f = EdgeFilter(v, clock=lambda: clock[0], window_seconds=1e9, summarize=summarize)
     windows = []

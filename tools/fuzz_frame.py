@@ -9,7 +9,7 @@ fuzzer reaches the validation behind them.  Each may raise only its
 documented error (``FrameError``,
 ``TelemetryError``, ``VersionError``); any other exception is a crash,
 and libFuzzer writes the input to ``tests/fuzz_corpus/crashers/``, where
-``tests/test_fuzz.py`` replays it in every run.  libFuzzer also fails an
+``tests/wire/test_fuzz.py`` replays it in every run.  libFuzzer also fails an
 input that runs longer than ``-timeout`` seconds (1) or a process above
 ``-rss_limit_mb`` (1024) or one allocation above ``-malloc_limit_mb`` (256).
 

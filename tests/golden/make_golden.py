@@ -6,7 +6,7 @@ Run once, when a frame version is introduced::
     python tests/golden/make_golden.py --check    # regenerate in memory, compare
 
 The committed ``*.msgpack`` files are the point: they stand for frames that
-devices in the field have already sent, and ``tests/test_frame.py`` decodes
+devices in the field have already sent, and ``tests/wire/test_frame.py`` decodes
 them in every run.  They must never be regenerated to make a test pass.  The
 script therefore refuses to overwrite a file whose content would change
 unless ``--force`` is given (and a forced rewrite of a released version's

@@ -9,7 +9,6 @@ import hashlib
 import json
 import re
 import time
-from pathlib import Path
 
 import msgpack
 import msgspec
@@ -22,10 +21,8 @@ import edgekm
 import edgekm.sync
 from edgekm.sync.wire import frame as F
 from edgekm.sync.wire.frame import FIELDS_V1, Frame, FrameError, decode_frame, encode_frame
+from helpers import GOLDEN, PROTOCOL
 
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ROOT / "tests" / "golden"
-PROTOCOL = ROOT / "sync" / "PROTOCOL.md"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())["frames"]
 GOLDEN_NAMES = sorted(EXPECTED)
 

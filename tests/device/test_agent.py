@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from _fake_aggregator import FakeAggregator
+from helpers.fake_aggregator import FakeAggregator
 from edgekm.sync.device import agent as agent_mod
 from edgekm.sync.device.agent import AgentLockedError, DeviceAgent
 from edgekm.sync.wire.auth import new_key
@@ -595,7 +595,7 @@ def test_end_to_end_real_aggregator_uvicorn_and_device_processes(tmp_path):
     uvicorn = pytest.importorskip("uvicorn")
     import threading
 
-    from _fake_aggregator import _free_port
+    from helpers.fake_aggregator import _free_port
 
     aggregator = aggregator_mod.Aggregator(tmp_path / "agg.db", coreset_size=50, random_state=0)
     devices = {f"dev-{i}": aggregator.add_device(f"dev-{i}") for i in range(3)}

@@ -30,17 +30,10 @@ from edgekm.sync.wire.version import decode_version  # noqa: E402
 from edgekm.sync.cloud.versions import (RolloutError, UnknownVersionError,  # noqa: E402
                                         cohort_bucket, in_cohort, match_labels)
 from edgekm.solve import squared_distances, weighted_quantiles  # noqa: E402
+from helpers.fakes import FakeClock  # noqa: E402
 
 ADMIN = "admin-token-for-tests"
 BLOBS = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0], [6.0, 6.0], [3.0, 10.0]])
-
-
-class Clock:
-    def __init__(self, t=1_700_000_000.0):
-        self.t = t
-
-    def __call__(self):
-        return self.t
 
 
 def blob_points(centres, n_per=150, seed=0, scale=0.3):
@@ -57,7 +50,7 @@ def frame(points, device="dev-a", model="m", seq=0, weights=None):
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return FakeClock(1_700_000_000.0)
 
 
 @pytest.fixture
@@ -158,8 +151,8 @@ def test_publish_stores_an_immutable_version(agg, clock):
     assert decode_version(body, expected_digest=digest).version == 1 == cv.version
     assert cv.digest == digest == info["digest"]
     assert cv.centers.dtype == np.float32 and cv.cluster_weights.sum() == pytest.approx(600)
-    assert cv.created == clock.t and cv.training_weight == 600
-    clock.t += 10
+    assert cv.created == clock.now and cv.training_weight == 600
+    clock.now += 10
     assert agg.publish("m", 4) == 2
     assert [v["status"] for v in agg.versions("m")] == ["active", "candidate"]
     assert agg.version("m", 2).parent == 1
@@ -287,7 +280,7 @@ def test_canary_promote_rollback_and_pin(agg, clock):
     assert cv.version == 1 and flags["pinned"]
     for d in devices[1:]:
         assert agg.version_for("m", d)[0].version == 3
-    clock.t += 5
+    clock.now += 5
     assert agg.rollback("m") == {"active": 1, "retired": 3}
     for d in devices[1:]:
         cv, flags = agg.version_for("m", d)
@@ -306,7 +299,7 @@ def test_canary_promote_rollback_and_pin(agg, clock):
         ("rollback", 1, "retired", "active"), ("unpin", 1, None, None)]
     events = agg.version_events("m")
     assert all(e["actor"] == "api" for e in events)
-    assert events[-3]["at"] == clock.t and events[4]["detail"]["percent"] == 50
+    assert events[-3]["at"] == clock.now and events[4]["detail"]["percent"] == 50
 
 
 def test_rollback_is_atomic_under_concurrent_pulls(agg):
@@ -419,10 +412,10 @@ def test_auto_publish_policy_with_an_injected_clock(agg, clock):
         agg.set_publish_policy("m", every_seconds=60)
     agg.set_publish_policy("m", every_seconds=60, n_clusters=4)
     assert agg.run_publish_policies() == []
-    clock.t += 60
+    clock.now += 60
     (published,) = agg.run_publish_policies()
     assert published[:2] == ("m", 1) and "every_seconds" in published[2]
-    clock.t += 120
+    clock.now += 120
     assert agg.run_publish_policies() == []            # no new weight: nothing to refit
     fill(agg, seq=1, seed=1)
     assert [p[1] for p in agg.run_publish_policies()] == [2]
@@ -435,7 +428,7 @@ def test_auto_publish_policy_with_an_injected_clock(agg, clock):
     # by device drift
     agg.set_publish_policy("m", drift_threshold=0.5)
     fill(agg, seq=4, seed=4)
-    clock.t += 1
+    clock.now += 1
     agg.accept_telemetry("m", "dev-a", encode_telemetry(summary(drift=0.2)))
     assert agg.run_publish_policies() == []
     agg.accept_telemetry("m", "dev-a", encode_telemetry(summary(seq=1, drift=0.9)))
@@ -499,7 +492,7 @@ def test_http_publish_given_centres(agg, client):
 
 
 def test_abort_canary_sends_the_cohort_back_to_the_active_version(agg, client, clock):
-    clock.t = time.time()                  # requests are signed with the real clock
+    clock.now = time.time()                  # requests are signed with the real clock
     key = agg.add_device("dev-h")
     fill(agg)
     assert agg.publish("m", 4) == 1 and agg.publish("m", 3, random_state=1) == 2
@@ -523,7 +516,7 @@ def test_abort_canary_sends_the_cohort_back_to_the_active_version(agg, client, c
 
 
 def test_http_pull_etag_rollback_and_pin(agg, client, clock):
-    clock.t = time.time()                  # requests are signed with the real clock
+    clock.now = time.time()                  # requests are signed with the real clock
     key = agg.add_device("dev-h")
     r = pull(client, key, "dev-h")
     assert r.status_code == 404 and r.json()["reason"] == "unknown_model"
@@ -576,7 +569,7 @@ def test_http_pull_etag_rollback_and_pin(agg, client, clock):
 
 
 def test_http_telemetry_and_drift(agg, client, clock):
-    clock.t = time.time()
+    clock.now = time.time()
     key = agg.add_device("dev-t")
     fill(agg)
     agg.publish("m", 4)

@@ -8,16 +8,13 @@ are in ``docs/reliability.md``.
 import glob
 import os
 import sqlite3
-import sys
 
 import pytest
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tools import crash_aggregator  # noqa: E402
+from tools import crash_aggregator
 
 
 @pytest.fixture(scope="module")

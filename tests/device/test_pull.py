@@ -10,8 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from _assign_helpers import blobs, make_version
-from _fake_aggregator import FakeAggregator
+from helpers.versions import blobs, make_version
+from helpers.fake_aggregator import FakeAggregator
 from edgekm.sync.device import agent as agent_mod
 from edgekm.sync.device.agent import DeviceAgent
 from edgekm.exceptions import TelemetryError
@@ -40,15 +40,17 @@ def _agent(url, state_dir, **kw):
     return DeviceAgent(url, "m", "dev-1", KEY, state_dir, n_clusters=3, random_state=0, **kw)
 
 
-def _versions(X, centers):
+@pytest.fixture
+def versions(data):
+    """Versions 1 and 2 (its centres moved by 0.5) of the data."""
+    X, centers = data
     v1 = make_version(X, centers, version=1)
     v2 = make_version(X, centers + 0.5, version=2, parent=1)
     return v1, v2
 
 
-def test_200_then_304_then_upgrade(fake, data, tmp_path):
-    X, centers = data
-    v1, v2 = _versions(X, centers)
+def test_200_then_304_then_upgrade(fake, versions, tmp_path):
+    v1, v2 = versions
     with _agent(fake.url, tmp_path) as agent:
         assert agent.pull() is None and agent.assigner is None      # 404 no_version
         fake.publish("m", v1)
@@ -60,9 +62,8 @@ def test_200_then_304_then_upgrade(fake, data, tmp_path):
         assert (tmp_path / "version.current").exists() and (tmp_path / "version.previous").exists()
 
 
-def test_digest_mismatch_is_refused_and_the_previous_stays(fake, data, tmp_path):
-    X, centers = data
-    v1, v2 = _versions(X, centers)
+def test_digest_mismatch_is_refused_and_the_previous_stays(fake, versions, tmp_path):
+    v1, v2 = versions
     fake.publish("m", v1)
     with _agent(fake.url, tmp_path) as agent:
         assert agent.pull() == 1
@@ -76,9 +77,8 @@ def test_digest_mismatch_is_refused_and_the_previous_stays(fake, data, tmp_path)
         assert agent.pull() == 2                                # the good body next time
 
 
-def test_downgrade_refused_unless_rollback_or_pinned(fake, data, tmp_path):
-    X, centers = data
-    v1, v2 = _versions(X, centers)
+def test_downgrade_refused_unless_rollback_or_pinned(fake, versions, tmp_path):
+    v1, v2 = versions
     with _agent(fake.url, tmp_path) as agent:
         fake.publish("m", v2)
         assert agent.pull() == 2
@@ -92,9 +92,8 @@ def test_downgrade_refused_unless_rollback_or_pinned(fake, data, tmp_path):
         assert agent.pull() == 1
 
 
-def test_network_errors_and_server_errors_keep_the_version(fake, data, tmp_path):
-    X, centers = data
-    v1, _ = _versions(X, centers)
+def test_network_errors_and_server_errors_keep_the_version(fake, versions, tmp_path):
+    v1, _ = versions
     fake.publish("m", v1)
     with _agent(fake.url, tmp_path) as agent:
         assert agent.pull() == 1
@@ -105,10 +104,8 @@ def test_network_errors_and_server_errors_keep_the_version(fake, data, tmp_path)
         assert agent.pull() == 1
 
 
-def test_a_failure_between_write_and_rename_leaves_the_old_version(fake, data, tmp_path,
-                                                                  monkeypatch):
-    X, centers = data
-    v1, v2 = _versions(X, centers)
+def test_a_failure_between_write_and_rename_leaves_the_old_version(fake, versions, tmp_path, monkeypatch):
+    v1, v2 = versions
     fake.publish("m", v1)
     with _agent(fake.url, tmp_path) as agent:
         assert agent.pull() == 1
@@ -132,9 +129,9 @@ def test_a_failure_between_write_and_rename_leaves_the_old_version(fake, data, t
         assert agent.version == 1 and not (tmp_path / "version.tmp").exists()
 
 
-def test_a_torn_current_file_falls_back_to_previous(fake, data, tmp_path):
+def test_a_torn_current_file_falls_back_to_previous(fake, data, versions, tmp_path):
     X, centers = data
-    v1, v2 = _versions(X, centers)
+    v1, v2 = versions
     with _agent(fake.url, tmp_path) as agent:
         fake.publish("m", v1)
         agent.pull()
@@ -163,9 +160,9 @@ OFFLINE = textwrap.dedent("""
 """)
 
 
-def test_offline_assignment_after_a_restart_without_a_server(data, tmp_path):
+def test_offline_assignment_after_a_restart_without_a_server(data, versions, tmp_path):
     X, centers = data
-    v1, _ = _versions(X, centers)
+    v1, _ = versions
     np.save(tmp_path / "x.npy", X[:50])
     state = tmp_path / "state"
     with FakeAggregator({"dev-1": KEY}) as fake:
@@ -183,9 +180,9 @@ def test_offline_assignment_after_a_restart_without_a_server(data, tmp_path):
     assert out["labels"] == Assigner(v1).assign(X[:50]).labels.tolist()
 
 
-def test_ingest_runs_the_filter_and_sync_uploads_telemetry(fake, data, tmp_path):
+def test_ingest_runs_the_filter_and_sync_uploads_telemetry(fake, data, versions, tmp_path):
     X, centers = data
-    v1, v2 = _versions(X, centers)
+    v1, v2 = versions
     fake.publish("m", v1)
     with _agent(fake.url, tmp_path) as agent:
         agent.ingest(X[:100])                          # no version yet: no telemetry
@@ -212,8 +209,8 @@ def test_ingest_runs_the_filter_and_sync_uploads_telemetry(fake, data, tmp_path)
         agent.ingest(X[1300:1400])
         report = agent.sync()
         assert report["telemetry_uploaded"] == 2 and report["version"] == 2
-    versions = sorted((s.seq, s.version, s.n_points) for s in fake.telemetry.values())
-    assert versions == [(0, 1, 1001), (1, 1, 100), (2, 2, 100)]
+    sent = sorted((s.seq, s.version, s.n_points) for s in fake.telemetry.values())
+    assert sent == [(0, 1, 1001), (1, 1, 100), (2, 2, 100)]
 
 
 def _zero_p99_version(centers):
@@ -254,9 +251,9 @@ def test_an_infinite_score_is_counted_and_never_blocks_sync_or_close(fake, data,
 
 
 def test_a_summary_that_cannot_be_encoded_is_dropped_counted_and_logged_once(
-        fake, data, tmp_path, monkeypatch, caplog):
+        fake, data, versions, tmp_path, monkeypatch, caplog):
     X, centers = data
-    v1, _ = _versions(X, centers)
+    v1, _ = versions
     fake.publish("m", v1)
 
     def broken(window):
@@ -276,9 +273,9 @@ def test_a_summary_that_cannot_be_encoded_is_dropped_counted_and_logged_once(
     assert not fake.telemetry
 
 
-def test_telemetry_survives_a_restart(fake, data, tmp_path):
+def test_telemetry_survives_a_restart(fake, data, versions, tmp_path):
     X, centers = data
-    v1, _ = _versions(X, centers)
+    v1, _ = versions
     fake.publish("m", v1)
     with _agent(fake.url, tmp_path) as agent:
         agent.pull()

@@ -15,7 +15,7 @@ import pickle
 import numpy as np
 import pytest
 
-from _engine_helpers import (BACKENDS, EMPTY, S_LEVEL, S_LO, S_HI, STATE_BUFFERS, bufs,
+from helpers.engine import (BACKENDS, EMPTY, S_LEVEL, S_LO, S_HI, STATE_BUFFERS, bufs,
                              cache_entries, check_inner_structures, check_pool,
                              check_unit_weight_slots, chi, digits, expected_absorptions,
                              floor_log, list_slots, major, make_engine, mixture, ones,

@@ -13,12 +13,12 @@ import re
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
-from _serve_helpers import start_serve, stop_serve
+from helpers import ROOT
+from helpers.serve import start_serve, stop_serve
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = ROOT / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.py"))
 
 #: optional modules an example needs (skipped, not failed, when one is absent)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule)
 
-from _engine_helpers import digits, mixture
+from helpers.engine import digits, mixture
 from edgekm import StreamingKMeans, _defaults
 from edgekm._core import _ops
 from edgekm.exceptions import NotFittedError

@@ -11,14 +11,12 @@ import importlib
 import inspect
 import pkgutil
 import re
-from pathlib import Path
 
 import pytest
 
 import edgekm
 import edgekm.sync
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT
 
 #: third-party packages of the optional extras: a module that needs a missing one is skipped
 OPTIONAL = {"starlette", "uvicorn", "httptools", "uvloop", "scipy", "prometheus_client", "dask",

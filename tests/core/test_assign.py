@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from _assign_helpers import blobs, make_version
+from helpers.versions import blobs, make_version
 from edgekm import Assigner, AssignResult, _backend
 from edgekm._reference import assign as ref
 from edgekm.sync.wire.version import CentroidVersion, encode_version

@@ -6,7 +6,6 @@ worked example of sync/PROTOCOL.md section 8.2.
 import hashlib
 import hmac
 import re
-from pathlib import Path
 
 import pytest
 
@@ -14,10 +13,9 @@ import edgekm
 from edgekm.sync.wire import auth
 from edgekm.sync.wire.auth import (H_DEVICE, H_NONCE, H_SIGNATURE, H_TIMESTAMP, AuthError, sign,
                               signed_headers, string_to_sign, verify)
+from helpers import GOLDEN, PROTOCOL
 
-ROOT = Path(__file__).resolve().parents[1]
-PROTOCOL = ROOT / "sync" / "PROTOCOL.md"
-BODY = (ROOT / "tests" / "golden" / "example_f4_n2_d3.msgpack").read_bytes()
+BODY = (GOLDEN / "example_f4_n2_d3.msgpack").read_bytes()
 
 # PROTOCOL.md section 8.2
 KEY = bytes(range(32)).hex()

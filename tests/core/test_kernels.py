@@ -12,7 +12,7 @@ must agree within the stated tolerances.
 import numpy as np
 import pytest
 
-from _engine_helpers import mixture
+from helpers.engine import mixture
 from edgekm._core import _ops
 from edgekm._reference import ops as ref
 from edgekm._reference.rng import Rng, splitmix64
@@ -34,6 +34,13 @@ def _data(n, d, dtype, seed=0, spread=10.0, n_centres=4):
     rng = np.random.default_rng(seed)
     centres = rng.uniform(-spread, spread, size=(n_centres, d))
     return np.ascontiguousarray(mixture(rng, n, centres).astype(dtype))
+
+
+def over_shapes_dtypes_and_weights(test):
+    """Run ``test(n, d, k, dtype, weights)`` on every shape, dtype and kind of weights."""
+    test = pytest.mark.parametrize("n,d,k", SHAPES, ids=SHAPE_IDS)(test)
+    test = pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)(test)
+    return pytest.mark.parametrize("weights", ["integer", "real"])(test)
 
 
 def _weights(n, kind, seed=1):
@@ -143,12 +150,9 @@ def test_float32_distances_match_float64(n, d, k):
 
 
 # ---------------------------------------------------------------- k-means++
-@pytest.mark.parametrize("weights", ["integer", "real"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("n,d,k", SHAPES, ids=SHAPE_IDS)
+@over_shapes_dtypes_and_weights
 def test_kmeanspp_equals_reference(n, d, k, dtype, weights):
-    X = _data(n, d, dtype)
-    w = _weights(n, weights)
+    X, w = _data(n, d, dtype), _weights(n, weights)
     for seed in (0, 7, 2**64 - 1):
         got = _ops.kmeanspp(X, w, k, seed)
         _assert_same(got, ref.kmeanspp(X, w, k, seed))
@@ -211,12 +215,9 @@ def test_kmeanspp_first_centre_is_drawn_by_weight():
 
 
 # ---------------------------------------------------------------- solve (k-means++ and Lloyd)
-@pytest.mark.parametrize("weights", ["integer", "real"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("n,d,k", SHAPES, ids=SHAPE_IDS)
+@over_shapes_dtypes_and_weights
 def test_solve_equals_reference(n, d, k, dtype, weights):
-    X = _data(n, d, dtype)
-    w = _weights(n, weights)
+    X, w = _data(n, d, dtype), _weights(n, weights)
     n_init, max_iter = (3, 20) if n <= 1500 else (2, 10)
     C, W, f = _ops.solve(X, w, k, n_init, max_iter, 5)
     rC, rW, rf = ref.solve(X, w, k, n_init, max_iter, 5)

@@ -12,24 +12,10 @@ from edgekm.sync import encode_frame
 from edgekm.sync.cloud import database as store
 from edgekm.sync.cloud.aggregator import Aggregator, ConflictError, DeviceWeightCapError
 from edgekm.sync.wire.telemetry import TelemetrySummary, encode_telemetry
+from helpers.fakes import make_frame
 
 WINDOW = 10.0
-
-
-class Clock:
-    def __init__(self, now=1_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
-def make_frame(seq, device="dev-a", boot=1, n=8, seed=None, d=2):
-    rng = np.random.default_rng(seq * 7919 + (seed or 0) + hash(device) % 1000)
-    return encode_frame(model="m", device=device, boot=boot, seq=seq, span=(0, n - 1),
-                        points=rng.normal(size=(n, d)).astype(np.float32),
-                        weights=rng.integers(1, 6, size=n).astype(np.float64), level=0,
-                        created=0.0)
+SMALL = {"n": 8, "d": 2}          # the frames of this module: 8 points in 2-d
 
 
 def rows(db, table, where=""):
@@ -46,11 +32,6 @@ def scalar(db, sql, *args):
         return conn.execute(sql, args).fetchone()[0]
     finally:
         conn.close()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture
@@ -76,7 +57,7 @@ def feed(agg, clock, windows, seqs, per_window=3):
             for device in ("dev-a", "dev-b"):
                 seq = seqs[device]
                 seqs[device] += 1
-                body = make_frame(seq, device)
+                body = make_frame(seq=seq, device=device, **SMALL)
                 assert agg.accept("m", device, body)["status"] == "accepted"
                 bodies[(device, seq)] = body
         clock.now += WINDOW
@@ -125,10 +106,10 @@ def test_dedup_across_compaction(agg, db, clock):
     bodies = feed(agg, clock, 80, seqs, per_window=1)
     # dev-a skips seq 500 (a frame merged away in its outbox) and goes on after it
     for seq in (501, 502):
-        bodies[("dev-a", seq)] = make_frame(seq)
+        bodies[("dev-a", seq)] = make_frame(seq=seq, **SMALL)
         agg.accept("m", "dev-a", bodies[("dev-a", seq)])
     clock.now += 1000.0
-    agg.accept("m", "dev-a", make_frame(503))               # recent: keeps its digest
+    agg.accept("m", "dev-a", make_frame(seq=503, **SMALL))               # recent: keeps its digest
     agg.compact()
     assert rows(db, "frames", "WHERE device_id = 'dev-a'") == 1
     runs = sqlite3.connect(db).execute(
@@ -136,20 +117,20 @@ def test_dedup_across_compaction(agg, db, clock):
     assert runs == [(0, 79), (501, 502)]
     total, frames = agg.total_weight("m"), agg.frame_count("m")
     # an old frame, as it was or with another body: a duplicate, never merged again
-    for body in (bodies[("dev-a", 3)], make_frame(3, seed=99), bodies[("dev-a", 502)]):
+    for body in (bodies[("dev-a", 3)], make_frame(seq=3, seed=99, **SMALL), bodies[("dev-a", 502)]):
         answer = agg.accept("m", "dev-a", body)
         assert answer["status"] == "duplicate" and answer["collapsed"] is True
     assert (agg.total_weight("m"), agg.frame_count("m")) == (total, frames)
     # the recent frame still has its digest: a changed body is a conflict
     with pytest.raises(ConflictError):
-        agg.accept("m", "dev-a", make_frame(503, seed=5))
-    assert agg.accept("m", "dev-a", make_frame(503))["status"] == "duplicate"
+        agg.accept("m", "dev-a", make_frame(seq=503, seed=5, **SMALL))
+    assert agg.accept("m", "dev-a", make_frame(seq=503, **SMALL))["status"] == "duplicate"
     # the gap was never accepted: seq 500 arriving late is merged, not lost
-    late = make_frame(500)
+    late = make_frame(seq=500, **SMALL)
     answer = agg.accept("m", "dev-a", late)
     assert answer["status"] == "accepted" and agg.total_weight("m") == total + answer["weight"]
     # another boot's seq 3 is not in dev-a boot 1's run
-    assert agg.accept("m", "dev-a", make_frame(3, boot=2))["status"] == "accepted"
+    assert agg.accept("m", "dev-a", make_frame(seq=3, boot=2, **SMALL))["status"] == "accepted"
     agg.compact()
     agg.compact()                                            # idempotent
     assert agg.accept("m", "dev-a", late)["status"] == "duplicate"
@@ -166,7 +147,7 @@ def summary(seq):
 
 
 def test_telemetry_and_anomalies_are_collapsed(agg, db, clock):
-    agg.accept("m", "dev-a", make_frame(0))
+    agg.accept("m", "dev-a", make_frame(seq=0, **SMALL))
     for seq in range(5):
         assert agg.accept_telemetry("m", "dev-a", summary(seq))["status"] == "accepted"
     clock.now += 700.0

@@ -10,7 +10,6 @@ writes) is replayed under a memory cap.  Anything but ``FrameError``,
 
 import glob
 import os
-import sys
 import tracemalloc
 import zlib
 
@@ -19,9 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tools.fuzz_frame import CORPUS, TARGETS, decoders, fix_up  # noqa: E402
+from tools.fuzz_frame import CORPUS, TARGETS, decoders, fix_up
 
 DECODERS = decoders()
 #: most bytes one decode may allocate (Python and NumPy allocations, tracemalloc)

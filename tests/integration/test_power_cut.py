@@ -8,7 +8,6 @@ the long one and its figures are in ``docs/reliability.md``.
 import os
 import shutil
 import sqlite3
-import sys
 
 import numpy as np
 import pytest
@@ -16,10 +15,8 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from edgekm.sync.wire.version import CentroidVersion, encode_version  # noqa: E402
-from tools import crash_device  # noqa: E402
+from edgekm.sync.wire.version import CentroidVersion, encode_version
+from tools import crash_device
 
 
 def test_forty_power_cuts_lose_and_double_nothing():

@@ -15,28 +15,9 @@ from edgekm.sync.cloud.aggregator import (Aggregator, ConflictError, DeviceExist
                                     UnknownDeviceError, UnknownModelError, Upload)
 from edgekm.sync.wire.frame import FrameError
 from edgekm.sync.cloud.database import SCHEMA_VERSION, SchemaError
+from helpers.fakes import FakeClock, make_frame
 
 PATH = "/v1/models/{}/frames"
-
-
-class Clock:
-    """A settable clock for the aggregator (Unix seconds)."""
-
-    def __init__(self, now=1_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
-def make_frame(device="dev-a", model="m", seq=0, n=10, d=3, boot=1, seed=None, weights=None,
-               dtype=np.float32, level=0, created=0.0):
-    rng = np.random.default_rng(seq if seed is None else seed)
-    points = rng.normal(size=(n, d)).astype(dtype)
-    if weights is None:
-        weights = rng.integers(1, 6, size=n).astype(np.float64)
-    return encode_frame(model=model, device=device, boot=boot, seq=seq, span=(0, n - 1),
-                        points=points, weights=weights, level=level, created=created)
 
 
 def signed(agg, key, body, device="dev-a", model="m", now=None, path=None):
@@ -62,11 +43,6 @@ def snapshot(agg, db):
     finally:
         conn.close()
     return counts, bucket_weight, model_weight
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture
@@ -202,7 +178,7 @@ def test_aggregate_weight_matches_stored_buckets(agg, key, db):
 
 @pytest.mark.parametrize("r", [2, 3])
 def test_aggregate_stays_bounded(tmp_path, r):
-    clock = Clock()
+    clock = FakeClock()
     agg = Aggregator(tmp_path / "b.db", clock=clock, coreset_size=8, merge_degree=r,
                      durability="normal", random_state=0)
     agg.add_device("dev-a")
@@ -572,7 +548,7 @@ def test_restart_keeps_everything(db, clock):
 
 def test_merges_are_reproducible(tmp_path):
     def run(path):
-        clock = Clock()
+        clock = FakeClock()
         agg = Aggregator(path, clock=clock, coreset_size=8, random_state=42)
         agg.add_device("dev-a")
         for seq in range(40):
@@ -626,19 +602,19 @@ def test_durability_normal(tmp_path):
 
 
 def test_newer_or_foreign_databases_are_refused(tmp_path):
+    def write(db, sql):
+        conn = sqlite3.connect(db)
+        conn.execute(sql)
+        conn.commit()
+        conn.close()
+
     newer = tmp_path / "newer.db"
     Aggregator(newer).close()
-    conn = sqlite3.connect(newer)
-    conn.execute("UPDATE schema_version SET version = 99")
-    conn.commit()
-    conn.close()
+    write(newer, "UPDATE schema_version SET version = 99")
     with pytest.raises(SchemaError, match="99"):
         Aggregator(newer)
     foreign = tmp_path / "foreign.db"
-    conn = sqlite3.connect(foreign)
-    conn.execute("CREATE TABLE t (x)")
-    conn.commit()
-    conn.close()
+    write(foreign, "CREATE TABLE t (x)")
     with pytest.raises(SchemaError, match="not an edgekm"):
         Aggregator(foreign)
 

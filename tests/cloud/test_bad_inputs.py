@@ -22,6 +22,7 @@ with warnings.catch_warnings():
 from edgekm.sync.wire import auth  # noqa: E402
 from edgekm.sync.cloud.aggregator import Aggregator  # noqa: E402
 from edgekm.sync.cloud.http.app import create_app  # noqa: E402
+from helpers.fakes import FakeClock  # noqa: E402
 
 NOW = 1_700_000_000.0          # the aggregator's (frozen) clock
 CAP = 1e6                      # max_device_weight, policy "reject"
@@ -59,15 +60,10 @@ def signed(key, body, device="dev-a", path=PATH, now=NOW, method="POST"):
     return headers
 
 
-class Clock:
-    def __call__(self):
-        return NOW
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     db = tmp_path_factory.mktemp("bad") / "bad.db"
-    agg = Aggregator(db, clock=Clock(), random_state=0, auto_create_models=False,
+    agg = Aggregator(db, clock=FakeClock(NOW), random_state=0, auto_create_models=False,
                      max_frame_bytes=LIMIT, max_device_weight=CAP, weight_cap_policy="reject",
                      coreset_size=20)
     agg.add_model("m", 3)
@@ -294,7 +290,7 @@ def test_concurrency_limit_answers_503(tmp_path):
 
     import httpx
 
-    agg = Aggregator(tmp_path / "c.db", clock=Clock(), random_state=0)
+    agg = Aggregator(tmp_path / "c.db", clock=FakeClock(NOW), random_state=0)
     key = agg.add_device("dev-a")
     app = create_app(agg, max_concurrency=1, policy_interval=None, compact_interval=None)
     body = frame(0)
@@ -330,7 +326,7 @@ def test_waiting_requests_get_the_slots_in_arrival_order(tmp_path):
 
     import httpx
 
-    agg = Aggregator(tmp_path / "q.db", clock=Clock(), random_state=0)
+    agg = Aggregator(tmp_path / "q.db", clock=FakeClock(NOW), random_state=0)
     key = agg.add_device("dev-a")
     app = create_app(agg, max_concurrency=1, max_waiting=2, max_wait=30.0,
                      policy_interval=None, compact_interval=None)

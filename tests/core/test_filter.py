@@ -3,18 +3,11 @@
 import numpy as np
 import pytest
 
-from _assign_helpers import blobs, make_version
+from helpers.fakes import FakeClock
+from helpers.versions import blobs, make_version
 from edgekm import EdgeFilter
 from edgekm.filter import _bins, _bin_value, _quantiles, psi, BINS_PER_OCTAVE
 from edgekm.sync.wire.telemetry import decode_telemetry, encode_telemetry, summarize
-
-
-class Clock:
-    def __init__(self, t=1000.0):
-        self.t = t
-
-    def __call__(self):
-        return self.t
 
 
 def _stream(seed=0, n=20000, shift=0.0):
@@ -26,7 +19,7 @@ def _stream(seed=0, n=20000, shift=0.0):
 def test_summary_matches_the_points_and_the_ratio_is_the_encoding():
     X, centers, Y = _stream()
     v = make_version(X, centers)
-    f = EdgeFilter(v, clock=Clock(), device="dev-1", boot=7, summarize=summarize)
+    f = EdgeFilter(v, clock=FakeClock(1000.0), device="dev-1", boot=7, summarize=summarize)
     assert f.observe(Y[:5000]) == []
     s = f.flush()
     lab = f.assigner.assign(Y[:5000]).labels
@@ -47,7 +40,7 @@ def test_summary_matches_the_points_and_the_ratio_is_the_encoding():
 def test_anomalies_capped_highest_scores_kept_and_drops_counted():
     X, centers, Y = _stream()
     v = make_version(X, centers)
-    f = EdgeFilter(v, clock=Clock(), max_anomalies=5, anomaly_threshold=1.0)
+    f = EdgeFilter(v, clock=FakeClock(1000.0), max_anomalies=5, anomaly_threshold=1.0)
     f.observe(Y[:3000])
     f.observe(Y[3000:6000])
     r = f.assigner.assign(Y[:6000])
@@ -66,12 +59,12 @@ def test_windows_close_on_time_and_on_a_version_change():
     X, centers, Y = _stream()
     v1 = make_version(X, centers)
     v2 = make_version(X, centers + 0.1, version=2, parent=1)
-    clock = Clock(100.0)
+    clock = FakeClock(100.0)
     f = EdgeFilter(v1, clock=clock, window_seconds=10.0)
     f.observe(Y[:100])
-    clock.t = 105.0
+    clock.now = 105.0
     assert f.observe(Y[100:200]) == []
-    clock.t = 110.0
+    clock.now = 110.0
     closed = f.observe(Y[200:300])
     assert len(closed) == 1 and closed[0].n_points == 200 and closed[0].window == (100.0, 105.0)
     s = f.set_version(v2)
@@ -84,7 +77,7 @@ def test_windows_close_on_time_and_on_a_version_change():
 def test_stationary_stream_no_drift_and_under_one_percent():
     X, centers, _ = _stream(n=40000)
     v = make_version(X[:20000], centers)
-    f = EdgeFilter(v, clock=Clock(), summarize=summarize)
+    f = EdgeFilter(v, clock=FakeClock(1000.0), summarize=summarize)
     for a in range(20000, 40000, 10000):
         f.observe(X[a:a + 10000])
         s = f.flush()
@@ -96,7 +89,7 @@ def test_stationary_stream_no_drift_and_under_one_percent():
 def test_moving_centres_are_flagged(shift):
     X, centers, Y = _stream(shift=shift)
     v = make_version(X, centers)
-    f = EdgeFilter(v, clock=Clock())
+    f = EdgeFilter(v, clock=FakeClock(1000.0))
     f.observe(Y[:10000])
     s = f.flush()
     assert s.drift_score >= 1.0, f.last_stats
@@ -107,7 +100,7 @@ def test_share_shift_is_flagged_by_psi():
     v = make_version(X, centers)
     labels = EdgeFilter(v).assigner.assign(X).labels
     only_two = X[labels < 2][:5000]                 # the same clusters, other shares
-    f = EdgeFilter(v, clock=Clock())
+    f = EdgeFilter(v, clock=FakeClock(1000.0))
     f.observe(only_two)
     s = f.flush()
     assert s.psi > 0.2 and s.drift_score >= 1.0

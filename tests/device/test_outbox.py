@@ -94,17 +94,23 @@ def test_reopen_after_every_operation(tmp_path):
         assert [(r.seq, r.status, r.reason) for r in ob.rejected()] == [(1, 409, "conflict")]
 
 
-def test_crash_without_close_keeps_commits(tmp_path):
-    """A process that dies without closing loses nothing that an operation returned."""
-    code = textwrap.dedent(f"""
+def _child(tmp_path, max_pending, frames):
+    """The start of a child process's script: an outbox in tmp_path, fed ``frames`` frames."""
+    return textwrap.dedent(f"""
         import os, numpy as np
         from edgekm import Coreset
         from edgekm.sync.device.outbox import Outbox
         ob = Outbox({str(tmp_path)!r}, device_id="dev-1", model="m1", coreset_size={M},
-                    max_pending=4, random_state=0)
-        for i in range(7):
+                    max_pending={max_pending}, random_state=0)
+        for i in range({frames}):
             X = np.random.default_rng(i).random((10, {D})).astype(np.float32)
             ob.append(Coreset(X), span=(10 * i, 10 * i + 9))
+    """)
+
+
+def test_crash_without_close_keeps_commits(tmp_path):
+    """A process that dies without closing loses nothing that an operation returned."""
+    code = _child(tmp_path, max_pending=4, frames=7) + textwrap.dedent("""
         first = ob.pending()[0].seq
         ob.mark_attempted(first)
         print(ob.boot, ob.ack(first), flush=True)
@@ -154,15 +160,7 @@ def test_merge_transaction_rolls_back_on_error(tmp_path, monkeypatch):
 
 def test_crash_inside_merge_transaction(tmp_path):
     """Killed between the merged insert and the deletes: the reopened outbox has neither."""
-    code = textwrap.dedent(f"""
-        import os, numpy as np
-        from edgekm import Coreset
-        from edgekm.sync.device.outbox import Outbox
-        ob = Outbox({str(tmp_path)!r}, device_id="dev-1", model="m1", coreset_size={M},
-                    max_pending=3, random_state=0)
-        for i in range(3):
-            X = np.random.default_rng(i).random((10, {D})).astype(np.float32)
-            ob.append(Coreset(X), span=(10 * i, 10 * i + 9))
+    code = _child(tmp_path, max_pending=3, frames=3) + textwrap.dedent(f"""
         real = Outbox._insert
         calls = []
         def dying_insert(self, *args):

@@ -196,7 +196,7 @@ ADMIN = "dask-test-admin"
 def server(tmp_path):
     """A real aggregator served by uvicorn on loopback, in a thread."""
     uvicorn = pytest.importorskip("uvicorn")
-    from _fake_aggregator import _free_port
+    from helpers.fake_aggregator import _free_port
 
     from edgekm.sync.cloud.aggregator import Aggregator
     from edgekm.sync.cloud.http.app import create_app

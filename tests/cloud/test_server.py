@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _serve_helpers import start_serve, stop_serve
+from helpers.serve import start_serve, stop_serve
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
@@ -24,20 +24,17 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient  # noqa: E402
 
 from edgekm.cli import main as cli_main  # noqa: E402
-from edgekm.sync import encode_frame  # noqa: E402
 from edgekm.sync.wire import auth
 from edgekm.sync.cloud.aggregator import Aggregator  # noqa: E402
 from edgekm.sync.cloud.http.app import create_app  # noqa: E402
+from helpers import fakes  # noqa: E402
 
 ADMIN = "s3cret-admin-token"
 
 
-def make_frame(device="dev-a", model="m", seq=0, n=10, d=3, seed=None):
-    rng = np.random.default_rng(seq if seed is None else seed)
-    return encode_frame(model=model, device=device, boot=1, seq=seq, span=(0, n - 1),
-                        points=rng.normal(size=(n, d)).astype(np.float32),
-                        weights=rng.integers(1, 6, size=n).astype(np.float64), level=0,
-                        created=time.time())
+def make_frame(**kw):
+    """The shared frame factory, stamped with the wall clock as a device would."""
+    return fakes.make_frame(created=time.time(), **kw)
 
 
 def post_frame(client, key, body, device="dev-a", model="m", path=None, now=None, **extra):

@@ -13,7 +13,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from _serve_helpers import stop_serve
+from helpers.serve import stop_serve
 
 from edgekm import cli
 
