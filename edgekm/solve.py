@@ -14,6 +14,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from . import _backend
+
 from ._defaults import (QUANTILE_DRAWS, QUANTILE_FLOOR_ABSOLUTE, QUANTILE_FLOOR_FRACTION,
                         QUANTILES)
 
@@ -231,24 +233,20 @@ def cluster_statistics(coreset, centers, quantiles=QUANTILES, *, method="moment"
     return cluster_weights, out
 
 
-def squared_distances(X, centers, *, chunk_elements=1 << 22):
-    """Nearest centre and squared Euclidean distance of each row of X (float64, exact sums).
+def squared_distances(X, centers):
+    """Nearest centre and squared Euclidean distance of each row of X.
 
-    Returns ``(labels int64 (n,), sqdist float64 (n,))``; memory is bounded
-    by ``chunk_elements`` doubles whatever n is.
+    The backend's nearest-centre kernel (the one the compiled assignment and the
+    solver use: float64 sums in the order docs/internals.md states, ties to the
+    lowest index).  Returns ``(labels int64 (n,), sqdist float64 (n,))``.
     """
-    X = np.asarray(X, dtype=np.float64)
-    C = np.asarray(centers, dtype=np.float64)
-    n, (k, d) = X.shape[0], C.shape
-    labels = np.empty(n, dtype=np.int64)
-    dist = np.empty(n, dtype=np.float64)
-    step = max(1, chunk_elements // max(1, k * d))
-    for start in range(0, n, step):
-        diff = X[start:start + step, None, :] - C[None, :, :]
-        d2 = np.einsum("nkd,nkd->nk", diff, diff)
-        labels[start:start + step] = np.argmin(d2, axis=1)
-        dist[start:start + step] = d2[np.arange(d2.shape[0]), labels[start:start + step]]
-    return labels, dist
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    X = np.ascontiguousarray(X)
+    C = np.ascontiguousarray(centers, dtype=np.float64)
+    labels, dist = _backend.ops.assign(X, C)
+    return labels.astype(np.int64), dist
 
 
 def _trim_mask(sqdist, weights, budget):
