@@ -67,6 +67,15 @@ class OutboxError(RuntimeError, EdgekmError):
     """The outbox belongs to another device or model, or its schema is unknown."""
 
 
+class AnswerError(RuntimeError, EdgekmError):
+    """A JSON request that got no answer, a non-2xx answer or a body that is not JSON
+    (``status`` is the HTTP status, None when there was no answer)."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
+
+
 class SeedUploadError(RuntimeError, EdgekmError):
     """The aggregator refused a frame of a seed upload (or could not be reached)."""
 

@@ -34,18 +34,17 @@ in-process aggregator.
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 
 import numpy as np
 
 import edgekm
 from edgekm.datasets import load_shuttle
 from edgekm.sync import DeviceAgent
+from edgekm.exceptions import AnswerError
+from edgekm.sync.device.client import SignedClient
 
 MODEL = "shuttle"
 N_DEVICES = 4
@@ -71,18 +70,15 @@ def local_aggregator(directory, admin_token):
 
 def admin(url, token, method, path, body=None):
     """Call an admin endpoint of the aggregator's HTTP API; returns the JSON answer."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data, method=method, headers={
-        "authorization": f"Bearer {token}", "content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    return SignedClient(url, admin_token=token, timeout=30, proxies={}).call_json(
+        method, path, body)
 
 
 def model_weight(url, token):
     try:
         return admin(url, token, "GET", f"/v1/models/{MODEL}")["total_weight"]
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
+    except AnswerError as exc:
+        if exc.status == 404:
             return 0.0                           # created by the first frame
         raise
 

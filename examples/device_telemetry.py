@@ -45,16 +45,15 @@ import contextlib
 import csv
 import datetime
 import gzip
-import json
 import os
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 
 import numpy as np
 
 from edgekm.sync import DeviceAgent
+from edgekm.exceptions import AnswerError
+from edgekm.sync.device.client import SignedClient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CSV = os.path.join(HERE, "data", "household_power_4days.csv.gz")
@@ -82,11 +81,8 @@ def local_aggregator(directory, admin_token):
 
 def admin(url, token, method, path, body=None):
     """Call an admin endpoint of the aggregator's HTTP API; returns the JSON answer."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data, method=method, headers={
-        "authorization": f"Bearer {token}", "content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    return SignedClient(url, admin_token=token, timeout=30, proxies={}).call_json(
+        method, path, body)
 
 
 def read_sensor_csv(path):
@@ -109,8 +105,8 @@ def run(url, device, key, admin_token, csv_path, state_dir):
     if admin_token:
         try:
             weight_before = admin(url, admin_token, "GET", f"/v1/models/{MODEL}")["total_weight"]
-        except urllib.error.HTTPError as exc:
-            if exc.code != 404:
+        except AnswerError as exc:
+            if exc.status != 404:
                 raise
             weight_before = 0.0                      # the model is created by the first frame
 

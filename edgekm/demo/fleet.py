@@ -67,8 +67,8 @@ from edgekm.demo._settings import (ROUNDS, PUBLISH_V1, PUBLISH_V2, PROMOTE_V2, D
                                    PROJECTION_POINTS, CALIBRATION_LIMIT, MAX_DEVICES, MAX_CLUSTERS,
                                    MODEL)
 from edgekm.demo._traffic import TrafficMeter
-from edgekm.exceptions import DemoStepError, FleetDemoError
-from edgekm.sync.device.client import Outcome, SignedClient
+from edgekm.exceptions import AnswerError, DemoStepError, FleetDemoError
+from edgekm.sync.device.client import SignedClient
 
 __all__ = ["FleetDemoError", "run_fleet_demo", "ROUNDS", "DEFAULT_POINTS", "DEFAULT_FEATURES"]
 
@@ -191,24 +191,12 @@ class _Admin:
     def __init__(self, url, token):
         # no proxy: the aggregator is on loopback whatever the environment says
         self._client = SignedClient(url, admin_token=token, timeout=120, proxies={})
-        self._classify = lambda a: Outcome("answer", status=a.status, answer=a)
 
     def call(self, method, path, payload=None):
-        body = None if payload is None else json.dumps(payload).encode()
-        answer = self._client.call(
-            method, path, body, classify=self._classify,
-            headers={"Content-Type": "application/json", "Accept": "application/json"}).answer
-        if answer.status is None:
-            exc = answer.exc
-            raise DemoStepError(f"{method} {path}: {type(exc).__name__ if exc else 'error'}: "
-                                f"{answer.error or exc}") from None
-        if not 200 <= answer.status < 300:
-            detail = bytes(answer.body or b"")[:300].decode("utf-8", "replace")
-            raise DemoStepError(f"{method} {path}: HTTP {answer.status} {detail}")
         try:
-            return json.loads(answer.body)
-        except ValueError as exc:
-            raise DemoStepError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+            return self._client.call_json(method, path, payload)
+        except AnswerError as exc:
+            raise DemoStepError(str(exc)) from None
 
 
 # ---------------------------------------------------------------- numbers

@@ -28,6 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from edgekm.exceptions import AnswerError
 from edgekm.sync.wire import auth as _auth
 
 __all__ = ["SignedClient", "Answer", "Outcome", "by_status", "check_server_url", "check_key", "REFUSALS", "RETRYABLE_4XX"]
@@ -279,6 +280,32 @@ class SignedClient:
         return self.retrying(
             lambda: classify(self.attempt(method, path, body, headers=headers)), **rules)
 
+    def call_json(self, method, path, payload=None, **rules):
+        """A JSON request (the admin API's form): ``payload`` sent as JSON, the JSON answer
+        of a 2xx returned decoded.
+
+        No answer, a non-2xx answer or a body that is not JSON raises
+        :class:`edgekm.exceptions.AnswerError`, whose message names the request and the
+        status (or the network error) and carries the start of the body.
+        """
+        body = None if payload is None else json.dumps(payload).encode()
+        answer = self.call(method, path, body, classify=_as_answer,
+                           headers={"Content-Type": "application/json",
+                                    "Accept": "application/json"}, **rules).answer
+        where = f"{method} {path}"
+        if answer.status is None:
+            exc = answer.exc
+            raise AnswerError(f"{where}: {type(exc).__name__ if exc else 'error'}: "
+                              f"{answer.error or exc}", status=None)
+        if not 200 <= answer.status < 300:
+            detail = bytes(answer.body or b"")[:300].decode("utf-8", "replace")
+            raise AnswerError(f"{where}: HTTP {answer.status} {detail}", status=answer.status)
+        try:
+            return json.loads(answer.body)
+        except ValueError as exc:
+            raise AnswerError(f"{where}: {type(exc).__name__}: {exc}",
+                              status=answer.status) from None
+
     def retrying(self, attempt, *, max_retries=None, before_attempt=None, after_failure=None):
         """Run ``attempt()`` (one request, returning an :class:`Outcome` whose ``answer`` is
         the :class:`Answer`) until it is final, under the module's rules.
@@ -311,6 +338,11 @@ class SignedClient:
                 return outcome
             self._sleep(delay)
             tries += 1
+
+
+def _as_answer(answer):
+    """The verdict that returns every answer as it is (the caller judges it)."""
+    return Outcome("answer", status=answer.status, answer=answer)
 
 
 class _NetworkFailure(Exception):

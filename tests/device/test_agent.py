@@ -654,3 +654,29 @@ def test_end_to_end_real_aggregator_uvicorn_and_device_processes(tmp_path):
         assert centers.shape == (5, 9) and np.isfinite(centers).all()
     finally:
         aggregator.close()
+
+
+def test_call_json_returns_the_answer_and_raises_answer_error_otherwise(tmp_path):
+    """The one client's JSON form (the admin API's): 2xx JSON decoded, anything else an
+    AnswerError that names the request and carries the status."""
+    from edgekm.exceptions import AnswerError
+    from edgekm.sync import Aggregator
+    from edgekm.sync.cloud.http import BackgroundServer, create_app
+    from edgekm.sync.device.client import SignedClient
+
+    with Aggregator(str(tmp_path / "a.db")) as aggregator:
+        app = create_app(aggregator, admin_token="t0ken", policy_interval=None)
+        with BackgroundServer(app) as server:
+            client = SignedClient(server.url, admin_token="t0ken", proxies={})
+            assert client.call_json("GET", "/healthz") == {"status": "ok", "db": "ok"}
+            with pytest.raises(AnswerError, match=r"GET /v1/models/nope: HTTP 404") as info:
+                client.call_json("GET", "/v1/models/nope")
+            assert info.value.status == 404
+            wrong = SignedClient(server.url, admin_token="wrong", proxies={})
+            with pytest.raises(AnswerError) as info:
+                wrong.call_json("GET", "/v1/models/nope")
+            assert info.value.status == 401
+    with pytest.raises(AnswerError, match=r"GET /healthz: ") as info:
+        SignedClient("http://127.0.0.1:9", admin_token="t", timeout=1.0).call_json(
+            "GET", "/healthz")
+    assert info.value.status is None
