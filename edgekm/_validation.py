@@ -394,7 +394,7 @@ def check_feature_names(fitted, X, estimator="StreamingKMeans"):
         warnings.warn(f"X has feature names, but {estimator} was fitted without feature names"
                       if fitted is None else
                       f"X does not have valid feature names, but {estimator} was fitted "
-                      "with feature names", UserWarning, stacklevel=3)
+                      "with feature names", UserWarning)
         return
     if len(names) == len(fitted) and (names == fitted).all():
         return
