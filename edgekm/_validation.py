@@ -7,6 +7,7 @@ dtype, finite values, weights > 0 and parameters within :data:`CONSTRAINTS`.
 import math
 import numbers
 import operator
+import warnings
 
 import numpy as np
 
@@ -385,8 +386,6 @@ def check_feature_names(fitted, X, estimator="StreamingKMeans"):
     names on one side only warn (``UserWarning``), since plain arrays are
     positional.
     """
-    import warnings
-
     names = feature_names(X)
     if fitted is None and names is None:
         return
