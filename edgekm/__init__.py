@@ -3,6 +3,8 @@
 Public surface: :class:`StreamingKMeans`, :class:`Coreset`, :class:`Assigner`,
 :class:`AssignResult`, :class:`EdgeFilter`,
 :func:`show_config` and the exceptions.  Compiled modules are private.
+``edgekm.river`` (the river adapter) is imported only when asked for: importing
+edgekm loads neither river, pandas nor scikit-learn.
 """
 
 from . import _backend

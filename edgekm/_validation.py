@@ -7,6 +7,7 @@ dtype, finite values, weights > 0 and parameters within :data:`CONSTRAINTS`.
 import math
 import numbers
 import operator
+import warnings
 
 import numpy as np
 
@@ -349,3 +350,83 @@ def check_sample_weight(sample_weight, n_samples, name="sample_weight"):
             f"{name} must be finite and > 0 (zero, negative, NaN and infinite weights "
             f"are refused); row {i} has {float(w[i])!r}.")
     return np.ascontiguousarray(w)
+
+
+# ---------------------------------------------------------------- feature names
+def feature_names(X):
+    """The column names of a DataFrame ``X`` as an object ndarray, or None.
+
+    scikit-learn's rule, without importing pandas: only a table with a ``columns``
+    attribute (pandas, polars) has names, and only when every name is a ``str``;
+    names of mixed ``str`` and other types raise ``TypeError``.
+    """
+    if isinstance(X, np.ndarray) or not hasattr(X, "columns"):
+        return None
+    names = np.asarray(list(X.columns), dtype=object)
+    if len(names) == 0:
+        return None
+    types = sorted({type(name).__qualname__ for name in names})
+    if len(types) > 1 and "str" in types:
+        raise TypeError(
+            "Feature names are only supported if all input features have string names, "
+            f"but your input has {types} as feature name / column name types. Convert "
+            "them all to strings (X.columns = X.columns.astype(str)) or to another type.")
+    return names if types == ["str"] else None
+
+
+def _listed(names, limit=5):
+    lines = [f"- {name}\n" for name in names[:limit]]
+    return "".join(lines) + ("- ...\n" if len(names) > limit else "")
+
+
+def check_feature_names(fitted, X, estimator="StreamingKMeans"):
+    """Check the names of ``X`` against the ``fitted`` ones, as scikit-learn does.
+
+    Different names, or the same names in another order, raise ``ValueError``;
+    names on one side only warn (``UserWarning``), since plain arrays are
+    positional.
+    """
+    names = feature_names(X)
+    if fitted is None and names is None:
+        return
+    if fitted is None or names is None:
+        warnings.warn(f"X has feature names, but {estimator} was fitted without feature names"
+                      if fitted is None else
+                      f"X does not have valid feature names, but {estimator} was fitted "
+                      "with feature names", UserWarning)
+        return
+    if len(names) == len(fitted) and (names == fitted).all():
+        return
+    unseen, missing = sorted(set(names) - set(fitted)), sorted(set(fitted) - set(names))
+    message = "The feature names should match those that were passed during fit.\n"
+    if unseen:
+        message += "Feature names unseen at fit time:\n" + _listed(unseen)
+    if missing:
+        message += "Feature names seen at fit time, yet now missing:\n" + _listed(missing)
+    if not unseen and not missing:
+        message += "Feature names must be in the same order as they were in fit.\n"
+    raise ValueError(message)
+
+
+def dict_keys_in_order(x, keys, name="x"):
+    """The keys of the dict ``x`` in column order: ``keys`` when the model has them
+    (``x`` must have exactly those keys), else ``x``'s keys sorted.  ``x`` may be any
+    container of the names (a DataFrame's columns as a dict's keys)."""
+    if keys is None:
+        try:
+            return tuple(sorted(x))
+        except TypeError:
+            raise TypeError(
+                "The keys of the first dict fix the columns in sorted order, so they must "
+                f"be comparable with each other (e.g. all str); got {list(x)!r}.") from None
+    if len(x) != len(keys) or any(key not in x for key in keys):
+        known = set(keys)
+        new = [key for key in x if key not in known]
+        missing = [key for key in keys if key not in x]
+        raise ValueError(
+            f"{name} must have exactly the model's features {list(keys)!r}; "
+            + "; ".join(part for part in (f"new key(s) {new!r}" if new else "",
+                                          f"missing key(s) {missing!r}" if missing else "")
+                        if part)
+            + ". A fixed-dimension model cannot take emerging or disappearing features.")
+    return keys

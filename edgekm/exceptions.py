@@ -24,7 +24,48 @@ class BackendWarning(UserWarning):
 # --- the core ---------------------------------------------------------------------------
 
 class NotFittedError(ValueError, AttributeError, EdgekmError):
-    """The model has not seen enough data to answer (fewer points than clusters)."""
+    """The model has not seen enough data to answer (fewer points than clusters).
+
+    When scikit-learn is in use, the error raised is also a
+    ``sklearn.exceptions.NotFittedError``, so ``except NotFittedError`` catches it
+    under either name.  scikit-learn is not a dependency: ``NotFittedError(...)``
+    returns an instance of a subclass that also derives from scikit-learn's class
+    whenever ``sklearn.exceptions`` is loaded at that moment, which it is as soon
+    as the calling code can name scikit-learn's class.  An ``except`` clause
+    matches on real base classes only (never ``__subclasscheck__``), hence the
+    subclass rather than a registration.  Without scikit-learn nothing is
+    imported and the class is this one.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        if cls is NotFittedError:
+            cls = _not_fitted_class()
+        return super().__new__(cls, *args, **kwargs)
+
+    def __reduce__(self):
+        # the subclass is created at run time: unpickling builds it anew
+        return NotFittedError, self.args
+
+
+_SKLEARN_NOT_FITTED = []
+
+
+def _not_fitted_class():
+    """:class:`NotFittedError`, or its subclass that also derives from scikit-learn's
+    ``NotFittedError`` when ``sklearn.exceptions`` is loaded (created once)."""
+    import sys
+
+    module = sys.modules.get("sklearn.exceptions")
+    base = getattr(module, "NotFittedError", None)
+    if not isinstance(base, type) or not issubclass(base, Exception):
+        return NotFittedError
+    if not _SKLEARN_NOT_FITTED:
+        # ``append`` is atomic: two racing threads may each build a class, and
+        # every later call returns the first one
+        _SKLEARN_NOT_FITTED.append(type("NotFittedError", (NotFittedError, base), {
+            "__module__": __name__, "__qualname__": "NotFittedError",
+            "__doc__": NotFittedError.__doc__}))
+    return _SKLEARN_NOT_FITTED[0]
 
 
 class DataError(ValueError, EdgekmError):

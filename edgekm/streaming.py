@@ -1,11 +1,15 @@
 """``StreamingKMeans``: the scikit-learn-style estimator over the fixed-memory engines."""
 
 import inspect
+import sys
+from collections.abc import Mapping
 
 import numpy as np
 
 from . import _backend, _defaults
-from ._validation import check_array, check_params, check_sample_weight, resolve_seed
+from ._validation import (Options, check_array, check_feature_names, check_params,
+                          check_sample_weight, dict_keys_in_order, feature_names,
+                          resolve_seed, validate_params)
 from .coreset import Coreset
 from .exceptions import NotFittedError
 
@@ -84,6 +88,11 @@ class StreamingKMeans:
     labels_ : ndarray of shape (n_samples,)
         Labels of the data passed to :meth:`fit`.
     n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,), object
+        The column names of the DataFrame (or the keys of the first dict, sorted)
+        that started the model; only when they are all strings.  Later data
+        must have the same names (:meth:`predict` and :meth:`partial_fit` also
+        the same order, as in scikit-learn).
     n_iter_ : int
         Lloyd iterations of the solve behind ``cluster_centers_`` (for OnlineCC,
         of its last fallback; 1 for sequential k-means, one online pass).
@@ -201,10 +210,13 @@ class StreamingKMeans:
         A rejected batch (bad shape, NaN/inf, bad weights) raises ``ValueError``
         and leaves the model exactly as it was.
         """
+        first = getattr(self, "_engine", None) is None
+        names = self._names_of(X, reset=first)
         X, w = self._validated(X, sample_weight, first=False)
-        if getattr(self, "_engine", None) is None:
+        if first:
             self._engine, _ = self._new_engine(X.shape[1])
             self.n_features_in_ = X.shape[1]
+            self._set_names(names)
         self._engine.partial_fit(X, w)
         return self
 
@@ -213,6 +225,7 @@ class StreamingKMeans:
 
         Raises ``ValueError`` when X has fewer rows than ``n_clusters``.
         """
+        names = self._names_of(X, reset=True)
         X, w = self._validated(X, sample_weight, first=True)
         if X.shape[0] < self.n_clusters:
             raise ValueError(
@@ -221,7 +234,8 @@ class StreamingKMeans:
         engine.partial_fit(X, w)
         self._engine = engine
         self.n_features_in_ = X.shape[1]
-        self.labels_ = self.predict(X)
+        self._set_names(names)
+        self.labels_ = self._labels(X)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -229,13 +243,19 @@ class StreamingKMeans:
         return self.fit(X, sample_weight=sample_weight).labels_
 
     def learn_one(self, x, w=1.0):
-        """Add one point (1-D array of ``n_features``); the fast path.
+        """Add one point: a 1-D array of ``n_features`` values, or a dict (river's API).
 
         After the first call it allocates nothing when ``x`` is a C-contiguous
         ndarray of the model dtype: the engine checks it in C.  Anything else
-        is validated and converted first.  Raises ``ValueError`` on NaN/inf,
-        a wrong length or a weight that is not > 0, leaving the model
-        unchanged.
+        is validated and converted first.  An array is positional, whatever
+        names the model has.  A dict maps its keys to columns: a model that
+        has names (``feature_names_in_``, from a DataFrame or an earlier
+        dict) takes them in that order, and a model that has seen no data
+        takes the keys of the first dict in sorted order, so that the columns
+        do not depend on the order a dict was built in.  A dict with a new
+        key or without one of the model's keys raises ``ValueError``: the
+        dimension is fixed.  Raises ``ValueError`` on NaN/inf, a wrong length
+        or a weight that is not > 0, leaving the model unchanged.
         """
         try:
             if self._engine.learn_one(x, w):
@@ -245,13 +265,12 @@ class StreamingKMeans:
         self._learn_one_slow(x, w)
 
     def _learn_one_slow(self, x, w):
-        x = np.asarray(x)
-        if x.ndim != 1:
-            raise ValueError(f"learn_one expects a 1-D array; got shape {x.shape}.")
+        keys, x = self._row_of(x, "learn_one")
         X, w_arr = self._validated(x.reshape(1, -1), [w], first=False)
         if getattr(self, "_engine", None) is None:
             self._engine, _ = self._new_engine(X.shape[1])
             self.n_features_in_ = X.shape[1]
+            self._set_names(keys)
         if not self._engine.learn_one(X[0], float(w_arr[0])):
             raise AssertionError("a validated point was refused")  # pragma: no cover
 
@@ -309,9 +328,15 @@ class StreamingKMeans:
 
     def _check_query_input(self, X):
         engine = self._fitted_engine()
+        self._names_of(X, reset=False)
         X = check_array(X, engine.dtype, n_features=self.n_features_in_)
         centers = np.ascontiguousarray(engine.query()[0], dtype=np.float64)
         return X, centers
+
+    def _labels(self, X):
+        """Labels of a validated X."""
+        centers = np.ascontiguousarray(self._fitted_engine().query()[0], dtype=np.float64)
+        return _backend.ops.assign(X, centers)[0]
 
     def predict(self, X):
         """Index of the nearest centre for each row of X (int32)."""
@@ -319,9 +344,16 @@ class StreamingKMeans:
         return _backend.ops.assign(X, centers)[0]
 
     def transform(self, X):
-        """Euclidean distance from each row of X to each centre, float64 (n_samples, n_clusters)."""
+        """Euclidean distance from each row of X to each centre.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_clusters), float64, or a DataFrame with
+        columns :meth:`get_feature_names_out` under :meth:`set_output`.
+        """
+        X_in = X
         X, centers = self._check_query_input(X)
-        return np.sqrt(_backend.ops.pairwise_sqdist(X, centers))
+        return self._wrap_output(np.sqrt(_backend.ops.pairwise_sqdist(X, centers)), X_in)
 
     def fit_transform(self, X, y=None, sample_weight=None):
         return self.fit(X, sample_weight=sample_weight).transform(X)
@@ -331,3 +363,149 @@ class StreamingKMeans:
         X, centers = self._check_query_input(X)
         w = check_sample_weight(sample_weight, X.shape[0])
         return -float(_backend.ops.cost(X, w, centers))
+
+    def score_samples(self, X):
+        """Opposite of the squared distance from each row of X to its nearest centre.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,), float64
+            Higher is closer; :meth:`score` is their (weighted) sum.
+        """
+        X, centers = self._check_query_input(X)
+        return -_backend.ops.assign(X, centers)[1]
+
+    # ------------------------------------------------------------ named features
+    def _names_of(self, X, reset):
+        """X's feature names when they reset the model's, else check them and return None."""
+        if reset:
+            return feature_names(X)
+        check_feature_names(getattr(self, "feature_names_in_", None), X)
+        return None
+
+    def _set_names(self, names):
+        """Record the column order (a DataFrame's names, a first dict's keys, or None)."""
+        self._feature_keys = None if names is None else tuple(names)
+        if names is not None and all(isinstance(name, str) for name in self._feature_keys):
+            self.feature_names_in_ = np.asarray(self._feature_keys, dtype=object)
+        else:
+            self.__dict__.pop("feature_names_in_", None)
+
+    def _row_of(self, x, method):
+        """(keys, 1-D array) of one point: a dict in column order, or an array (keys None)."""
+        if isinstance(x, Mapping):
+            keys = getattr(self, "_feature_keys", None)
+            if keys is None and getattr(self, "_engine", None) is not None:
+                raise ValueError(
+                    f"{method} got a dict, but this StreamingKMeans was fitted without "
+                    f"feature names; pass a 1-D array of its {self.n_features_in_} features.")
+            keys = dict_keys_in_order(x, keys)
+            return keys, np.asarray([x[key] for key in keys])
+        x = np.asarray(x)
+        if x.ndim != 1:
+            raise ValueError(f"{method} expects a 1-D array or a dict; got shape {x.shape}.")
+        return None, x
+
+    def _by_name(self, X):
+        """X with its columns in the model's order when both have names."""
+        names, keys = feature_names(X), getattr(self, "_feature_keys", None)
+        if names is None or keys is None or tuple(names) == keys:
+            return X
+        dict_keys_in_order(dict.fromkeys(names), keys, name="X")   # new or missing columns
+        return X[list(keys)]
+
+    def predict_one(self, x):
+        """Label of one point, an int: a 1-D array, or a dict mapped as in :meth:`learn_one`."""
+        engine = self._fitted_engine()
+        _, x = self._row_of(x, "predict_one")
+        return int(self._labels(check_array(x.reshape(1, -1), engine.dtype,
+                                            n_features=self.n_features_in_))[0])
+
+    def learn_many(self, X):
+        """Add a batch (river's mini-batch API): :meth:`partial_fit` with columns by name.
+
+        Unlike :meth:`partial_fit`, which refuses a DataFrame whose columns are
+        in another order (as scikit-learn does), the columns of ``X`` are taken
+        by name; new or missing columns raise ``ValueError``.
+        """
+        self.partial_fit(self._by_name(X))
+
+    def predict_many(self, X):
+        """Labels of a batch, columns by name as in :meth:`learn_many`.
+
+        Returns
+        -------
+        pandas.Series of shape (n_samples,) with the index of ``X`` when ``X`` is a
+        pandas DataFrame, else ndarray of shape (n_samples,), int32.
+        """
+        labels = self.predict(self._by_name(X))
+        pd = sys.modules.get("pandas")
+        if pd is not None and isinstance(X, pd.DataFrame):
+            return pd.Series(labels, index=X.index)
+        return labels
+
+    # ------------------------------------------------------------ output names and containers
+    def get_feature_names_out(self, input_features=None):
+        """Names of the columns of :meth:`transform`: ``streamingkmeans0``, ``streamingkmeans1``, ...
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Only checked: it must match ``feature_names_in_`` (or have
+            ``n_features_in_`` entries).
+
+        Returns
+        -------
+        ndarray of shape (n_clusters,), object
+        """
+        self._fitted_engine()
+        if input_features is not None:
+            given = np.asarray(input_features, dtype=object)
+            fitted = getattr(self, "feature_names_in_", None)
+            if fitted is not None and not np.array_equal(fitted, given):
+                raise ValueError("input_features is not equal to feature_names_in_")
+            if len(given) != self.n_features_in_:
+                raise ValueError("input_features should have length equal to number of "
+                                 f"features ({self.n_features_in_}), got {len(given)}")
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self._engine_clusters)], dtype=object)
+
+    def set_output(self, *, transform=None):
+        """Choose the container :meth:`transform` returns, as scikit-learn's ``set_output``.
+
+        Parameters
+        ----------
+        transform : {"default", "pandas", "polars"} or None, default=None
+            ``"default"``: an ndarray; ``"pandas"`` or ``"polars"``: a DataFrame
+            with columns :meth:`get_feature_names_out` (and the index of a pandas
+            input); None leaves the choice unchanged.  Without a choice,
+            scikit-learn's global ``transform_output`` applies when scikit-learn
+            is loaded.
+
+        Returns
+        -------
+        self
+        """
+        if transform is not None:
+            validate_params({"transform": transform},
+                            {"transform": Options(("default", "pandas", "polars"))})
+            # scikit-learn's attribute: its clone() copies it
+            self._sklearn_output_config = {**getattr(self, "_sklearn_output_config", {}),
+                                           "transform": transform}
+        return self
+
+    def _wrap_output(self, Z, X):
+        """Z in the container chosen by :meth:`set_output` (X gives a pandas index)."""
+        container = getattr(self, "_sklearn_output_config", {}).get("transform")
+        if container is None:
+            sklearn = sys.modules.get("sklearn")
+            container = "default" if sklearn is None else sklearn.get_config()["transform_output"]
+        if container == "default":
+            return Z
+        columns = self.get_feature_names_out()
+        if container == "polars":
+            import polars
+            return polars.DataFrame(Z, schema=columns.tolist(), orient="row")
+        import pandas
+        index = X.index if isinstance(X, (pandas.DataFrame, pandas.Series)) else None
+        return pandas.DataFrame(Z, index=index, columns=columns)

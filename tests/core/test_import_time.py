@@ -25,6 +25,10 @@ ALLOWED_THIRD_PARTY = frozenset({"numpy", "msgpack"})
 DEVICE_PATH = [
     "import edgekm",
     "import edgekm; edgekm.StreamingKMeans(n_clusters=2)",
+    # the dict (river-style) path and a not-fitted error load neither river nor pandas nor sklearn
+    "import edgekm; m = edgekm.StreamingKMeans(n_clusters=2)\n"
+    "try: m.predict_one({'a': 0.0})\nexcept edgekm.NotFittedError: pass\n"
+    "m.learn_one({'a': 1.0}); m.learn_one({'a': 2.0}); m.predict_one({'a': 1.5})",
     "import edgekm.assign, edgekm.filter",
     "import edgekm.sync",
     "import edgekm.sync.device.agent, edgekm.sync.device.outbox, edgekm.sync.wire.version, edgekm.sync.wire.telemetry",

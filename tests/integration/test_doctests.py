@@ -20,7 +20,7 @@ from helpers import ROOT
 
 #: third-party packages of the optional extras: a module that needs a missing one is skipped
 OPTIONAL = {"starlette", "uvicorn", "httptools", "uvloop", "scipy", "prometheus_client", "dask",
-            "distributed", "pandas", "pyarrow", "sklearn", "httpx", "tomli"}
+            "distributed", "pandas", "pyarrow", "sklearn", "httpx", "tomli", "river"}
 
 #: modules whose examples must exist (a module that loses them fails)
 MUST_HAVE_EXAMPLES = {"edgekm.coreset", "edgekm.datasets", "edgekm._progress", "edgekm.streaming",
