@@ -31,6 +31,7 @@ import datasets as D  # noqa: E402
 from common import Stopwatch, batches, loadavg, machine, sq_cost  # noqa: E402
 
 import edgekm  # noqa: E402
+from edgekm._validation import check_params  # noqa: E402
 
 ALGORITHMS = ("ct", "cc", "rcc", "onlinecc", "sequential")
 BATCH = 1024
@@ -418,7 +419,7 @@ def section_memory(cfg):
                     "memory_bytes": est.memory_bytes,
                     "points_equiv": est.memory_bytes / (4 * d),
                     "bucket_capacity": st.get("bucket_capacity"),
-                    "coreset_size": 20 * k,
+                    "coreset_size": check_params(est.get_params())["coreset_size"],
                 }
     out["layout"] = per_alg
     out["seconds"] = time.perf_counter() - t_section

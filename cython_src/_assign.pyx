@@ -18,7 +18,11 @@ import numpy as np
 cimport numpy as cnp
 
 from cython cimport floating
-from libc.math cimport INFINITY, isfinite
+from libc.math cimport INFINITY, fabs, isfinite
+
+from _kernels cimport sqdist
+
+from edgekm._defaults import ASSIGN_F32_FILTER_MIN_CLUSTERS
 
 cnp.import_array()
 
@@ -29,6 +33,9 @@ cdef extern from "_assign_simd.h":
     Py_ssize_t edgekm_nearest_avx2(const double* x, const double* ct, Py_ssize_t k,
                                    Py_ssize_t kp, Py_ssize_t d, double* best_out) noexcept nogil
     int edgekm_cpu_has_avx2() noexcept nogil
+    void edgekm_block8f_avx2(const float* xt, const float* c32, Py_ssize_t k, Py_ssize_t d,
+                             Py_ssize_t* labels_out, float* best_out,
+                             float* second_out) noexcept nogil
     void edgekm_block4_base(const double* xt, const double* centers, Py_ssize_t k,
                             Py_ssize_t d, Py_ssize_t* labels_out, double* best_out) noexcept nogil
     void edgekm_block4_avx2(const double* xt, const double* centers, Py_ssize_t k,
@@ -38,6 +45,11 @@ ctypedef Py_ssize_t (*nearest_fn)(const double*, const double*, Py_ssize_t, Py_s
                                   Py_ssize_t, double*) noexcept nogil
 ctypedef void (*block4_fn)(const double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t*,
                            double*) noexcept nogil
+ctypedef void (*block8f_fn)(const float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t*,
+                            float*, float*) noexcept nogil
+
+#: 2**-24, float32's unit roundoff
+cdef double U32 = 5.9604644775390625e-08
 
 cdef bint _HAS_AVX2 = edgekm_cpu_has_avx2() != 0
 #: which nearest-centre loop runs: "avx2", "simd" (baseline vectors) or "scalar"
@@ -196,6 +208,68 @@ cdef void assign_scores(const floating* X,            # IN (n_samples, n_feature
             scores[i + l] = anomaly_score(best4[l], q99[lab4[l]])
 
 
+cdef void assign_scores_f32(const float* X,              # IN (n_samples, n_features)
+                            Py_ssize_t n_samples,
+                            Py_ssize_t n_features,
+                            const double* centers,       # IN (n_clusters, n_features)
+                            const float* c32,            # IN (n_clusters, n_features)
+                            const double* cmax,          # IN (n_features): max_c |centers[c, j]|
+                            Py_ssize_t n_clusters,
+                            const double* q99,           # IN (n_clusters)
+                            block8f_fn fn,               # the float32 filter
+                            float* xt,                   # work (n_features, 8)
+                            int* labels,                 # OUT (n_samples)
+                            double* sqdist_out,          # OUT (n_samples)
+                            double* scores) noexcept nogil:  # OUT (n_samples)
+    """float32 points: a float32 filter, then exact float64 distances.
+
+    The filter finds, per point, the nearest centre in float32 and the gap to
+    the second nearest.  |float32 distance - float64 distance| <= B with
+    B = (2 d + 16) 2**-24 sum_j (|x_j| + max_c |c_j|)**2 (rounding the centre,
+    the difference, the square and the sum; about twice the first-order
+    bound).  When the gap exceeds 2 B no other centre can be nearer in
+    float64, so the label is the float64 argmin and only its distance is
+    recomputed (sqdist: the arithmetic of every other path); otherwise the
+    point is assigned exactly over all centres (ties to the lowest label).
+    Labels and distances are therefore bit-identical to the float64 kernel's.
+    """
+    cdef Py_ssize_t i, j, l, nb, c, cc, d = n_features
+    cdef Py_ssize_t lab8[8]
+    cdef float best8[8]
+    cdef float second8[8]
+    cdef double bound, a, s, t
+    cdef const float* x
+    for i in range(0, n_samples, 8):
+        nb = n_samples - i
+        if nb > 8:
+            nb = 8
+        for j in range(d):
+            for l in range(8):
+                xt[j * 8 + l] = X[(i + (l if l < nb else nb - 1)) * d + j]
+        fn(xt, c32, n_clusters, d, lab8, best8, second8)
+        for l in range(nb):
+            x = X + (i + l) * d
+            bound = 0.0
+            for j in range(d):
+                a = fabs(<double>x[j]) + cmax[j]
+                bound = bound + a * a
+            bound = bound * <double>(2 * d + 16) * U32
+            c = lab8[l]
+            if <double>second8[l] > <double>best8[l] + 2.0 * bound:
+                s = sqdist(x, centers + c * d, d)
+            else:
+                c = 0
+                s = sqdist(x, centers, d)
+                for cc in range(1, n_clusters):
+                    t = sqdist(x, centers + cc * d, d)
+                    if t < s:
+                        s = t
+                        c = cc
+            labels[i + l] = <int>c
+            sqdist_out[i + l] = s
+            scores[i + l] = anomaly_score(s, q99[c])
+
+
 cdef class AssignKernel:
     """Centres of one version, laid out for the kernel (allocated once).
 
@@ -216,9 +290,14 @@ cdef class AssignKernel:
     cdef double[::1] acc
     cdef double[::1] xbuf
     cdef nearest_fn fn
+    cdef block8f_fn f8fn
+    cdef float[:, ::1] c32
+    cdef double[::1] cmax
     cdef readonly Py_ssize_t n_clusters, n_features, kp
     cdef readonly object version, kernel
     cdef readonly bint f32
+    #: True when batches of float32 points go through the float32 filter
+    cdef readonly bint f32_filter
 
     def __cinit__(self, const double[:, ::1] centers, const double[::1] q99, object version,
                   bint f32, str kernel="auto"):
@@ -250,6 +329,15 @@ cdef class AssignKernel:
         self.xbuf = np.zeros(max(d, 1), dtype=np.float64)
         self.version = int(version)
         self.f32 = f32
+        self.f8fn = NULL
+        self.f32_filter = bool(f32 and kernel == "avx2" and d > 0
+                               and k >= ASSIGN_F32_FILTER_MIN_CLUSTERS)
+        if self.f32_filter:
+            self.f8fn = edgekm_block8f_avx2
+        with np.errstate(over="ignore"):     # a centre beyond float32: inf, the bound falls back
+            self.c32 = np.ascontiguousarray(np.asarray(centers), dtype=np.float32)
+        self.cmax = (np.abs(np.asarray(centers)).max(axis=0) if k and d
+                     else np.zeros(max(d, 1)))
 
     def assign_into(self, const floating[:, ::1] X, int[::1] labels, double[::1] sqdist,
                     double[::1] scores):
@@ -262,6 +350,16 @@ cdef class AssignKernel:
         cdef Py_ssize_t n = X.shape[0]
         if n == 0:
             return
+        cdef float[::1] xt8
+        if floating is float:
+            if self.f8fn != NULL:
+                xt8 = np.empty(8 * self.n_features, dtype=np.float32)
+                with nogil:
+                    assign_scores_f32(&X[0, 0], n, self.n_features, &self.centers[0, 0],
+                                      &self.c32[0, 0], &self.cmax[0], self.n_clusters,
+                                      &self.q99[0], self.f8fn, &xt8[0], &labels[0], &sqdist[0],
+                                      &scores[0])
+                return
         cdef double[::1] work = np.empty(4 * self.kp + 4 * self.n_features, dtype=np.float64)
         with nogil:
             assign_scores(&X[0, 0], n, self.n_features, &self.centers[0, 0], &self.ct[0, 0],

@@ -119,6 +119,61 @@ static void edgekm_block4_base(const double *xt, const double *centers, ptrdiff_
     EDGEKM_BLOCK4_BODY
 }
 
+/* The float32 filter: eight float32 points in lanes (xt, (d, 8)), centres
+ * rounded to float32 (c32, (k, d)).  Per lane: the smallest approximate
+ * squared distance, the second smallest, and the label of the smallest
+ * (strict <, so the lowest label on ties).  Only a filter: the caller
+ * accepts the label when the second smallest exceeds the smallest by more
+ * than twice a rigorous bound on the float32 error, and then recomputes the
+ * winner's distance exactly in float64; otherwise it assigns the point
+ * exactly.  So labels and distances never depend on this arithmetic. */
+typedef float edgekm_v8f __attribute__((vector_size(32), aligned(4)));
+typedef int edgekm_v8i __attribute__((vector_size(32), aligned(4)));
+
+#define EDGEKM_BLOCK8F_BODY                                                           \
+    ptrdiff_t c, j;                                                                   \
+    const edgekm_v8f *xv = (const edgekm_v8f *)xt;                                    \
+    const float inf = __builtin_inff();                                               \
+    edgekm_v8f best = {0, 0, 0, 0, 0, 0, 0, 0};                                       \
+    edgekm_v8f second = {inf, inf, inf, inf, inf, inf, inf, inf};                     \
+    edgekm_v8i lab = {0, 0, 0, 0, 0, 0, 0, 0};                                        \
+    for (c = 0; c < k; c++) {                                                         \
+        const float *cc = c32 + c * d;                                                \
+        edgekm_v8f a0 = {0, 0, 0, 0, 0, 0, 0, 0}, a1 = a0, t0, t1, s, hi;             \
+        edgekm_v8i m, m2, cv;                                                         \
+        for (j = 0; j + 2 <= d; j += 2) {                                             \
+            t0 = xv[j] - cc[j];                                                       \
+            t1 = xv[j + 1] - cc[j + 1];                                               \
+            a0 = a0 + t0 * t0;                                                        \
+            a1 = a1 + t1 * t1;                                                        \
+        }                                                                             \
+        if (j < d) { t0 = xv[j] - cc[j]; a0 = a0 + t0 * t0; }                         \
+        s = a0 + a1;                                                                  \
+        if (c == 0) {                                                                 \
+            best = s;                                                                 \
+            continue;                                                                 \
+        }                                                                             \
+        cv = lab - lab + (int)c;                                                      \
+        m = (edgekm_v8i)(s < best);                                                   \
+        /* the larger of (best, s) competes for second place */                       \
+        hi = (edgekm_v8f)(((edgekm_v8i)best & m) | ((edgekm_v8i)s & ~m));              \
+        m2 = (edgekm_v8i)(hi < second);                                               \
+        second = (edgekm_v8f)(((edgekm_v8i)hi & m2) | ((edgekm_v8i)second & ~m2));     \
+        best = (edgekm_v8f)(((edgekm_v8i)s & m) | ((edgekm_v8i)best & ~m));            \
+        lab = (cv & m) | (lab & ~m);                                                  \
+    }                                                                                 \
+    for (j = 0; j < 8; j++) {                                                         \
+        labels_out[j] = (ptrdiff_t)lab[j];                                            \
+        best_out[j] = best[j];                                                        \
+        second_out[j] = second[j];                                                    \
+    }
+
+static void edgekm_block8f_base(const float *xt, const float *c32, ptrdiff_t k, ptrdiff_t d,
+                                ptrdiff_t *labels_out, float *best_out, float *second_out)
+{
+    EDGEKM_BLOCK8F_BODY
+}
+
 static ptrdiff_t edgekm_nearest_base(const double *x, const double *ct, ptrdiff_t k,
                                      ptrdiff_t kp, ptrdiff_t d, double *best_out)
 {
@@ -140,6 +195,13 @@ static void edgekm_block4_avx2(const double *xt, const double *centers, ptrdiff_
     EDGEKM_BLOCK4_BODY
 }
 
+__attribute__((target("avx2")))
+static void edgekm_block8f_avx2(const float *xt, const float *c32, ptrdiff_t k, ptrdiff_t d,
+                                ptrdiff_t *labels_out, float *best_out, float *second_out)
+{
+    EDGEKM_BLOCK8F_BODY
+}
+
 static int edgekm_cpu_has_avx2(void)
 {
     __builtin_cpu_init();
@@ -156,6 +218,12 @@ static void edgekm_block4_avx2(const double *xt, const double *centers, ptrdiff_
                                ptrdiff_t d, ptrdiff_t *labels_out, double *best_out)
 {
     edgekm_block4_base(xt, centers, k, d, labels_out, best_out);
+}
+
+static void edgekm_block8f_avx2(const float *xt, const float *c32, ptrdiff_t k, ptrdiff_t d,
+                                ptrdiff_t *labels_out, float *best_out, float *second_out)
+{
+    edgekm_block8f_base(xt, c32, k, d, labels_out, best_out, second_out);
 }
 
 static int edgekm_cpu_has_avx2(void) { return 0; }
@@ -175,6 +243,12 @@ static void edgekm_block4_base(const double *xt, const double *centers, ptrdiff_
     (void)xt; (void)centers; (void)k; (void)d; (void)labels_out; (void)best_out;
 }
 #define edgekm_block4_avx2 edgekm_block4_base
+static void edgekm_block8f_base(const float *xt, const float *c32, ptrdiff_t k, ptrdiff_t d,
+                                ptrdiff_t *labels_out, float *best_out, float *second_out)
+{
+    (void)xt; (void)c32; (void)k; (void)d; (void)labels_out; (void)best_out; (void)second_out;
+}
+#define edgekm_block8f_avx2 edgekm_block8f_base
 static int edgekm_cpu_has_avx2(void) { return 0; }
 #endif
 

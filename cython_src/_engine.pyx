@@ -531,7 +531,10 @@ cdef class Engine:
             if status < 0:
                 return status
         else:
-            self.misses += 1
+            # a miss only when a cached prefix could have served: with key <= 0
+            # every bucket starts at the first one, and there is no prefix to look up
+            if key > 0:
+                self.misses += 1
             for lvl in range(nlev - 1, -1, -1):
                 if self.list_cnt[g * self.lm + lvl] > 0:
                     status = self._minor_part(g, lvl, parts, &n_parts)

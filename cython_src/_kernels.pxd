@@ -189,6 +189,16 @@ cdef inline double lloyd(const floating* X,                # IN (n_samples, n_fe
             if same:
                 n_iter[0] = it
                 break
+        # every score zero: the centres already cost nothing (and an update
+        # could only round them off the points)
+        same = True
+        for i in range(n_samples):
+            if dist[i] != 0:
+                same = False
+                break
+        if same:
+            n_iter[0] = it
+            break
         for i in range(n_samples):
             prev_labels[i] = labels[i]
         for c in range(k):
@@ -390,9 +400,10 @@ cdef inline Py_ssize_t reduce(const floating* X,           # IN (n_samples, n_fe
     """StreamKM++ coreset tree: m weighted points of the input whose weights
     sum to the input weight, each carrying the spread of its leaf.  The tree
     (draws, splits) ignores the input spread; it only enters the output.
-    Returns the number of output points."""
+    Returns the number of output points: m, or fewer once every member sits on
+    a representative (a constant or few-distinct input: nothing left to split)."""
     cdef Py_ssize_t d = n_features, n = n_samples
-    cdef Py_ssize_t i, j, p, q, v, a, b, s0, e0, na, nb, r0, n_nodes, rep_no, u
+    cdef Py_ssize_t i, j, p, q, v, a, b, s0, e0, na, nb, r0, n_nodes, rep_no, u, n_out
     cdef double s, c_new, acc, cost_a, cost_b, target, c_old
     cdef Py_ssize_t to_a
     cdef Py_ssize_t* node
@@ -418,7 +429,11 @@ cdef inline Py_ssize_t reduce(const floating* X,           # IN (n_samples, n_fe
     t.rep_leaf[0] = r0
     _make_leaf(t, 0, -1, 0, n - 1, 0, _seqsum(cost, n - 1))
     n_nodes = 1
+    n_out = 1
     for rep_no in range(1, m):
+        if t.node_cost[0] <= 0:
+            break  # every member sits on a representative: nothing left to split
+        n_out += 1
         # (a) descend by cost
         v = 0
         while t.node_i[v * N_FIELDS + N_LEFT] != -1:
@@ -497,7 +512,7 @@ cdef inline Py_ssize_t reduce(const floating* X,           # IN (n_samples, n_fe
             t.node_cost[u] = t.node_cost[node[N_LEFT]] + t.node_cost[node[N_RIGHT]]
             node[N_FREE] -= 1
             u = node[N_PARENT]
-    for rep_no in range(m):
+    for rep_no in range(n_out):
         i = t.rep_leaf[rep_no * 2]
         v = t.rep_leaf[rep_no * 2 + 1]
         node = t.node_i + v * N_FIELDS
@@ -505,4 +520,4 @@ cdef inline Py_ssize_t reduce(const floating* X,           # IN (n_samples, n_fe
                    node[N_END] - node[N_START], t.node_cost[v], mean_rep, t.mean,
                    out_points + rep_no * d,
                    out_weights + rep_no, out_spread + rep_no)
-    return m
+    return n_out

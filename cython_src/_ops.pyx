@@ -8,6 +8,8 @@ from cython cimport floating
 from libc.stdint cimport uint64_t
 
 from _rng cimport rng_t, rng_seed, rng_next, rng_uniform
+from edgekm.exceptions import DataError
+
 from _kernels cimport (assign_rows, kmeanspp as _kmeanspp, solve as _solve,
                        solve_work_t, reduce as _reduce, reduce_work_t, N_FIELDS,
                        sqdist, weighted_sum)
@@ -37,6 +39,12 @@ def assign(const floating[:, ::1] X, const double[:, ::1] centers):
     return np.asarray(labels), np.asarray(dist)
 
 
+def _check_n_clusters(Py_ssize_t n_samples, Py_ssize_t n_clusters):
+    """The kernels' one precondition they cannot survive: 1 <= n_clusters <= n_samples."""
+    if n_clusters < 1 or n_clusters > n_samples:
+        raise DataError(f"n_clusters={n_clusters} needs 1 <= n_clusters <= n_samples={n_samples}")
+
+
 def cost(const floating[:, ::1] X, const double[::1] sample_weight,
          const double[:, ::1] centers):
     """Weighted k-means cost of (X, sample_weight) against centers."""
@@ -53,6 +61,7 @@ def kmeanspp(const floating[:, ::1] X, const double[::1] sample_weight,
     cdef Py_ssize_t n = X.shape[0]
     cdef rng_t r
     cdef Py_ssize_t[::1] chosen = np.empty(n_clusters, dtype=np.intp)
+    _check_n_clusters(n, n_clusters)
     cdef double[:, ::1] work = np.empty((5, n), dtype=np.float64)
     rng_seed(&r, seed)
     with nogil:
@@ -103,6 +112,7 @@ def solve(const floating[:, ::1] X, const double[::1] sample_weight, Py_ssize_t 
     """
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
     cdef rng_t r
+    _check_n_clusters(n, n_clusters)
     cdef SolveBuffers buf = SolveBuffers(n, n_clusters, d)
     cdef double f
     rng_seed(&r, seed)

@@ -232,3 +232,12 @@ QUANTILE_DRAWS = {"moment": 64, "mc": 256}
 
 #: raw anomalies one telemetry summary may carry (the filter's cap and the codec's limit)
 MAX_ANOMALIES = 65536
+
+#: Batches of float32 points go through the float32 filter of the assignment
+#: kernel (cython_src/_assign.pyx, assign_scores_f32) from this many clusters
+#: on.  Its per-point cost (error bound, exact recomputation of the winner,
+#: transposition) is O(d) and it saves about k d / 8 vector operations, so it
+#: pays from about k = 24: callgrind instruction counts of assign_into on 20,000
+#: points against the float64 kernel: d=10 k=30 0.74x, d=74 k=30 0.83x, but
+#: d=10 k=10 1.13x and d=34 k=10 1.26x.
+ASSIGN_F32_FILTER_MIN_CLUSTERS = 20

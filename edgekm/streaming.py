@@ -66,6 +66,12 @@ class StreamingKMeans:
         Levels of the outermost tree; None holds 2**24 base buckets.
     dtype : {numpy.float32, numpy.float64}, default=numpy.float32
         Storage type of points and centres.  Weights are always float64.
+        When the first batch of a float32 model arrives in float64, the model
+        stores every point relative to an origin fixed then (the first row,
+        kept in float64), so that clusters far from zero keep float32's
+        relative precision: 0.5 apart at an offset of 1e7 still separate.
+        Predictions subtract the same origin in float64; ``cluster_centers_``
+        and :meth:`coreset` add it back and are rounded to the dtype.
     random_state : None, int, RandomState or Generator, default=None
         Seeds the model's own generator (xoshiro256**), so that the same seed,
         stream and queries give bit-identical results on every platform.
@@ -115,6 +121,10 @@ class StreamingKMeans:
     >>> model.n_seen_
     1500.0
     """
+
+    #: the float64 origin (a tuple, one value per feature) the engine's points
+    #: are relative to; None: none
+    _origin = None
 
     def __init__(self, n_clusters=8, *, algorithm="cc", coreset_size=None, merge_degree=2,
                  nesting_depth=_defaults.DEFAULT_NESTING_DEPTH,
@@ -184,14 +194,36 @@ class StreamingKMeans:
                                cfg["max_iter"], cfg["switch_threshold"], cfg["dtype"], seed), cfg
 
     def _validated(self, X, sample_weight, first):
-        """Validate a batch (and, on the first call, the parameters) before any change."""
+        """Validate a batch (and, on the first call, the parameters) before any change.
+
+        Returns the batch as the engine stores it (relative to the origin, in
+        the model dtype), its weights, and the origin (fixed by a first batch).
+        """
         engine = getattr(self, "_engine", None)
         if first or engine is None:
-            cfg = check_params(self.get_params())
-            X = check_array(X, cfg["dtype"])
+            dtype = np.dtype(check_params(self.get_params())["dtype"])
+            origin, n_features = None, None
+            if dtype == np.float32 and getattr(X, "dtype", None) == np.float64:
+                X = check_array(X, np.float64)
+                origin = self._origin_of(X)
         else:
-            X = check_array(X, engine.dtype, n_features=self.n_features_in_)
-        return X, check_sample_weight(sample_weight, X.shape[0])
+            dtype, origin, n_features = np.dtype(engine.dtype), self._origin, self.n_features_in_
+            if origin is not None:
+                X = check_array(X, np.float64, n_features=n_features)
+        if origin is not None:
+            X = X - np.asarray(origin)      # float64; the check below names an overflow
+        X = check_array(X, dtype, n_features=n_features)
+        return X, check_sample_weight(sample_weight, X.shape[0]), origin
+
+    @staticmethod
+    def _origin_of(X):
+        """The origin of float64 data for a float32 model: its first row, as a
+        float32 value kept in float64 (None when that row overflows float32)."""
+        row = X[0]
+        if not (np.abs(row) <= np.finfo(np.float32).max).all():
+            return None
+        # a tuple of floats: pickles the same before and after a round trip
+        return tuple(row.astype(np.float32).astype(np.float64).tolist())
 
     def partial_fit(self, X, y=None, sample_weight=None):
         """Add a batch of points to the stream.
@@ -212,11 +244,12 @@ class StreamingKMeans:
         """
         first = getattr(self, "_engine", None) is None
         names = self._names_of(X, reset=first)
-        X, w = self._validated(X, sample_weight, first=False)
+        X, w, origin = self._validated(X, sample_weight, first=False)
         if first:
             self._engine, _ = self._new_engine(X.shape[1])
             self.n_features_in_ = X.shape[1]
             self._set_names(names)
+            self._origin = origin
         self._engine.partial_fit(X, w)
         return self
 
@@ -226,7 +259,8 @@ class StreamingKMeans:
         Raises ``ValueError`` when X has fewer rows than ``n_clusters``.
         """
         names = self._names_of(X, reset=True)
-        X, w = self._validated(X, sample_weight, first=True)
+        raw = X
+        X, w, origin = self._validated(X, sample_weight, first=True)
         if X.shape[0] < self.n_clusters:
             raise ValueError(
                 f"n_samples={X.shape[0]} should be >= n_clusters={self.n_clusters}.")
@@ -235,7 +269,9 @@ class StreamingKMeans:
         self._engine = engine
         self.n_features_in_ = X.shape[1]
         self._set_names(names)
-        self.labels_ = self._labels(X)
+        self._origin = origin                  # the order partial_fit sets them in
+        # with an origin, the labels of the float64 rows (as predict gives them)
+        self.labels_ = self._labels(X) if origin is None else self.predict(raw)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -258,7 +294,7 @@ class StreamingKMeans:
         or a weight that is not > 0, leaving the model unchanged.
         """
         try:
-            if self._engine.learn_one(x, w):
+            if self._origin is None and self._engine.learn_one(x, w):
                 return
         except AttributeError:      # no data yet: the engine is created on the slow path
             pass
@@ -266,11 +302,12 @@ class StreamingKMeans:
 
     def _learn_one_slow(self, x, w):
         keys, x = self._row_of(x, "learn_one")
-        X, w_arr = self._validated(x.reshape(1, -1), [w], first=False)
+        X, w_arr, origin = self._validated(x.reshape(1, -1), [w], first=False)
         if getattr(self, "_engine", None) is None:
             self._engine, _ = self._new_engine(X.shape[1])
             self.n_features_in_ = X.shape[1]
             self._set_names(keys)
+            self._origin = origin
         if not self._engine.learn_one(X[0], float(w_arr[0])):
             raise AssertionError("a validated point was refused")  # pragma: no cover
 
@@ -287,7 +324,10 @@ class StreamingKMeans:
 
     @property
     def cluster_centers_(self):
-        return self._fitted_engine().query()[0]
+        centers = self._fitted_engine().query()[0]
+        if self._origin is None:
+            return centers
+        return (centers + np.asarray(self._origin)).astype(centers.dtype)
 
     @property
     def inertia_(self):
@@ -324,12 +364,17 @@ class StreamingKMeans:
         if engine is None or engine.n_points == 0:
             raise NotFittedError("This StreamingKMeans instance has not seen any data yet.")
         points, weights, spread, level = engine.coreset()
+        if self._origin is not None:
+            points = (points + np.asarray(self._origin)).astype(points.dtype)
         return Coreset._trusted(points, weights, level, spread)
 
     def _check_query_input(self, X):
         engine = self._fitted_engine()
         self._names_of(X, reset=False)
-        X = check_array(X, engine.dtype, n_features=self.n_features_in_)
+        X = check_array(X, engine.dtype if self._origin is None else np.float64,
+                        n_features=self.n_features_in_)
+        if self._origin is not None:
+            X = np.ascontiguousarray(X - np.asarray(self._origin))  # float64, at any offset
         centers = np.ascontiguousarray(engine.query()[0], dtype=np.float64)
         return X, centers
 

@@ -253,7 +253,8 @@ class Engine:
             self.hits += 1
             parts = [int(a["cache_slot"][g, e])] + self._minor_part(g, low)
         else:
-            self.misses += 1
+            if key > 0:  # a miss only when a cached prefix could have served
+                self.misses += 1
             parts = []
             for lvl in levels:
                 parts.extend(self._minor_part(g, lvl))

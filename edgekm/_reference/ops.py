@@ -10,7 +10,14 @@ import math
 
 import numpy as np
 
+from ..exceptions import DataError
 from .rng import Rng
+
+
+def _check_n_clusters(n_samples, n_clusters):
+    """The kernels' one precondition they cannot survive: 1 <= n_clusters <= n_samples."""
+    if n_clusters < 1 or n_clusters > n_samples:
+        raise DataError(f"n_clusters={n_clusters} needs 1 <= n_clusters <= n_samples={n_samples}")
 
 
 # ---------------------------------------------------------------- distances
@@ -89,6 +96,7 @@ def _kmeanspp(X, w, k, rng):
 
 def kmeanspp(X, w, k, seed):
     """Greedy weighted k-means++ (D² sampling, best of 2 + ln k candidates); k row indices."""
+    _check_n_clusters(X.shape[0], k)
     return _kmeanspp(X, w, k, Rng(seed))
 
 
@@ -103,6 +111,9 @@ def _lloyd(X, w, C, max_iter):
     for it in range(max_iter):
         labels, dist = _assign(X, C)
         if it > 0 and not reseeded and np.array_equal(labels, prev):
+            n_iter = it
+            break
+        if not np.any(dist):
             n_iter = it
             break
         prev = labels
@@ -136,6 +147,7 @@ def _solve(X, w, k, n_init, max_iter, rng):
 
 def solve(X, w, k, n_init, max_iter, seed):
     """Best of n_init runs of k-means++ and Lloyd: (centers, cluster_weights, cost)."""
+    _check_n_clusters(X.shape[0], k)
     C, W, f, _ = _solve(X, w, k, n_init, max_iter, Rng(seed))
     return C.astype(X.dtype), W, f
 
@@ -157,6 +169,8 @@ def _reduce_tree(X, w, m, rng):
     reps = [r0]
     leaf_of = [0]  # leaf node of each representative, in choice order
     for _ in range(m - 1):
+        if cost[0] <= 0:
+            break  # every member sits on a representative: nothing left to split
         v = 0
         while left[v] != -1:
             a, b = left[v], right[v]

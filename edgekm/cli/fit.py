@@ -56,7 +56,7 @@ def _check_output(path):
 
 
 def fit_file(path, n_clusters, *, coreset_size=None, algorithm="cc", chunk_rows=65536,
-             random_state=0, progress=True, stdin=None):
+             random_state=0, progress=True, stdin=None, dtype=np.float32):
     """Fit ``n_clusters`` centres on a data file in bounded memory.
 
     Parameters
@@ -76,6 +76,11 @@ def fit_file(path, n_clusters, *, coreset_size=None, algorithm="cc", chunk_rows=
         A progress bar on stderr (only when it is a terminal).
     stdin : text file, default=None
         What ``"-"`` reads.
+    dtype : {numpy.float32, numpy.float64}, default=numpy.float32
+        The estimator's storage type, and the dtype chunks are read in (one
+        chunk is ``chunk_rows * n_features * itemsize`` bytes).  Data far from
+        zero (clusters 0.5 apart at an offset of 1e7) needs float64 here:
+        float32 chunks are rounded before the model sees them.
 
     Returns
     -------
@@ -99,9 +104,9 @@ def fit_file(path, n_clusters, *, coreset_size=None, algorithm="cc", chunk_rows=
     if algorithm not in FIT_ALGORITHMS:
         raise FitError(f"algorithm must be one of {', '.join(FIT_ALGORITHMS)}, got {algorithm!r}")
     start = time.perf_counter()
-    reader = open_chunks(path, chunk_rows, np.float32, stdin=stdin)
+    reader = open_chunks(path, chunk_rows, dtype, stdin=stdin)
     est = StreamingKMeans(n_clusters, algorithm=algorithm, coreset_size=coreset_size,
-                          random_state=random_state)
+                          dtype=dtype, random_state=random_state)
     try:
         cfg = check_params(est.get_params())     # before reading a byte of a large file
     except (TypeError, ValueError) as exc:
@@ -127,6 +132,7 @@ def fit_file(path, n_clusters, *, coreset_size=None, algorithm="cc", chunk_rows=
         "n_clusters": int(n_clusters),
         "algorithm": algorithm,
         "coreset_size": int(cfg["coreset_size"]),
+        "dtype": np.dtype(cfg["dtype"]).name,
         "chunk_rows": chunk_rows,
         "largest_chunk_bytes": largest,
         "memory_bytes": est.memory_bytes,
@@ -226,6 +232,9 @@ def add_parser(subparsers):
                    help="points per bucket (default 40 k)")
     p.add_argument("--algorithm", choices=FIT_ALGORITHMS, default="cc",
                    help="the streaming algorithm (default cc)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="the model's storage type and the chunks' (default float32; "
+                        "float64 for data far from zero, e.g. offsets of 1e7)")
     p.add_argument("--chunk-rows", type=positive_int, default=65536, metavar="N",
                    help="rows read and fitted at a time (default 65536)")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
@@ -244,7 +253,8 @@ def run(args):
         check_output_path(args.out, FitError)
         result = fit_file(args.input, args.k, coreset_size=args.coreset_size,
                           algorithm=args.algorithm, chunk_rows=args.chunk_rows,
-                          random_state=args.seed, progress=not args.no_progress)
+                          random_state=args.seed, progress=not args.no_progress,
+                          dtype=np.dtype(args.dtype).type)
         digest = write_centroids(result, args.out, model=args.model)
     except (DataError, FitError) as exc:
         raise UsageError(str(exc)) from None

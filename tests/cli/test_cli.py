@@ -400,3 +400,21 @@ def test_internal_errors_are_one_line_unless_debugging(monkeypatch, capsys):
     assert cli.main(["models", "list", "--db", "x.db"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: boom" in err
+
+
+def test_fit_dtype_float64_survives_a_large_offset(tmp_path):
+    """``edgekm fit --dtype float64`` reads and stores float64: 3 clusters 0.5
+    apart at an offset of 1e7 come back apart; float32 chunks would round
+    them onto float32's spacing of 1.0 there.  The JSON reports the dtype."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [0.5, 0.0], [0.0, 0.5]]) + 1e7
+    X = centres[rng.integers(0, 3, 3000)] + rng.normal(scale=0.05, size=(3000, 2))
+    np.save(tmp_path / "far.npy", X)
+    out = tmp_path / "c.json"
+    fit = ok_json(run("fit", tmp_path / "far.npy", "--k", 3, "--dtype", "float64",
+                      "--chunk-rows", 500, "--out", out, "--json", "--no-progress"))
+    assert fit["dtype"] == "float64" and fit["largest_chunk_bytes"] == 500 * 2 * 8
+    got = np.array(json.loads(out.read_text())["centers"])
+    assert np.abs(np.sort(got, axis=0) - np.sort(centres, axis=0)).max() < 0.05
+    usage = run("fit", tmp_path / "far.npy", "--k", 3, "--dtype", "float16", "--out", out)
+    assert usage.returncode != 0

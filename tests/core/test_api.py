@@ -572,8 +572,12 @@ def test_learn_one_stream_equals_partial_fit(algorithm, dtype):
 
 
 def test_learn_one_accepts_lists_and_other_dtypes():
+    """float64 rows (and lists) keep their precision relative to the origin of
+    the first row, so they match a float64 batch; float32 rows, contiguous or
+    not, match a float32 batch."""
     X = _data(100)
     ref = _small_model().partial_fit(X)          # float64 rows into a float32 model
+    ref32 = _small_model().partial_fit(X.astype(np.float32))
     as_lists = _small_model()
     as_f64 = _small_model()
     as_f32 = _small_model()
@@ -584,8 +588,8 @@ def test_learn_one_accepts_lists_and_other_dtypes():
         as_f64.learn_one(x)                                  # slow path converts
         as_f32.learn_one(x.astype(np.float32))               # fast path
         strided.learn_one(wide[i, ::2])                      # not contiguous
-    for model in (as_lists, as_f64, as_f32, strided):
-        assert model.cluster_centers_.tobytes() == ref.cluster_centers_.tobytes()
+    for model, expected in ((as_lists, ref), (as_f64, ref), (as_f32, ref32), (strided, ref32)):
+        assert model.cluster_centers_.tobytes() == expected.cluster_centers_.tobytes()
         assert model.n_seen_ == 100.0
         assert model.cluster_centers_.dtype == np.float32
 
@@ -991,3 +995,36 @@ def test_sequential_quality_within_2x_from_a_good_start(mixture):
     _stream(model, X[order], 40)
     cost = everything.cost(model.cluster_centers_)
     assert cost <= 2.0 * reference_cost, cost / reference_cost
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_float32_survives_a_large_offset(algorithm):
+    """3 clusters 0.5 apart at an offset of 1e7 (float32's spacing there is 1.0):
+    float64 batches into the default float32 model are stored relative to the
+    first row's origin, so the clusters separate as in float64 (ARI >= 0.99,
+    here exactly 1); centres come back near the offset."""
+    from sklearn.metrics import adjusted_rand_score
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [0.5, 0.0], [0.0, 0.5]])
+    y = rng.integers(0, 3, 6000)
+    X = centres[y] + rng.normal(scale=0.05, size=(6000, 2)) + 1e7
+    batched = StreamingKMeans(3, algorithm=algorithm, random_state=0)
+    for batch in np.array_split(X, 12):
+        batched.partial_fit(batch)
+    one = StreamingKMeans(3, algorithm=algorithm, random_state=0)
+    for x in X[:3000]:
+        one.learn_one(x)
+    if algorithm == "sequential":
+        # the baseline has no quality guarantee (ARI 0.45 here at offset 0, in
+        # float64 too): the offset must change nothing
+        near = StreamingKMeans(3, algorithm=algorithm, dtype=np.float64, random_state=0)
+        for batch in np.array_split(X - 1e7, 12):
+            near.partial_fit(batch)
+        assert (adjusted_rand_score(y, batched.predict(X))
+                == adjusted_rand_score(y, near.predict(X - 1e7)))
+    else:
+        assert adjusted_rand_score(y, batched.predict(X)) >= 0.99
+        assert adjusted_rand_score(y[:3000], one.predict(X[:3000])) >= 0.99
+    assert batched.cluster_centers_.dtype == np.float32
+    assert np.abs(batched.cluster_centers_.astype(np.float64) - 1e7).max() <= 2.0
+    assert batched.coreset().weights.sum() == 6000.0

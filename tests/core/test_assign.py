@@ -60,6 +60,31 @@ def test_kernel_variants_agree(kernel):
         assert kern.assign_one(X[i]) == (labels[i], dist[i], scores[i], 1)
 
 
+@pytest.mark.parametrize("offset", [0.0, 1e3, 1e7])
+@pytest.mark.parametrize("k,d", [(20, 1), (24, 7), (30, 10), (41, 74)])
+def test_float32_filter_is_bit_identical(k, d, offset):
+    """The float32 filter (k >= ASSIGN_F32_FILTER_MIN_CLUSTERS, AVX2) gives the
+    float64 kernel's labels, distances and scores bit for bit: on random
+    points, on integer grids full of exact ties, and far from zero (where its
+    error bound sends most points to the exact path)."""
+    from edgekm._defaults import ASSIGN_F32_FILTER_MIN_CLUSTERS
+    assert k >= ASSIGN_F32_FILTER_MIN_CLUSTERS
+    rng = np.random.default_rng(k * d)
+    centers = (rng.normal(size=(k, d)) * 3 + offset).astype(np.float32)
+    X = (centers[rng.integers(0, k, 3001)] + rng.normal(size=(3001, d))).astype(np.float32)
+    grid = np.round(rng.normal(size=(999, d)) * 2 + offset).astype(np.float32)
+    for C, P in ((centers, X), (np.round(centers), grid)):
+        v = make_version(P, C.astype(np.float32), dtype=np.float32)
+        a = Assigner(v, n_threads=1)
+        if _backend.NAME == "cython" and _backend.assign.KERNEL == "avx2":
+            assert a._kernel.f32_filter
+        got = a.assign(P)
+        exp = _ref_assign(v, P)
+        np.testing.assert_array_equal(got.labels, exp[0])
+        assert got.distances.tobytes() == exp[1].tobytes()
+        assert got.scores.tobytes() == exp[2].tobytes()
+
+
 def test_ties_go_to_the_lowest_label():
     X = np.array([[0.0, 0.0], [1.0, 0.0]])
     centers = np.array([[2.0, 0.0], [-1.0, 0.0], [-1.0, 0.0], [2.0, 0.0], [0.5, 0.0]])

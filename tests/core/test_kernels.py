@@ -206,6 +206,35 @@ def test_kmeanspp_with_fewer_distinct_points_than_k():
     assert got[1:].tolist() == [i for i in range(4) if i != got[0]]
 
 
+@pytest.mark.parametrize("backend", [_ops, ref], ids=["cython", "reference"])
+@pytest.mark.parametrize("kernel", ["kmeanspp", "solve"])
+def test_seeding_and_solve_check_n_clusters_against_n_samples(backend, kernel):
+    """n_clusters > n_samples used to crash the compiled kernel (segfault);
+    both backends raise DataError instead.  n_clusters == n_samples passes."""
+    from edgekm.exceptions import DataError
+    X = _data(4, 3, np.float64)
+    w = np.ones(4)
+    call = ((lambda k: backend.kmeanspp(X, w, k, 0)) if kernel == "kmeanspp"
+            else (lambda k: backend.solve(X, w, k, 1, 5, 0)))
+    call(4)
+    for bad in (5, 0):
+        with pytest.raises(DataError, match="n_clusters"):
+            call(bad)
+
+
+def test_lloyd_stops_once_every_score_is_zero():
+    """Centres on every distinct point: the first assignment costs 0, so Lloyd
+    stops before any update (n_iter 0) and keeps the centres exactly, the
+    duplicate centre included (an update would reseed it at a zero score)."""
+    X = np.array([[0.1], [0.1], [0.1], [0.7]])
+    w = np.ones(4)
+    C = np.array([[0.1], [0.7], [0.7]])
+    W, f, n_iter = ref._lloyd(X, w, C, 10)
+    assert (n_iter, f) == (0, 0.0)
+    np.testing.assert_array_equal(C, [[0.1], [0.7], [0.7]])
+    np.testing.assert_array_equal(W, [3.0, 1.0, 0.0])
+
+
 def test_kmeanspp_first_centre_is_drawn_by_weight():
     X = _data(100, 2, np.float64)
     w = np.ones(100)
@@ -311,10 +340,11 @@ def test_lloyd_reseeds_an_empty_cluster_at_the_largest_weighted_distance():
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_solve_empty_clusters_are_reseeded_deterministically(dtype):
-    """k above the number of distinct points: k-means++ adds duplicates, the
-    duplicate centres lose every point (ties go to the lowest index), and each
-    empty cluster is reseeded at the point with the largest w * d² (all 0 here,
-    so index 0) on every iteration.  Both backends agree, run after run."""
+    """k above the number of distinct points: k-means++ adds duplicates (the
+    lowest unused index), the duplicate centres lose every point (ties go to
+    the lowest index), and Lloyd stops at once because every score is 0: no
+    reseeding at a zero score, no update rounding a centre off its point.
+    Both backends agree, run after run."""
     X = np.array([[0.0, 0.0]] * 4 + [[3.0, 1.0]] * 3 + [[-2.0, 5.0]] * 2, dtype=dtype)
     w = np.array([1.0, 2.0, 1.0, 3.0, 1.0, 1.0, 2.0, 4.0, 1.0])
     k = 5
@@ -328,8 +358,9 @@ def test_solve_empty_clusters_are_reseeded_deterministically(dtype):
         _assert_same(again[0], C)
         assert W.sum() == w.sum()
         assert (W == 0).sum() == 2             # three distinct points carry all the weight
+        rows = {tuple(row) for row in X.astype(dtype).tolist()}
         for c in np.flatnonzero(W == 0):
-            np.testing.assert_array_equal(C[c], X[0])   # reseeded at the lowest index
+            assert tuple(C[c].tolist()) in rows        # a duplicate seed, left in place
         assert {tuple(row) for row in C[W > 0].tolist()} == {
             tuple(row) for row in np.unique(X, axis=0).tolist()}
 
@@ -433,23 +464,49 @@ def test_reduce_small_input_returns_a_copy(n, m, dtype):
         _assert_same(s, before_s)
 
 
+def _reduce_both_backends(X, w, m, seed):
+    """The compiled reduce, checked bit for bit against the twin's."""
+    got = _ops.reduce(X, w, m, seed)
+    for a, b in zip(got, ref.reduce(X, w, m, seed)):
+        _assert_same(a, b)
+    return got
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_reduce_all_rows_equal(dtype):
-    """Duplicates only: every cost is 0, representatives are drawn uniformly
-    inside a leaf; still m points and the exact weight."""
+    """Duplicates only: the root's cost is 0, nothing is left to split, so the
+    reduce stops at one point carrying the exact weight (not m copies)."""
     X = np.tile(np.array([[1.5, -2.0, 3.0]], dtype=dtype), (60, 1))
     w = _weights(60, "integer")
     for seed in range(5):
-        P, V, S = _ops.reduce(X, w, 10, seed)
-        rP, rV, rS = ref.reduce(X, w, 10, seed)
-        _assert_same(P, rP)
-        _assert_same(V, rV)
-        _assert_same(S, rS)
-        assert P.shape == (10, 3)
+        P, V, S = _reduce_both_backends(X, w, 10, seed)
+        assert P.shape == (1, 3)
         assert (P == X[0]).all()          # the mean of equal rows is the row, exactly
         assert (S == 0).all()
         assert V.sum() == w.sum()
         assert (V > 0).all()
+
+
+@pytest.mark.parametrize("n_distinct", [1, 2, 5, 9])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_reduce_of_few_distinct_points_emits_one_point_per_distinct_row(dtype, n_distinct):
+    """A few distinct rows, many copies each: once every member sits on a
+    representative the reduce stops, with one point per distinct row (each
+    the row itself, spread 0) and the weight of its copies, exactly."""
+    rng = np.random.default_rng(n_distinct)
+    # quarters: every sum of integer-weighted copies is exact, so each mean is its row
+    rows = (rng.integers(-40, 40, size=(n_distinct, 4)) / 4).astype(dtype)
+    which = rng.integers(0, n_distinct, size=500)
+    which[:n_distinct] = np.arange(n_distinct)
+    X = np.ascontiguousarray(rows[which])
+    w = _weights(500, "integer")
+    for seed in range(4):
+        P, V, S = _reduce_both_backends(X, w, 40, seed)
+        assert P.shape == (n_distinct, 4)
+        assert (S == 0).all()
+        for p, v in zip(P, V):
+            t = int(np.flatnonzero((rows == p).all(axis=1))[0])
+            assert v == np.cumsum(w[which == t])[-1]
 
 
 @pytest.mark.parametrize("outlier_weight", [1.0, 1e6])
