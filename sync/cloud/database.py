@@ -68,6 +68,13 @@ Schema v3 adds the weight cap and the compaction (issue 5, hardening):
   ``telemetry``) were collapsed by compaction: every seq of a run was
   accepted, so a frame in a run is a duplicate (``kind`` is ``frame`` or
   ``telemetry``).
+
+Schema v5 adds the pooled drift test (issue 12):
+
+- ``version_drift``: per (model, version), the sums over every v2 summary devices
+  sent while using it: cluster counts, counts beyond p99, sums and sums of
+  squares (little-endian float64 blobs), and the points and summaries pooled;
+  the drift report runs :func:`edgekm.drift.drift_test` on them.
 """
 
 import contextlib
@@ -78,7 +85,7 @@ from edgekm.exceptions import SchemaError, UnavailableError, UnknownModelError
 
 from .._sqlite import transaction
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 ALL_TIME = -1
 #: the ``window`` of the compacted tree (buckets) and of the compacted totals (windows,
 #: device_windows)
@@ -342,9 +349,21 @@ _V3 = (
 #: buckets written before, which read as zeros
 _V4 = ("ALTER TABLE buckets ADD COLUMN spread BLOB",)
 
+_V5 = ("""CREATE TABLE version_drift (
+    model_id    INTEGER NOT NULL REFERENCES models(model_id),
+    version     INTEGER NOT NULL,
+    counts      BLOB NOT NULL,      -- little-endian float64, one per cluster
+    beyond      BLOB NOT NULL,      -- points beyond each cluster's p99
+    sums        BLOB NOT NULL,      -- k x d
+    sumsq       BLOB NOT NULL,      -- k x d
+    n_points    INTEGER NOT NULL,
+    summaries   INTEGER NOT NULL,
+    PRIMARY KEY (model_id, version)
+) WITHOUT ROWID""",)
+
 #: MIGRATIONS[v] upgrades a database from version v to v + 1 (v = 0: empty file):
 #: a script split on ";", or a tuple of statements (needed for triggers)
-MIGRATIONS = {0: _V1, 1: _V2, 2: _V3, 3: _V4}
+MIGRATIONS = {0: _V1, 1: _V2, 2: _V3, 3: _V4, 4: _V5}
 
 DURABILITY = {"full": "FULL", "normal": "NORMAL"}
 

@@ -641,3 +641,30 @@ def test_cli_versions(tmp_path, capsys):
     assert status == 2
     status, _, err = run_cli(capsys, "versions", "list", "--db", db, "--model", "nope")
     assert status == 2 and "no model" in err
+
+
+def test_drift_report_pools_the_devices_v2_summaries_per_version(agg, clock):
+    from edgekm import EdgeFilter
+    from edgekm.sync.wire.telemetry import summarize
+
+    fill(agg)
+    agg.publish("m", 4)
+    agg.add_device("dev-b")
+    v = agg.version("m", 1)
+    assert agg.drift("m")["versions"][0]["pooled_drift"] is None
+    for i, device in enumerate(("dev-a", "dev-b")):      # the training distribution
+        f = EdgeFilter(v, device=device, clock=clock, summarize=summarize)
+        f.observe(blob_points(BLOBS[:4], n_per=300, seed=10 + i))
+        agg.accept_telemetry("m", device, encode_telemetry(f.flush()))
+    pooled = agg.drift("m")["versions"][0]["pooled_drift"]
+    assert pooled["points"] == 2400 and pooled["summaries"] == 2
+    assert pooled["drift_score"] < 1, pooled
+    moved = blob_points(BLOBS[:4], n_per=300, seed=20) + np.array([0.6, 0.0])  # 2 sd
+    f = EdgeFilter(v, device="dev-a", seq_source=lambda: 9, clock=clock, summarize=summarize)
+    f.observe(moved)
+    agg.accept_telemetry("m", "dev-a", encode_telemetry(f.flush()))
+    pooled = agg.drift("m")["versions"][0]["pooled_drift"]
+    assert pooled["points"] == 3600 and pooled["drift_score"] >= 1, pooled
+    # a v1 summary is recorded but not pooled
+    agg.accept_telemetry("m", "dev-b", encode_telemetry(summary("dev-b", seq=5)))
+    assert agg.drift("m")["versions"][0]["pooled_drift"]["summaries"] == 3
