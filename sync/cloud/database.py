@@ -75,6 +75,11 @@ Schema v5 adds the pooled drift test (issue 12):
   sent while using it: cluster counts, counts beyond p99, sums and sums of
   squares (little-endian float64 blobs), and the points and summaries pooled;
   the drift report runs :func:`edgekm.drift.drift_test` on them.
+- ``canary_gates``: per model, the canary started with a gate (``auto_abort``,
+  ``auto_promote_after``) and when (:mod:`edgekm.sync.cloud.gate`).
+- ``canary_cohorts``: per (model, canary, cohort ``canary``/``control``), the
+  pooled statistics of the cohort's v2 summaries and their cost.
+- ``canary_policies``: per model, the gate's thresholds (NULL: the default).
 """
 
 import contextlib
@@ -359,7 +364,33 @@ _V5 = ("""CREATE TABLE version_drift (
     n_points    INTEGER NOT NULL,
     summaries   INTEGER NOT NULL,
     PRIMARY KEY (model_id, version)
-) WITHOUT ROWID""",)
+) WITHOUT ROWID""",
+       """CREATE TABLE canary_gates (
+    model_id            INTEGER PRIMARY KEY REFERENCES models(model_id),
+    version             INTEGER NOT NULL,
+    auto_abort          INTEGER NOT NULL,
+    auto_promote_after  INTEGER,
+    started             REAL NOT NULL
+)""",
+       """CREATE TABLE canary_cohorts (
+    model_id    INTEGER NOT NULL REFERENCES models(model_id),
+    version     INTEGER NOT NULL,   -- the canary
+    cohort      TEXT NOT NULL,      -- 'canary' or 'control'
+    counts      BLOB NOT NULL,
+    beyond      BLOB NOT NULL,
+    sums        BLOB NOT NULL,
+    sumsq       BLOB NOT NULL,
+    n_points    INTEGER NOT NULL,
+    cost        REAL NOT NULL,
+    PRIMARY KEY (model_id, version, cohort)
+) WITHOUT ROWID""",
+       """CREATE TABLE canary_policies (
+    model_id    INTEGER PRIMARY KEY REFERENCES models(model_id),
+    min_points  INTEGER,
+    tail_margin REAL,
+    cost_margin REAL,
+    z           REAL
+)""")
 
 #: MIGRATIONS[v] upgrades a database from version v to v + 1 (v = 0: empty file):
 #: a script split on ";", or a tuple of statements (needed for triggers)

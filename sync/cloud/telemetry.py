@@ -55,7 +55,8 @@ def pooled_drift(conn, mid, version, cv):
     k, d = cv.centers.shape
     counts, beyond = (np.frombuffer(b, dtype="<f8") for b in row[:2])
     sums, sumsq = (np.frombuffer(b, dtype="<f8").reshape(k, d) for b in row[2:4])
-    test = drift_test(counts, beyond, sums, sumsq, cv.centers, cv.cluster_weights)
+    test = drift_test(counts, beyond, sums, sumsq, cv.centers, cv.cluster_weights,
+                      scale=cv.quantiles[:, -1])
     return {"drift_score": test["drift_score"], "drift_terms": test["drift_terms"],
             "cluster": test["cluster"], "points": row[4], "summaries": row[5],
             "beyond_p99": float(beyond.sum() / counts.sum()) if counts.sum() > 0 else None}
@@ -75,10 +76,11 @@ class Telemetry:
     >>> agg.close()
     """
 
-    def __init__(self, db, versions, *, clock):
+    def __init__(self, db, versions, *, clock, gate=None):
         self.db = db
         self.versions = versions
         self.clock = clock
+        self.gate = gate
 
     def decode(self, body):
         if isinstance(body, (bytes, bytearray)) and len(body) > MAX_TELEMETRY_BYTES:
@@ -167,6 +169,11 @@ class Telemetry:
                               s.n_points))
                 if s.beyond_p99 is not None:
                     _pool_drift(conn, mid, s)
+                    if self.gate is not None:
+                        active, canary, _ = rollout_row(conn, mid)
+                        acted = self.gate.observe(conn, mid, s, now, active, canary)
+                        if acted is not None:
+                            result["gate"] = acted
         if n_anomalies:
             a = np.ascontiguousarray(s.anomalies)
             code = a.dtype.newbyteorder("<").str
@@ -201,6 +208,7 @@ class Telemetry:
             usage = {v: np.frombuffer(c, dtype="<f8") for v, c in conn.execute(
                 "SELECT version, counts FROM version_usage WHERE model_id = ?", (mid,))}
             pooled = {r[0]: pooled_drift(conn, mid, r[0], docs[r[0]]) for r in rows}
+            gate = None if self.gate is None else self.gate.report(conn, mid, canary, active)
             policy = conn.execute("SELECT drift_threshold FROM publish_policies WHERE "
                                   "model_id = ?", (mid,)).fetchone()
             threshold = (policy[0] if policy is not None and policy[0] is not None
@@ -253,7 +261,7 @@ class Telemetry:
         return {
             "model": model, "active": active, "canary": canary,
             "canary_percent": percent if canary is not None else 0.0,
-            "versions": versions, "devices": report_devices,
+            "canary_gate": gate, "versions": versions, "devices": report_devices,
             "telemetry": {"summaries": summaries, "points": points, "raw_bytes": raw,
                           "forwarded_bytes": forwarded, "anomalies": n_anom,
                           "compression_ratio": forwarded / raw if raw else None},

@@ -191,7 +191,8 @@ def test_v2_database_is_migrated(tmp_path, clock):
         ALTER TABLE models DROP COLUMN weight_cap_policy;
         ALTER TABLE models DROP COLUMN compacted_through;
         ALTER TABLE buckets DROP COLUMN spread;
-        DROP TABLE version_drift;
+        DROP TABLE version_drift; DROP TABLE canary_gates; DROP TABLE canary_cohorts;
+        DROP TABLE canary_policies;
         UPDATE schema_version SET version = 2;""")
     conn.close()
     with Aggregator(path, clock=clock, random_state=0, max_device_weight=1.5 * weight) as a:
@@ -213,6 +214,8 @@ def test_v3_database_is_migrated_and_its_buckets_read_with_zero_spread(tmp_path,
                                             level=0, created=0.0))
     conn = sqlite3.connect(path)            # take it back to schema v3: no spread column
     conn.executescript("ALTER TABLE buckets DROP COLUMN spread; DROP TABLE version_drift; "
+                       "DROP TABLE canary_gates; DROP TABLE canary_cohorts; "
+                       "DROP TABLE canary_policies; "
                        "UPDATE schema_version SET version = 3;")
     conn.close()
     with Aggregator(path, clock=clock, random_state=0) as a:
