@@ -94,6 +94,8 @@ def test_a_canary_moved_by_several_spreads_is_withdrawn_before_20000_points(flee
     for a in agents:
         assert a.pull() == 1
     assert agg.rollout_state("m")["active"] == 1
+    snap = {m["model"]: m for m in agg.metrics_snapshot()["models"]}
+    assert snap["m"]["gate_actions"] == {"abort": 1, "promote": 0}
 
 
 def test_a_canary_fitted_on_the_same_distribution_is_never_withdrawn(fleet):
@@ -119,3 +121,12 @@ def test_auto_promote_after_n_points(fleet):
     assert agg.rollout_state("m")["active"] == good
     event = [e for e in agg.version_events("m") if e["version"] == good][-1]
     assert (event["actor"], event["action"]) == ("gate", "promote")
+
+
+def test_thresholds_are_per_model(fleet):
+    agg, _, _ = fleet
+    assert agg.set_canary_policy("m", min_points=500, cost_margin=0.5) == {
+        "min_points": 500, "tail_margin": 0.01, "cost_margin": 0.5, "z": 3.0}
+    assert agg.drift("m")["canary_gate"]["thresholds"]["min_points"] == 500
+    with pytest.raises(ValueError):
+        agg.set_canary_policy("m", min_points=0)
