@@ -668,7 +668,12 @@ class Aggregator:
               ``empty_clusters`` (labels with no training weight), new and
               vanished clusters, and ``observed_shares`` (the cluster shares
               devices reported while using it) with ``observed_share_change``
-              (largest gap to the training shares);
+              (largest gap to the training shares), and ``pooled_drift``: the
+              calibrated drift test (:mod:`edgekm.drift`) on every device's v2
+              summaries pooled for the version (None before the first);
+            - ``canary_gate``: the gate's ``thresholds`` (the model's or the
+              defaults), and for a gated canary its settings and ``figures``
+              (:mod:`edgekm.sync.cloud.gate`);
             - ``devices``: from each device's latest summary: ``reporting``,
               ``mean_drift_score``, ``max_drift_score``, ``mean_psi``,
               ``max_psi``, ``over_threshold`` (devices whose score reaches

@@ -106,7 +106,20 @@ def compare(canary, control, canary_version, active_version, policy):
 
 class Gate:
     """The canary gate of the module's docstring; ``abort`` and ``promote`` are the
-    rollout's in-transaction steps ``(conn, mid, now, actor, **detail)``."""
+    rollout's in-transaction steps ``(conn, mid, now, actor, **detail)``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from edgekm.sync import Aggregator
+    >>> agg = Aggregator(os.path.join(tempfile.mkdtemp(), "a.db"))
+    >>> agg.add_model("m", 2)
+    >>> agg.drift("m")["canary_gate"]["thresholds"] == DEFAULTS
+    True
+    >>> agg.set_canary_policy("m", min_points=5000)["min_points"]
+    5000
+    >>> agg.close()
+    """
 
     def __init__(self, versions, *, abort, promote):
         self.versions = versions
