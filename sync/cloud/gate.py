@@ -110,15 +110,16 @@ class Gate:
 
     Examples
     --------
+    The thresholds a model uses, the defaults until it sets its own:
+
     >>> import os, tempfile
     >>> from edgekm.sync import Aggregator
-    >>> agg = Aggregator(os.path.join(tempfile.mkdtemp(), "a.db"))
-    >>> agg.add_model("m", 2)
-    >>> agg.drift("m")["canary_gate"]["thresholds"] == DEFAULTS
-    True
-    >>> agg.set_canary_policy("m", min_points=5000)["min_points"]
-    5000
-    >>> agg.close()
+    >>> with Aggregator(os.path.join(tempfile.mkdtemp(), "g.db")) as agg:
+    ...     agg.add_model("m", 2)
+    ...     before = agg.drift("m")["canary_gate"]["thresholds"]
+    ...     after = agg.set_canary_policy("m", min_points=5000, z=4.0)
+    >>> before == DEFAULTS, after["min_points"], after["z"], after["cost_margin"]
+    (True, 5000, 4.0, 0.25)
     """
 
     def __init__(self, versions, *, abort, promote):
