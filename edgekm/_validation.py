@@ -168,6 +168,12 @@ CONSTRAINTS = {
     "every_weight": [None, Interval(numbers.Real, 0, None, closed="neither", finite=True)],
     "drift_threshold": [None, Interval(numbers.Real, 0, None, closed="neither", finite=True)],
     "percent": Interval(numbers.Real, 0, 100, closed="right"),
+    # canary gates (edgekm.sync.cloud.gate)
+    "auto_promote_after": [None, Interval(numbers.Integral, 1, None)],
+    "min_points": [None, Interval(numbers.Integral, 1, None)],
+    "tail_margin": [None, Interval(numbers.Real, 0, 1, closed="left")],
+    "cost_margin": [None, Interval(numbers.Real, 0, None, finite=True)],
+    "z": [None, Interval(numbers.Real, 0, None, closed="neither", finite=True)],
     "version": Interval(numbers.Integral, 1, None),
     "max_waiting": Interval(numbers.Integral, 0, None),
     "max_wait": Interval(numbers.Real, 0, None, finite=True),

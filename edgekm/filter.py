@@ -45,13 +45,14 @@ Drift
   stream that matches the version, the window's ``q``-th percentile of that
   ratio is about 1 whatever the clusters' sizes and spreads.
   ``ratio = max(r50, r95, r99)``.
-- ``drift_score = max(psi / PSI_ALERT, (ratio - 1) / RATIO_ALERT, 0)`` with
-  ``PSI_ALERT = 0.2`` (the usual "significant shift" level of PSI) and
-  ``RATIO_ALERT = 0.5`` (a distance quantile 50 % above its baseline).  A
-  score of 1 or more means drift.  Ratios are capped at ``1e6`` (a cluster
-  whose quantile is 0 gives an infinite ratio for any point not on it), so the
-  score stays finite as the wire format requires.  Windows of fewer than
-  :data:`MIN_POINTS_FOR_DRIFT` points report a drift score of 0 (too noisy).
+- ``drift_score``: the calibrated test of :func:`edgekm.drift.drift_test` on the
+  window's counts, sums, sums of squares and per-cluster counts beyond p99
+  (``beyond_p99``, kept here and sent up) against the version's centres,
+  training shares and p99: tests of the shares, of the fraction beyond each
+  cluster's p99 and of each cluster's mean, each with a null that accounts for
+  the window's size, Bonferroni-combined so that ``drift_score >= 1`` on at most
+  ``edgekm.drift.ALPHA`` (1 %) of the windows of a stationary stream, at any window
+  size.  PSI and the distance quantiles above are reported, not scored.
 
 Scores that cannot be computed
 ------------------------------
@@ -85,8 +86,9 @@ import numpy as np
 from ._defaults import MAX_ANOMALIES
 from ._validation import Interval, validate_params
 from .assign import Assigner
+from .drift import drift_test
 
-__all__ = ["EdgeFilter", "WindowSummary", "PSI_ALERT", "RATIO_ALERT", "PSI_EPSILON",
+__all__ = ["EdgeFilter", "WindowSummary", "PSI_EPSILON",
            "BINS_PER_OCTAVE"]
 
 BINS_PER_OCTAVE = 32
@@ -96,10 +98,7 @@ _N_LOG_BINS = (LOG2_MAX - LOG2_MIN) * BINS_PER_OCTAVE
 #: bin 0: exact zeros; 1: below 2**LOG2_MIN; 2 .. N+1: the log bins; N+2: above 2**LOG2_MAX
 _N_BINS = _N_LOG_BINS + 3
 PSI_EPSILON = 1e-4
-PSI_ALERT = 0.2
-RATIO_ALERT = 0.5
 RATIO_CAP = 1e6
-MIN_POINTS_FOR_DRIFT = 100
 QUANTILE_LEVELS = (0.50, 0.95, 0.99)
 
 
@@ -113,6 +112,8 @@ class WindowSummary:
     anomaly_labels (a,) int32, anomaly_scores (a,).  anomalies_dropped: anomalies over
     the filter's cap, counted but not kept.  dist_quantiles (3,): p50/p95/p99 of the
     squared assignment distance.  psi, drift_score: see the module's docstring.
+    beyond_p99 (k,): per cluster, the points beyond the cluster's p99 (score above 1);
+    None from a summary that does not carry them (telemetry v1).
     raw_bytes: the bytes of the points the window replaced.  ``version`` is the
     version id assigned with.  The fields are those of the wire's
     :class:`edgekm.sync.wire.telemetry.TelemetrySummary` but ``forwarded_bytes``,
@@ -150,6 +151,7 @@ class WindowSummary:
     drift_score: float
     assign_latency_us: float
     anomalies_dropped: int = 0
+    beyond_p99: np.ndarray = None
 
     @property
     def summary_id(self):
@@ -307,6 +309,7 @@ class EdgeFilter:
         total = w.sum()
         self.baseline = (w @ self._q / total) if total > 0 else self._q.mean(axis=0)
         self.counts = np.zeros(k, dtype=np.float64)
+        self.beyond = np.zeros(k, dtype=np.float64)
         self.sums = np.zeros((k, d), dtype=np.float64)
         self.sumsq = np.zeros((k, d), dtype=np.float64)
         self._hist = np.zeros((4, _N_BINS), dtype=np.int64)
@@ -317,6 +320,7 @@ class EdgeFilter:
 
     def _reset(self):
         self.counts[:] = 0
+        self.beyond[:] = 0
         self.sums[:] = 0
         self.sumsq[:] = 0
         self._hist[:] = 0
@@ -386,6 +390,7 @@ class EdgeFilter:
             np.divide(dist, q[:, i], out=ratio, where=q[:, i] > 0)
             self._hist[1 + i] += np.bincount(_bins(np.minimum(ratio, RATIO_CAP)),
                                              minlength=_N_BINS)
+        self.beyond += np.bincount(labels[scores > 1.0], minlength=k)
         finite = np.isfinite(scores)
         if not finite.all():
             unscored = int(np.count_nonzero(~finite))
@@ -422,16 +427,15 @@ class EdgeFilter:
         quant = _quantiles(self._hist[0])
         ratios = np.array([_quantiles(self._hist[1 + i])[i] for i in range(3)])
         p = psi(self.counts, self._shares) if self.n_points else 0.0
-        ratio = float(ratios.max()) if self.n_points else 0.0
-        score = max(p / PSI_ALERT, (ratio - 1.0) / RATIO_ALERT, 0.0)
-        if self.n_points < MIN_POINTS_FOR_DRIFT:
-            score = 0.0
+        test = drift_test(self.counts, self.beyond, self.sums, self.sumsq,
+                          self.assigner.version.centers, self._shares, scale=self._q[:, 2])
         with np.errstate(divide="ignore", invalid="ignore"):
             vs_baseline = np.where(self.baseline > 0, quant / np.where(self.baseline > 0,
                                                                        self.baseline, 1.0), 0.0)
         return {"psi": p, "dist_quantiles": quant, "baseline": self.baseline.copy(),
                 "quantile_vs_baseline": vs_baseline, "ratio_quantiles": ratios,
-                "drift_score": float(min(score, RATIO_CAP))}
+                "drift_terms": test["drift_terms"], "drift_cluster": test["cluster"],
+                "beyond_p99": self.beyond.copy(), "drift_score": test["drift_score"]}
 
     def flush(self):
         """Close the current window; returns its summary (:class:`WindowSummary`, or what
@@ -453,7 +457,7 @@ class EdgeFilter:
             dist_quantiles=np.minimum(drift["dist_quantiles"], 2.0 ** LOG2_MAX),
             drift_score=drift["drift_score"],
             assign_latency_us=float(self.assign_seconds / self.n_points * 1e6),
-            anomalies_dropped=int(self.anomalies_dropped))
+            anomalies_dropped=int(self.anomalies_dropped), beyond_p99=self.beyond.copy())
         try:
             summary = window if self.summarize is None else self.summarize(window)
         except BaseException:

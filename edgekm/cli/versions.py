@@ -40,6 +40,12 @@ def add_parser(subparsers):
     can.add_argument("version", type=version_id, metavar="V")
     can.add_argument("--percent", type=percent, required=True, metavar="P",
                      help="percentage of devices, in (0, 100]; devices stay in as it grows")
+    can.add_argument("--auto-abort", action="store_true",
+                     help="withdraw the canary automatically when its cohort behaves worse "
+                          "than the control cohort (thresholds: versions drift)")
+    can.add_argument("--auto-promote-after", type=positive_int, default=None, metavar="N",
+                     help="promote the canary once its cohort streamed N points with no "
+                          "regression")
     pro = sub.add_parser("promote", help="make a version active (the previous one is retired)")
     pro.add_argument("version", type=version_id, metavar="V")
     rb = sub.add_parser("rollback", help="retire the active version and restore the previous one")
@@ -84,7 +90,9 @@ def _run_versions(agg, args):
                         random_state=args.seed, actor="cli")
         return [i for i in agg.versions(model) if i["version"] == v][0]
     if action == "canary":
-        return agg.canary(model, args.version, args.percent, actor="cli")
+        return agg.canary(model, args.version, args.percent, actor="cli",
+                          auto_abort=args.auto_abort,
+                          auto_promote_after=args.auto_promote_after)
     if action == "promote":
         return agg.promote(model, args.version, actor="cli")
     if action == "rollback":
@@ -114,7 +122,11 @@ def _print_versions_result(action, result):
         print(f"version {result['version']} published ({result['status']}, k={result['k']}, "
               f"cost {result['cost']:.5g})")
     elif action == "canary":
-        print(f"version {result['version']} is the canary for {result['percent']:g}% of devices")
+        gate = (" (auto-abort)" if result.get("auto_abort") else "") + (
+            f" (auto-promote after {result['auto_promote_after']:,} points)"
+            if result.get("auto_promote_after") else "")
+        print(f"version {result['version']} is the canary for {result['percent']:g}% of "
+              f"devices{gate}")
     elif action in ("promote", "rollback"):
         retired = result["retired"]
         print(f"version {result['active']} is active"
@@ -137,6 +149,17 @@ def _print_versions_result(action, result):
         print(f"  devices reporting {d['reporting']}: mean drift {d['mean_drift_score']}, "
               f"max {d['max_drift_score']}, over {d['threshold']:g}: {d['over_threshold']}")
         print(f"  compression ratio {result['telemetry']['compression_ratio']}")
+        g = result.get("canary_gate")
+        if g is not None:
+            t = g["thresholds"]
+            print(f"  canary gate: min points {t['min_points']:,} per cohort, beyond-p99 margin "
+                  f"{t['tail_margin']:g} (z > {t['z']:g}), cost margin {t['cost_margin']:.0%}; "
+                  f"auto-abort {'on' if g['auto_abort'] else 'off'}, auto-promote after "
+                  f"{g['auto_promote_after'] or '-'}")
+            f = g["figures"]
+            if f is not None:
+                print(f"    canary {f['canary_points']:,} points vs control "
+                      f"{f['control_points']:,}: {f['verdict']} {f['reasons'] or ''}")
     else:
         for e in result:
             print(f"{when(e['at'])} {e['actor']:<6} {e['action']:<9} v{e['version']} "

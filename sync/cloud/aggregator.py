@@ -82,7 +82,8 @@ from .database import DURABILITY, Database
 from .ingest import Ingest, Prepared, Pull, Upload
 from .policies import PublishPolicies
 from .registry import WEIGHT_CAP_POLICIES, Registry, check_cap, check_positive_int
-from .rollout import Rollout
+from .gate import Gate
+from .rollout import Rollout, abort_in, promote_in
 from .status import metrics_snapshot, table_rows
 from .telemetry import Telemetry, check_sender
 from .trees import Trees
@@ -244,7 +245,8 @@ class Aggregator:
         self.versions_service = Versions(self.db, self.trees, clock=clock,
                                          publish_trim=self.publish_trim)
         self.rollout = Rollout(self.db, self.versions_service, clock=clock)
-        self.telemetry = Telemetry(self.db, self.versions_service, clock=clock)
+        self.gate = Gate(self.versions_service, abort=abort_in, promote=promote_in)
+        self.telemetry = Telemetry(self.db, self.versions_service, clock=clock, gate=self.gate)
         self.policies = PublishPolicies(self.db, self.versions_service, clock=clock)
         self.ingest = Ingest(self.db, self.registry, self.trees, self.telemetry, self.rollout,
                              clock=clock, coreset_size=self.coreset_size,
@@ -557,14 +559,28 @@ class Aggregator:
         "pins": {device: v}}``."""
         return self.rollout.rollout_state(model)
 
-    def canary(self, model, version, percent, *, actor="api"):
+    def canary(self, model, version, percent, *, actor="api", auto_abort=False,
+               auto_promote_after=None):
         """Send ``version`` to ``percent`` % of the devices (the cohort hash).
 
         A candidate, a retired version, or the current canary (to change its
-        percentage) may be canaried; there is one canary at a time.  Raises
-        :class:`RolloutError`, :class:`UnknownVersionError` or ``ValueError``.
+        percentage) may be canaried; there is one canary at a time.  With
+        ``auto_abort`` the aggregator withdraws the canary itself when its cohort
+        behaves worse than the control cohort (the active version's devices) by the
+        model's gate thresholds; with ``auto_promote_after = N`` it promotes a canary
+        whose cohort streamed N points with no regression
+        (:mod:`edgekm.sync.cloud.gate`).  Raises :class:`RolloutError`,
+        :class:`UnknownVersionError` or ``ValueError``.
         """
-        return self.rollout.canary(model, version, percent, actor=actor)
+        return self.rollout.canary(model, version, percent, actor=actor, auto_abort=auto_abort,
+                                   auto_promote_after=auto_promote_after)
+
+    def set_canary_policy(self, model, *, min_points=None, tail_margin=None,
+                          cost_margin=None, z=None):
+        """Set the model's canary gate thresholds (None: the default,
+        :data:`edgekm.sync.cloud.gate.DEFAULTS`); returns them."""
+        return self.gate.set_policy(self.db, model, min_points=min_points,
+                                    tail_margin=tail_margin, cost_margin=cost_margin, z=z)
 
     def promote(self, model, version, *, actor="api"):
         """Make ``version`` active: the previous active is retired, the canary cleared.
@@ -652,7 +668,12 @@ class Aggregator:
               ``empty_clusters`` (labels with no training weight), new and
               vanished clusters, and ``observed_shares`` (the cluster shares
               devices reported while using it) with ``observed_share_change``
-              (largest gap to the training shares);
+              (largest gap to the training shares), and ``pooled_drift``: the
+              calibrated drift test (:mod:`edgekm.drift`) on every device's v2
+              summaries pooled for the version (None before the first);
+            - ``canary_gate``: the gate's ``thresholds`` (the model's or the
+              defaults), and for a gated canary its settings and ``figures``
+              (:mod:`edgekm.sync.cloud.gate`);
             - ``devices``: from each device's latest summary: ``reporting``,
               ``mean_drift_score``, ``max_drift_score``, ``mean_psi``,
               ``max_psi``, ``over_threshold`` (devices whose score reaches

@@ -68,6 +68,18 @@ Schema v3 adds the weight cap and the compaction (issue 5, hardening):
   ``telemetry``) were collapsed by compaction: every seq of a run was
   accepted, so a frame in a run is a duplicate (``kind`` is ``frame`` or
   ``telemetry``).
+
+Schema v5 adds the pooled drift test (issue 12):
+
+- ``version_drift``: per (model, version), the sums over every v2 summary devices
+  sent while using it: cluster counts, counts beyond p99, sums and sums of
+  squares (little-endian float64 blobs), and the points and summaries pooled;
+  the drift report runs :func:`edgekm.drift.drift_test` on them.
+- ``canary_gates``: per model, the canary started with a gate (``auto_abort``,
+  ``auto_promote_after``) and when (:mod:`edgekm.sync.cloud.gate`).
+- ``canary_cohorts``: per (model, canary, cohort ``canary``/``control``), the
+  pooled statistics of the cohort's v2 summaries and their cost.
+- ``canary_policies``: per model, the gate's thresholds (NULL: the default).
 """
 
 import contextlib
@@ -78,7 +90,7 @@ from edgekm.exceptions import SchemaError, UnavailableError, UnknownModelError
 
 from .._sqlite import transaction
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 ALL_TIME = -1
 #: the ``window`` of the compacted tree (buckets) and of the compacted totals (windows,
 #: device_windows)
@@ -342,9 +354,47 @@ _V3 = (
 #: buckets written before, which read as zeros
 _V4 = ("ALTER TABLE buckets ADD COLUMN spread BLOB",)
 
+_V5 = ("""CREATE TABLE version_drift (
+    model_id    INTEGER NOT NULL REFERENCES models(model_id),
+    version     INTEGER NOT NULL,
+    counts      BLOB NOT NULL,      -- little-endian float64, one per cluster
+    beyond      BLOB NOT NULL,      -- points beyond each cluster's p99
+    sums        BLOB NOT NULL,      -- k x d
+    sumsq       BLOB NOT NULL,      -- k x d
+    n_points    INTEGER NOT NULL,
+    summaries   INTEGER NOT NULL,
+    PRIMARY KEY (model_id, version)
+) WITHOUT ROWID""",
+       """CREATE TABLE canary_gates (
+    model_id            INTEGER PRIMARY KEY REFERENCES models(model_id),
+    version             INTEGER NOT NULL,
+    auto_abort          INTEGER NOT NULL,
+    auto_promote_after  INTEGER,
+    started             REAL NOT NULL
+)""",
+       """CREATE TABLE canary_cohorts (
+    model_id    INTEGER NOT NULL REFERENCES models(model_id),
+    version     INTEGER NOT NULL,   -- the canary
+    cohort      TEXT NOT NULL,      -- 'canary' or 'control'
+    counts      BLOB NOT NULL,
+    beyond      BLOB NOT NULL,
+    sums        BLOB NOT NULL,
+    sumsq       BLOB NOT NULL,
+    n_points    INTEGER NOT NULL,
+    cost        REAL NOT NULL,
+    PRIMARY KEY (model_id, version, cohort)
+) WITHOUT ROWID""",
+       """CREATE TABLE canary_policies (
+    model_id    INTEGER PRIMARY KEY REFERENCES models(model_id),
+    min_points  INTEGER,
+    tail_margin REAL,
+    cost_margin REAL,
+    z           REAL
+)""")
+
 #: MIGRATIONS[v] upgrades a database from version v to v + 1 (v = 0: empty file):
 #: a script split on ";", or a tuple of statements (needed for triggers)
-MIGRATIONS = {0: _V1, 1: _V2, 2: _V3, 3: _V4}
+MIGRATIONS = {0: _V1, 1: _V2, 2: _V3, 3: _V4, 4: _V5}
 
 DURABILITY = {"full": "FULL", "normal": "NORMAL"}
 

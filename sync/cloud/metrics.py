@@ -20,7 +20,7 @@ import threading
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 __all__ = ["Metrics", "CONTENT_TYPE_LATEST"]
@@ -78,6 +78,9 @@ class _StateCollector:
                                   "devices over the raw bytes they summarised.", labels=["model"])
         devices = GaugeMetricFamily("edgekm_devices_registered", "Registered devices.",
                                     labels=["state"])
+        gate = CounterMetricFamily("edgekm_canary_gate_actions", "Canaries the gate withdrew "
+                                   "(abort) or promoted (promote) on their cohort's behaviour.",
+                                   labels=["model", "action"])
         for m in snap["models"]:
             name = m["model"]
             weight.add_metric([name], m["total_weight"])
@@ -90,11 +93,13 @@ class _StateCollector:
                 drift.add_metric([name, "mean"], m["drift_mean"])
                 drift.add_metric([name, "max"], m["drift_max"])
             over.add_metric([name], m["over_threshold"])
+            for action, n in m["gate_actions"].items():
+                gate.add_metric([name, action], n)
             if m["raw_bytes"]:
                 ratio.add_metric([name], m["forwarded_bytes"] / m["raw_bytes"])
         for state, n in snap["devices"].items():
             devices.add_metric([state], n)
-        yield from (weight, frames, versions, active, seen, drift, over, ratio, devices)
+        yield from (weight, frames, versions, active, seen, drift, over, ratio, devices, gate)
 
 
 class _TableCollector:

@@ -15,12 +15,40 @@ from .database import require_model
 from .versions import (check_actor, check_version_id, in_cohort, push_active, record_event,
                        rollout_row, set_rollout, set_status, status_of)
 
-__all__ = ["Rollout"]
+__all__ = ["Rollout", "abort_in", "promote_in"]
 
 
 def _check_percent(percent):
     validate_params({"percent": percent})
     return float(percent)
+
+
+def promote_in(conn, mid, version, now, actor, **detail):
+    """Inside a transaction: make ``version`` active (the previous active retired, the
+    canary cleared); ``detail`` goes into the promotion's event."""
+    status = status_of(conn, mid, version)
+    if status == "active":
+        raise RolloutError(f"version {version} is already active.")
+    active, canary, _ = rollout_row(conn, mid)
+    if active is not None:
+        set_status(conn, mid, active, "retired", now, actor, "promote", replaced_by=version)
+    if canary is not None and canary != version:
+        set_status(conn, mid, canary, "candidate", now, actor, "promote", canary_cleared=True)
+    set_status(conn, mid, version, "active", now, actor, "promote", previous=active, **detail)
+    push_active(conn, mid, version, now)
+    set_rollout(conn, mid, version, None, 0.0, now)
+    conn.execute("DELETE FROM canary_gates WHERE model_id = ?", (mid,))
+    return {"active": version, "retired": active}
+
+
+def abort_in(conn, mid, now, actor, **detail):
+    """Inside a transaction: withdraw the canary (back to candidate; the active stays);
+    ``detail`` goes into the abort's event."""
+    active, canary, percent = rollout_row(conn, mid)
+    set_status(conn, mid, canary, "candidate", now, actor, "abort", percent=percent, **detail)
+    set_rollout(conn, mid, active, None, 0.0, now)
+    conn.execute("DELETE FROM canary_gates WHERE model_id = ?", (mid,))
+    return {"aborted": canary, "active": active}
 
 
 class Rollout:
@@ -56,11 +84,14 @@ class Rollout:
                 "canary_percent": percent if canary is not None else 0.0,
                 "history": history, "pins": pins}
 
-    def canary(self, model, version, percent, *, actor="api"):
+    def canary(self, model, version, percent, *, actor="api", auto_abort=False,
+               auto_promote_after=None):
         """:meth:`Aggregator.canary <edgekm.sync.cloud.aggregator.Aggregator.canary>`."""
         version = check_version_id(version)
         percent = _check_percent(percent)
         check_actor(actor)
+        auto_promote_after = validate_params(
+            {"auto_promote_after": auto_promote_after})["auto_promote_after"]
         now = float(self.clock())
 
         def work(conn):
@@ -72,11 +103,22 @@ class Rollout:
                                    "roll back first (one canary at a time).")
             if status == "active":
                 raise RolloutError(f"version {version} is the active version.")
+            gated = bool(auto_abort) or auto_promote_after is not None
             set_status(conn, mid, version, "canary", now, actor, "canary",
                              percent=percent,
-                             previous_percent=old_percent if canary is not None else None)
+                             previous_percent=old_percent if canary is not None else None,
+                             **({"auto_abort": bool(auto_abort),
+                                 "auto_promote_after": auto_promote_after} if gated else {}))
             set_rollout(conn, mid, active, version, percent, now)
-            return {"version": version, "status": "canary", "percent": percent}
+            if canary != version:       # a new canary: its cohorts start empty
+                conn.execute("DELETE FROM canary_cohorts WHERE model_id = ? AND version = ?",
+                             (mid, version))
+            conn.execute("DELETE FROM canary_gates WHERE model_id = ?", (mid,))
+            if gated:
+                conn.execute("INSERT INTO canary_gates VALUES (?, ?, ?, ?, ?)",
+                             (mid, version, int(bool(auto_abort)), auto_promote_after, now))
+            return {"version": version, "status": "canary", "percent": percent,
+                    "auto_abort": bool(auto_abort), "auto_promote_after": auto_promote_after}
         return self.db.transaction(work)
 
     def promote(self, model, version, *, actor="api"):
@@ -87,21 +129,7 @@ class Rollout:
 
         def work(conn):
             mid = require_model(conn, model)["model_id"]
-            status = status_of(conn, mid, version)
-            if status == "active":
-                raise RolloutError(f"version {version} is already active.")
-            active, canary, _ = rollout_row(conn, mid)
-            if active is not None:
-                set_status(conn, mid, active, "retired", now, actor, "promote",
-                                 replaced_by=version)
-            if canary is not None and canary != version:
-                set_status(conn, mid, canary, "candidate", now, actor, "promote",
-                                 canary_cleared=True)
-            set_status(conn, mid, version, "active", now, actor, "promote",
-                             previous=active)
-            push_active(conn, mid, version, now)
-            set_rollout(conn, mid, version, None, 0.0, now)
-            return {"active": version, "retired": active}
+            return promote_in(conn, mid, version, now, actor)
         return self.db.transaction(work)
 
     def abort_canary(self, model, *, actor="api"):
@@ -111,13 +139,9 @@ class Rollout:
 
         def work(conn):
             mid = require_model(conn, model)["model_id"]
-            active, canary, percent = rollout_row(conn, mid)
-            if canary is None:
+            if rollout_row(conn, mid)[1] is None:
                 raise RolloutError(f"model {model!r} has no canary to abort.")
-            set_status(conn, mid, canary, "candidate", now, actor, "abort",
-                             percent=percent)
-            set_rollout(conn, mid, active, None, 0.0, now)
-            return {"aborted": canary, "active": active}
+            return abort_in(conn, mid, now, actor)
         return self.db.transaction(work)
 
     def rollback(self, model, *, actor="api"):

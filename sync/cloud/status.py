@@ -24,7 +24,8 @@ def metrics_snapshot(db):
                            "versions": dict.fromkeys(STATUSES, 0), "active": None,
                            "devices": 0, "drift_mean": None, "drift_max": None,
                            "over_threshold": 0, "raw_bytes": 0, "forwarded_bytes": 0,
-                           "summaries": 0, "anomalies": 0}
+                           "summaries": 0, "anomalies": 0,
+                           "gate_actions": {"abort": 0, "promote": 0}}
         for mid, status, n in conn.execute("SELECT model_id, status, count(*) FROM versions "
                                            "GROUP BY model_id, status"):
             models[mid]["versions"][status] = n
@@ -47,6 +48,10 @@ def metrics_snapshot(db):
                 "FROM telemetry_totals"):
             models[mid].update(summaries=summaries, raw_bytes=raw,
                                forwarded_bytes=forwarded, anomalies=anomalies)
+        for mid, action, n in conn.execute(
+                "SELECT model_id, action, count(*) FROM version_events WHERE actor = 'gate' "
+                "AND new_status IN ('candidate', 'active') GROUP BY model_id, action"):
+            models[mid]["gate_actions"][action] = n
         devices = dict(conn.execute("SELECT revoked IS NOT NULL, count(*) FROM devices "
                                     "GROUP BY revoked IS NOT NULL"))
     return {"models": list(models.values()),

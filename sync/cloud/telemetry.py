@@ -4,6 +4,7 @@ import hashlib
 
 import numpy as np
 
+from edgekm.drift import drift_test
 from edgekm.exceptions import ConflictError, DimensionError, ForbiddenError, FrameTooLargeError
 
 from edgekm.sync.wire.telemetry import MAX_TELEMETRY_BYTES, decode_telemetry
@@ -25,6 +26,42 @@ def check_sender(what, item, model, device_id):
                              f"model {model!r}")
 
 
+_POOLED = ("counts", "beyond", "sums", "sumsq")
+
+
+def _pool_drift(conn, mid, s):
+    """Add a v2 summary's drift statistics to its version's pooled row (``version_drift``)."""
+    add = [np.asarray(a, dtype="<f8") for a in (s.counts, s.beyond_p99, s.sums, s.sumsq)]
+    row = conn.execute("SELECT counts, beyond, sums, sumsq FROM version_drift WHERE "
+                       "model_id = ? AND version = ?", (mid, s.version)).fetchone()
+    if row is not None:
+        add = [a + np.frombuffer(b, dtype="<f8").reshape(a.shape) for a, b in zip(add, row)]
+    conn.execute("INSERT INTO version_drift VALUES (?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT "
+                 "(model_id, version) DO UPDATE SET counts = excluded.counts, "
+                 "beyond = excluded.beyond, sums = excluded.sums, sumsq = excluded.sumsq, "
+                 "n_points = n_points + excluded.n_points, summaries = summaries + 1",
+                 (mid, s.version, *(a.astype("<f8").tobytes() for a in add), s.n_points))
+
+
+def pooled_drift(conn, mid, version, cv):
+    """The drift test of every v2 summary pooled for ``version`` (its document ``cv``), or
+    None before the first: :func:`edgekm.drift.drift_test` plus ``points`` and
+    ``summaries``."""
+    row = conn.execute("SELECT counts, beyond, sums, sumsq, n_points, summaries FROM "
+                       "version_drift WHERE model_id = ? AND version = ?",
+                       (mid, version)).fetchone()
+    if row is None:
+        return None
+    k, d = cv.centers.shape
+    counts, beyond = (np.frombuffer(b, dtype="<f8") for b in row[:2])
+    sums, sumsq = (np.frombuffer(b, dtype="<f8").reshape(k, d) for b in row[2:4])
+    test = drift_test(counts, beyond, sums, sumsq, cv.centers, cv.cluster_weights,
+                      scale=cv.quantiles[:, -1])
+    return {"drift_score": test["drift_score"], "drift_terms": test["drift_terms"],
+            "cluster": test["cluster"], "points": row[4], "summaries": row[5],
+            "beyond_p99": float(beyond.sum() / counts.sum()) if counts.sum() > 0 else None}
+
+
 class Telemetry:
     """Accepts telemetry summaries and reports anomalies and drift.
 
@@ -39,10 +76,11 @@ class Telemetry:
     >>> agg.close()
     """
 
-    def __init__(self, db, versions, *, clock):
+    def __init__(self, db, versions, *, clock, gate=None):
         self.db = db
         self.versions = versions
         self.clock = clock
+        self.gate = gate
 
     def decode(self, body):
         if isinstance(body, (bytes, bytearray)) and len(body) > MAX_TELEMETRY_BYTES:
@@ -129,6 +167,13 @@ class Telemetry:
                              "n_points = n_points + ?",
                              (mid, s.version, counts.astype("<f8").tobytes(), s.n_points,
                               s.n_points))
+                if s.beyond_p99 is not None:
+                    _pool_drift(conn, mid, s)
+                    if self.gate is not None:
+                        active, canary, _ = rollout_row(conn, mid)
+                        acted = self.gate.observe(conn, mid, s, now, active, canary)
+                        if acted is not None:
+                            result["gate"] = acted
         if n_anomalies:
             a = np.ascontiguousarray(s.anomalies)
             code = a.dtype.newbyteorder("<").str
@@ -162,6 +207,8 @@ class Telemetry:
             docs = {r[0]: self.versions.load(conn, mid, r[0])[0] for r in rows}
             usage = {v: np.frombuffer(c, dtype="<f8") for v, c in conn.execute(
                 "SELECT version, counts FROM version_usage WHERE model_id = ?", (mid,))}
+            pooled = {r[0]: pooled_drift(conn, mid, r[0], docs[r[0]]) for r in rows}
+            gate = None if self.gate is None else self.gate.report(conn, mid, canary, active)
             policy = conn.execute("SELECT drift_threshold FROM publish_policies WHERE "
                                   "model_id = ?", (mid,)).fetchone()
             threshold = (policy[0] if policy is not None and policy[0] is not None
@@ -186,7 +233,8 @@ class Telemetry:
                         vanished_clusters=list(cv.vanished_clusters),
                         shares=s.tolist(),
                         empty_clusters=[int(c) for c in np.flatnonzero(cv.cluster_weights <= 0)],
-                        share_change=None, observed_shares=None, observed_share_change=None)
+                        share_change=None, observed_shares=None, observed_share_change=None,
+                        pooled_drift=pooled[r[0]])
             if cv.parent in docs:
                 p = shares(docs[cv.parent].cluster_weights)
                 same = [c for c in range(min(len(s), len(p))) if c not in cv.new_clusters]
@@ -213,7 +261,7 @@ class Telemetry:
         return {
             "model": model, "active": active, "canary": canary,
             "canary_percent": percent if canary is not None else 0.0,
-            "versions": versions, "devices": report_devices,
+            "canary_gate": gate, "versions": versions, "devices": report_devices,
             "telemetry": {"summaries": summaries, "points": points, "raw_bytes": raw,
                           "forwarded_bytes": forwarded, "anomalies": n_anom,
                           "compression_ratio": forwarded / raw if raw else None},

@@ -56,7 +56,7 @@ COHORT_BUCKETS = 10_000
 #: devices whose latest drift score reaches this count as drifting (when no policy sets
 #: one); the device filter documents a score of 1 or more as drift
 DEFAULT_DRIFT_THRESHOLD = 1.0
-ACTORS = ("api", "cli", "http", "policy")
+ACTORS = ("api", "cli", "http", "policy", "gate")
 _VERSION_CACHE_SIZE = 64
 
 

@@ -1,4 +1,4 @@
-"""Telemetry summaries on the wire (v1): what an EdgeFilter sends up with each sync.
+"""Telemetry summaries on the wire (v2, and v1): what an EdgeFilter sends up with each sync.
 
 One summary covers one window of a device's stream under one centroid
 version: per cluster the weight, sum and sum of squares of the points
@@ -6,6 +6,11 @@ assigned to it, the raw points of anomalies, the bytes it replaced, and the
 device's drift statistics.  A msgpack map with raw little-endian arrays,
 validated as hostile input like coreset frames (``sync/frame.py``); every
 failure raises :class:`TelemetryError`.  Device-side: numpy and msgpack only.
+
+v2 adds one key to v1, ``beyond_p99``: per cluster, the points beyond the cluster's p99
+(what the aggregator needs to pool the devices' drift tests, :mod:`edgekm.drift`).  The
+decoder accepts both (a v1 summary decodes with ``beyond_p99=None``); the encoder writes
+v2, or v1 for a summary whose ``beyond_p99`` is None (a v1 summary re-encodes to its bytes).
 """
 
 import dataclasses
@@ -18,14 +23,15 @@ from edgekm._defaults import MAX_ANOMALIES
 from edgekm.exceptions import EdgekmError, TelemetryError
 from edgekm.filter import WindowSummary
 
-from ._codec import DTYPES, MAX_FEATURES, Codec, check_id, is_int, pack_array
+from ._codec import DTYPES, MAX_FEATURES, Codec, accepts, check_id, is_int, pack_array
 
-TELEMETRY_SCHEMA = 1
+TELEMETRY_SCHEMA = 2
+TELEMETRY_SCHEMAS = (1, 2)
 KIND_TELEMETRY = "telemetry"
 MAX_TELEMETRY_BYTES = 8 * 1024 * 1024
 MAX_CLUSTERS = 4096
 
-_FIELDS = {
+_FIELDS_V1 = {
     "v": int, "kind": str, "model": str, "device": str, "boot": int, "seq": int,
     "window": list, "version": int, "k": int, "d": int, "dtype": str,
     "counts": bytes, "sums": bytes, "sumsq": bytes, "n_points": int,
@@ -34,6 +40,9 @@ _FIELDS = {
     "psi": (float, int), "dist_quantiles": bytes, "drift_score": (float, int),
     "assign_latency_us": (float, int),
 }
+#: v2: v1's keys and ``beyond_p99``
+_FIELDS = {**_FIELDS_V1, "beyond_p99": bytes}
+_FIELDS_BY_VERSION = {1: _FIELDS_V1, 2: _FIELDS}
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,8 +57,9 @@ class TelemetrySummary(WindowSummary):
     anomalies_dropped: anomalies over the device's per-window cap, counted
     but not forwarded.  dist_quantiles (3,): the window's p50/p95/p99 of squared assignment
     distance.  psi: population stability index of the cluster shares against
-    the version's training shares.  drift_score: the device's combined score
-    (see ``edgekm.filter``).  ``version`` is 0 when no version was in use.
+    the version's training shares.  drift_score: the device's calibrated score
+    (see ``edgekm.filter``).  beyond_p99 (k,): per cluster, the points beyond its
+    p99 (None from a v1 summary).  ``version`` is 0 when no version was in use.
     """
 
     forwarded_bytes: int = 0
@@ -79,7 +89,8 @@ def summarize(window):
 
 
 def encode_telemetry(s):
-    """Encode a :class:`TelemetrySummary` (validated like the decoder); returns bytes."""
+    """Encode a :class:`TelemetrySummary` (validated like the decoder); returns bytes: v2, or
+    v1 when ``beyond_p99`` is None."""
     anomalies = np.ascontiguousarray(s.anomalies)
     code = anomalies.dtype.newbyteorder("<").str
     k, d = np.shape(s.sums)
@@ -101,9 +112,19 @@ def encode_telemetry(s):
         "dist_quantiles": pack_array(s.dist_quantiles, "<f8"),
         "drift_score": float(s.drift_score), "assign_latency_us": float(s.assign_latency_us),
     }
+    if s.beyond_p99 is None:        # a summary without the v2 statistics stays v1
+        body["v"] = 1
+    else:
+        body["beyond_p99"] = pack_array(s.beyond_p99, "<f8")
     data = _CODEC.pack(body)
     decode_telemetry(data)
     return data
+
+
+def _fields_of(body):
+    """The field table of the schema version ``body`` names (v2's for anything else)."""
+    v = body.get("v")
+    return _FIELDS_BY_VERSION.get(v, _FIELDS) if is_int(v) else _FIELDS
 
 
 class _TelemetryCodec(Codec):
@@ -120,7 +141,19 @@ class _TelemetryCodec(Codec):
         return f"summary of {n_bytes} bytes exceeds {max_bytes}."
 
     def keys_message(self, body):
-        return f"a summary is a map with exactly the keys {sorted(_FIELDS)}."
+        return (f"a summary is a map with exactly the keys {sorted(_FIELDS)} (v2) or "
+                f"{sorted(_FIELDS_V1)} (v1).")
+
+    def check_keys(self, body):
+        if not isinstance(body, dict):
+            raise TelemetryError(self.keys_message(body))
+        if set(body) != set(_fields_of(body)):
+            raise TelemetryError(self.keys_message(body))
+
+    def check_types(self, body):
+        for key, typ in _fields_of(body).items():
+            if not accepts(body[key], typ):
+                raise TelemetryError(self.field_type_message(key, typ, body[key]))
 
 
 _CODEC = _TelemetryCodec()
@@ -133,9 +166,9 @@ def _array(b, key, dtype, shape):
 
 
 def decode_telemetry(data, *, max_bytes=MAX_TELEMETRY_BYTES):
-    """Decode and validate a v1 telemetry summary; raises :class:`TelemetryError`."""
+    """Decode and validate a v2 or v1 telemetry summary; raises :class:`TelemetryError`."""
     b = _CODEC.check_fields(_CODEC.unpack(data, max_bytes))
-    if b["v"] != TELEMETRY_SCHEMA or b["kind"] != KIND_TELEMETRY:
+    if b["v"] not in TELEMETRY_SCHEMAS or b["kind"] != KIND_TELEMETRY:
         raise TelemetryError("unknown telemetry schema version or kind.")
     check_id(b["model"], "model", TelemetryError)
     check_id(b["device"], "device", TelemetryError)
@@ -160,6 +193,11 @@ def decode_telemetry(data, *, max_bytes=MAX_TELEMETRY_BYTES):
     for key in ("psi", "drift_score", "assign_latency_us"):
         if not (math.isfinite(b[key]) and b[key] >= 0):
             raise TelemetryError(f"'{key}' must be finite and >= 0.")
+    beyond = None
+    if b["v"] >= 2:
+        beyond = _array(b, "beyond_p99", "<f8", (k,))
+        if (beyond < 0).any() or (beyond > counts * (1 + 1e-9) + 1e-9).any():
+            raise TelemetryError("beyond_p99 must be >= 0 and at most each cluster's count.")
     labels = _array(b, "anomaly_labels", "<i4", (a,))
     if ((labels < 0) | (labels >= k)).any():
         raise TelemetryError("anomaly labels must be cluster indices.")
@@ -172,4 +210,4 @@ def decode_telemetry(data, *, max_bytes=MAX_TELEMETRY_BYTES):
         anomaly_scores=_array(b, "anomaly_scores", "<f8", (a,)), psi=float(b["psi"]),
         dist_quantiles=_array(b, "dist_quantiles", "<f8", (3,)),
         drift_score=float(b["drift_score"]), assign_latency_us=float(b["assign_latency_us"]),
-        anomalies_dropped=b["anomalies_dropped"])
+        anomalies_dropped=b["anomalies_dropped"], beyond_p99=beyond)

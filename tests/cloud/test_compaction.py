@@ -191,10 +191,12 @@ def test_v2_database_is_migrated(tmp_path, clock):
         ALTER TABLE models DROP COLUMN weight_cap_policy;
         ALTER TABLE models DROP COLUMN compacted_through;
         ALTER TABLE buckets DROP COLUMN spread;
+        DROP TABLE version_drift; DROP TABLE canary_gates; DROP TABLE canary_cohorts;
+        DROP TABLE canary_policies;
         UPDATE schema_version SET version = 2;""")
     conn.close()
     with Aggregator(path, clock=clock, random_state=0, max_device_weight=1.5 * weight) as a:
-        assert scalar(path, "SELECT version FROM schema_version") == store.SCHEMA_VERSION == 4
+        assert scalar(path, "SELECT version FROM schema_version") == store.SCHEMA_VERSION == 5
         assert a.total_weight("m") == weight
         # the migrated device_windows row counts against the cap
         with pytest.raises(DeviceWeightCapError):
@@ -211,11 +213,13 @@ def test_v3_database_is_migrated_and_its_buckets_read_with_zero_spread(tmp_path,
                                             span=(0, 7), points=points, weights=np.ones(8),
                                             level=0, created=0.0))
     conn = sqlite3.connect(path)            # take it back to schema v3: no spread column
-    conn.executescript("ALTER TABLE buckets DROP COLUMN spread; "
+    conn.executescript("ALTER TABLE buckets DROP COLUMN spread; DROP TABLE version_drift; "
+                       "DROP TABLE canary_gates; DROP TABLE canary_cohorts; "
+                       "DROP TABLE canary_policies; "
                        "UPDATE schema_version SET version = 3;")
     conn.close()
     with Aggregator(path, clock=clock, random_state=0) as a:
-        assert scalar(path, "SELECT version FROM schema_version") == 4
+        assert scalar(path, "SELECT version FROM schema_version") == 5
         assert scalar(path, "SELECT count(*) FROM buckets WHERE spread IS NULL") > 0
         before = a.aggregate("m")
         np.testing.assert_array_equal(before.spread, np.zeros(len(before)))

@@ -563,6 +563,16 @@ def test_http_pull_etag_rollback_and_pin(agg, client, clock):
     assert r.status_code == 400
     assert admin(client, "POST", f"/v1/models/m/versions/{publish['version']}/canary",
                  {"percent": 25}).json()["percent"] == 25
+    url = f"/v1/models/m/versions/{publish['version']}/canary"
+    for bad in ({"percent": 25, "auto_abort": "yes"}, {"percent": 25, "auto_promote_after": 0},
+                {"percent": 25, "auto_promote": 5}):
+        assert admin(client, "POST", url, bad).status_code == 400
+    gated = admin(client, "POST", url, {"percent": 25, "auto_abort": True,
+                                        "auto_promote_after": 5000}).json()
+    assert gated["auto_abort"] is True and gated["auto_promote_after"] == 5000
+    gate = admin(client, "GET", "/v1/models/m/drift").json()["canary_gate"]
+    assert gate["auto_abort"] and gate["auto_promote_after"] == 5000
+    assert gate["thresholds"]["min_points"] == 2000
     assert client.post("/v1/models/m/rollback").status_code == 401
     actors = {e["actor"] for e in admin(client, "GET", "/v1/models/m/events").json()}
     assert actors == {"http"}
@@ -614,7 +624,14 @@ def test_cli_versions(tmp_path, capsys):
     status, out, _ = run_cli(capsys, "versions", "publish", "--k", "3", "--seed", "1", *base)
     assert json.loads(out)["version"] == 2
     status, out, _ = run_cli(capsys, "versions", "canary", "2", "--percent", "20", *base)
-    assert json.loads(out) == {"version": 2, "status": "canary", "percent": 20.0, "config": None}
+    assert json.loads(out) == {"version": 2, "status": "canary", "percent": 20.0, "config": None,
+                               "auto_abort": False, "auto_promote_after": None}
+    status, out, _ = run_cli(capsys, "versions", "canary", "2", "--percent", "20",
+                             "--auto-abort", "--auto-promote-after", "50000", *base)
+    assert json.loads(out)["auto_abort"] is True
+    assert json.loads(out)["auto_promote_after"] == 50000
+    status, out, _ = run_cli(capsys, "versions", "drift", "--db", db, "--model", "m")
+    assert "canary gate: min points 2,000" in out and "auto-abort on" in out
     status, out, _ = run_cli(capsys, "versions", "promote", "2", *base)
     assert json.loads(out) == {"active": 2, "retired": 1, "config": None}
     status, out, _ = run_cli(capsys, "versions", "pin", "dev-b", "1", *base)
@@ -641,3 +658,30 @@ def test_cli_versions(tmp_path, capsys):
     assert status == 2
     status, _, err = run_cli(capsys, "versions", "list", "--db", db, "--model", "nope")
     assert status == 2 and "no model" in err
+
+
+def test_drift_report_pools_the_devices_v2_summaries_per_version(agg, clock):
+    from edgekm import EdgeFilter
+    from edgekm.sync.wire.telemetry import summarize
+
+    fill(agg)
+    agg.publish("m", 4)
+    agg.add_device("dev-b")
+    v = agg.version("m", 1)
+    assert agg.drift("m")["versions"][0]["pooled_drift"] is None
+    for i, device in enumerate(("dev-a", "dev-b")):      # the training distribution
+        f = EdgeFilter(v, device=device, clock=clock, summarize=summarize)
+        f.observe(blob_points(BLOBS[:4], n_per=300, seed=10 + i))
+        agg.accept_telemetry("m", device, encode_telemetry(f.flush()))
+    pooled = agg.drift("m")["versions"][0]["pooled_drift"]
+    assert pooled["points"] == 2400 and pooled["summaries"] == 2
+    assert pooled["drift_score"] < 1, pooled
+    moved = blob_points(BLOBS[:4], n_per=300, seed=20) + np.array([0.6, 0.0])  # 2 sd
+    f = EdgeFilter(v, device="dev-a", seq_source=lambda: 9, clock=clock, summarize=summarize)
+    f.observe(moved)
+    agg.accept_telemetry("m", "dev-a", encode_telemetry(f.flush()))
+    pooled = agg.drift("m")["versions"][0]["pooled_drift"]
+    assert pooled["points"] == 3600 and pooled["drift_score"] >= 1, pooled
+    # a v1 summary is recorded but not pooled
+    agg.accept_telemetry("m", "dev-b", encode_telemetry(summary("dev-b", seq=5)))
+    assert agg.drift("m")["versions"][0]["pooled_drift"]["summaries"] == 3

@@ -207,13 +207,21 @@ async def show_version(request):
 async def canary(request):
     model, params = await admin_json(request)
     v = version_param(request)
-    if set(params) != {"percent"}:
-        raise BadRequest("the body must be {\"percent\": P}")
-    percent = validate_params({"percent": params["percent"]}, error=BadRequest,
-                              json=True)["percent"]
+    if "percent" not in params or not set(params) <= {"percent", "auto_abort",
+                                                     "auto_promote_after"}:
+        raise BadRequest("the body must be {\"percent\": P} with optional \"auto_abort\": "
+                         "bool and \"auto_promote_after\": N")
+    auto_abort = params.get("auto_abort", False)
+    if not isinstance(auto_abort, bool):
+        raise BadRequest("'auto_abort' must be true or false")
+    checked = validate_params({"percent": params["percent"],
+                               "auto_promote_after": params.get("auto_promote_after")},
+                              error=BadRequest, json=True)
     with plain_errors(BadRequest):
         result = await run_in_threadpool(request.app.state.aggregator.canary, model, v,
-                                         percent, actor="http")
+                                         checked["percent"], actor="http",
+                                         auto_abort=auto_abort,
+                                         auto_promote_after=checked["auto_promote_after"])
     return JSONResponse(result)
 
 async def promote(request):
