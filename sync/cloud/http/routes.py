@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from edgekm._validation import Interval, validate_params
 from edgekm.exceptions import (ForbiddenError, FrameTooLargeError, UnknownModelError,
-                               UnknownVersionError)
+                               UnknownVersionError, UnsupportedEncodingError)
 from edgekm.solve import fit_centers
 
 from edgekm.sync.cloud.ingest import Pull, Upload
@@ -39,7 +39,12 @@ MAX_JSON_BYTES = 64 * 1024
 
 
 async def _read_body(request, limit, too_large):
-    """The request body, refusing more than ``limit`` bytes before reading them."""
+    """The request body, refusing more than ``limit`` bytes before reading them, and any
+    ``Content-Encoding`` but ``identity`` (bodies are never compressed)."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", ""):
+        raise UnsupportedEncodingError(
+            f"content-encoding {encoding!r:.40} is not supported: send the body as it is")
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
