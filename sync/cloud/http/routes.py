@@ -7,7 +7,9 @@ services; errors are raised and mapped by :mod:`.errors`, admission is the
 middleware of :mod:`.admission`.
 """
 
+import functools
 import hmac
+import importlib.resources
 import json
 import logging
 import time
@@ -30,7 +32,7 @@ from edgekm.sync.wire.telemetry import MAX_TELEMETRY_BYTES
 
 from .errors import BadRequest, NotEnoughData, error, plain_errors, reason_of
 
-__all__ = ["ROUTES", "LIMITED", "MAX_JSON_BYTES"]
+__all__ = ["ROUTES", "LIMITED", "MAX_JSON_BYTES", "openapi_document"]
 
 logger = logging.getLogger("edgekm.sync.cloud.http.app")
 
@@ -277,6 +279,17 @@ async def policy(request):
                                                                     **params))
     return JSONResponse({"policy": result})
 
+@functools.lru_cache(maxsize=1)
+def openapi_document():
+    """The bytes of ``sync/openapi.json`` (installed as ``edgekm.sync``'s data): the one
+    OpenAPI description of these routes, which the tests check against :data:`ROUTES`."""
+    return importlib.resources.files("edgekm.sync").joinpath("openapi.json").read_bytes()
+
+
+async def openapi(request):
+    return Response(openapi_document(), media_type="application/json")
+
+
 async def metrics_endpoint(request):
     body, content_type = await run_in_threadpool(request.app.state.metrics.render)
     return Response(body, headers={"content-type": content_type})
@@ -408,6 +421,7 @@ ROUTES = [
     Route("/v1/models/{model}/policy", policy, methods=["GET", "POST"]),
     Route("/v1/admin/compact", compact, methods=["POST"]),
     Route("/metrics", metrics_endpoint, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
 ]
 
 #: the routes under admission control (every route but ``/metrics``)
