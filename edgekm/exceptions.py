@@ -184,6 +184,11 @@ class UnknownVersionError(LookupError, EdgekmError):
     """No such version of this model (HTTP 404)."""
 
 
+class UnsupportedEncodingError(ValueError, EdgekmError):
+    """A request body sent with a ``Content-Encoding`` (gzip, ...): bodies travel as
+    they are (HTTP 415)."""
+
+
 # --- the command line and the demo ----------------------------------------------------
 
 class ConfigError(EdgekmError):

@@ -12,6 +12,7 @@ signature in constant time.
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
@@ -78,7 +79,9 @@ def verify(key_hex, method, path, body, headers, *, now=None, max_skew=MAX_SKEW_
     if not _TIMESTAMP.match(ts_text):
         raise AuthError("bad timestamp header: expected canonical decimal Unix seconds")
     timestamp = int(ts_text)
-    current = time.time() if now is None else now
+    # whole seconds on both sides: a device's timestamp is its clock truncated, so the
+    # aggregator's clock is truncated too, and exactly ``max_skew`` passes either way
+    current = math.floor(time.time() if now is None else now)
     if abs(current - timestamp) > max_skew:
         raise AuthError(f"timestamp outside the allowed clock skew of ±{max_skew} s")
     if not _NONCE.match(nonce):

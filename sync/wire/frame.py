@@ -36,6 +36,10 @@ MAX_FRAME_BYTES = 8 * 1024 * 1024
 MAX_POINTS = 65536
 MAX_LEVEL = 1024
 MAX_TOTAL_WEIGHT = 2.0 ** 53          # weights stay exact integers in float64 below this
+#: entries a frame's map may have when unpacked: more than any version's keys, so that a
+#: later version's frame is refused for its ``v`` and an extra key as an unknown key, not
+#: for the map's length (PROTOCOL.md §2.7, §4)
+MAX_MAP_ENTRIES = 32
 
 WEIGHT_DTYPE = np.dtype("<f8")
 
@@ -203,7 +207,7 @@ def encode_frame(*, model, device, boot, seq, span, points, weights, level, crea
 
 
 def _unpack(data, max_frame_bytes):
-    return _CODEC.unpack(data, max_frame_bytes)
+    return _CODEC.unpack(data, max_frame_bytes, map_len=MAX_MAP_ENTRIES)
 
 
 def _int(body, key, lo, hi):

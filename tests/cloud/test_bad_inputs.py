@@ -240,6 +240,28 @@ def _wrong_method(env):
     return "GET", PATH, None, {}
 
 
+def _gzip_encoded(env):
+    body = frame(142)
+    headers = signed(env["keys"]["dev-a"], body)
+    headers["content-encoding"] = "gzip"
+    return "POST", PATH, body, headers
+
+
+def _leading_zero_timestamp(env):
+    body = frame(143)
+    headers = signed(env["keys"]["dev-a"], body)
+    headers[auth.H_TIMESTAMP] = "0" + headers[auth.H_TIMESTAMP]
+    return "POST", PATH, body, headers
+
+
+def v2_fields(seq, **override):
+    """The 17 keys of a consistent v2 frame (spread 0)."""
+    body = fields(seq)
+    spread = np.zeros(body["n"]).tobytes()
+    crc = zlib.crc32(spread, zlib.crc32(body["weights"], zlib.crc32(body["points"])))
+    return {**body, "v": 2, "spread": spread, "crc32": crc, **override}
+
+
 ROWS += [
     ("reused_nonce", _reused_nonce, 401, "unauthorized"),
     ("replayed_seq_other_body", _replayed_seq, 409, "conflict"),
@@ -248,6 +270,11 @@ ROWS += [
     ("malformed_nonce", _bad_nonce, 401, "unauthorized"),
     ("oversized_chunked_no_length", _chunked_oversized, 413, "too_large"),
     ("wrong_method", _wrong_method, 405, "method_not_allowed"),
+    # issue 15: the points the spec did not state
+    ("gzip_content_encoding", _gzip_encoded, 415, "unsupported_encoding"),
+    ("leading_zero_timestamp", _leading_zero_timestamp, 401, "unauthorized"),
+    ("v2_with_an_extra_key", post(pack({**v2_fields(144), "extra": 1})), 400, "bad_frame"),
+    ("v3_with_18_keys", post(pack({**v2_fields(145, v=3), "extra": 1})), 400, "bad_frame"),
 ]
 
 
@@ -363,3 +390,49 @@ def test_waiting_requests_get_the_slots_in_arrival_order(tmp_path):
     finally:
         app.state.committer.stop()
         agg.close()
+
+
+@pytest.mark.parametrize("body, message", [
+    (pack({**v2_fields(146), "extra": 1}), "unknown keys ['extra']"),
+    (pack({**v2_fields(147, v=3), "extra": 1}), "unknown schema version 3"),
+    (pack({**v2_fields(148, v=3), **{f"x{i}": 0 for i in range(15)}}),
+     "unknown schema version 3"),      # 32 entries: the map limit
+])
+def test_a_later_version_is_refused_for_its_v_and_an_extra_key_by_name(env, body, message):
+    r = env["client"].post(PATH, content=body, headers=signed(env["keys"]["dev-a"], body))
+    assert r.status_code == 400 and message in r.json()["error"], r.text
+
+
+def test_a_rejected_frame_consumes_its_nonce_for_its_device_only(env):
+    """PROTOCOL.md §5.4 step 7: the nonce of a correctly signed request stays used even
+    when the frame is refused; nonces are kept per device."""
+    client, keys = env["client"], env["keys"]
+    nonce = "ab" * 16
+
+    def headers(key, body, device):
+        h = {auth.H_DEVICE: device, auth.H_TIMESTAMP: str(int(NOW)), auth.H_NONCE: nonce,
+             auth.H_SIGNATURE: auth.sign(key, "POST", PATH, body, device, int(NOW), nonce)}
+        return {**h, "content-type": "application/msgpack"}
+    bad = frame(149, d=5)                         # 422 wrong_dimension, after the signature
+    r = client.post(PATH, content=bad, headers=headers(keys["dev-a"], bad, "dev-a"))
+    assert r.status_code == 422
+    good = frame(150)
+    r = client.post(PATH, content=good, headers=headers(keys["dev-a"], good, "dev-a"))
+    assert r.status_code == 401 and "nonce already used" in r.json()["error"]
+    before = env["agg"].total_weight("m")
+    good_c = frame(150, device="dev-c", weights=[0.5, 0.5, 0.5, 0.5])
+    r = client.post(PATH, content=good_c, headers=headers(keys["dev-c"], good_c, "dev-c"))
+    assert r.status_code == 200, r.text   # another device may use the same nonce
+    assert env["agg"].total_weight("m") == before + 2.0
+
+
+@pytest.mark.parametrize("content_type", [None, "application/octet-stream", "text/plain"])
+def test_content_type_is_not_checked(env, content_type):
+    """PROTOCOL.md §1: the body is decoded by its route whatever Content-Type says."""
+    body = frame(151, device="dev-c", weights=[0.25] * 4)
+    headers = signed(env["keys"]["dev-c"], body, "dev-c")
+    del headers["content-type"]
+    if content_type is not None:
+        headers["content-type"] = content_type
+    r = env["client"].post(PATH, content=body, headers=headers)
+    assert r.status_code == 200 and r.json()["status"] in ("accepted", "duplicate"), r.text

@@ -382,3 +382,106 @@ def test_real_uvicorn_server_and_sigterm(tmp_path):
     conn.close()
     with Aggregator(db) as agg:
         assert agg.total_weight("m") == total == agg.aggregate("m").total_weight
+
+
+# ---------------------------------------------------------------- issue 15: spec points
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.999])
+@pytest.mark.parametrize("offset, ok", [(-300, True), (300, True), (-301, False), (301, False)])
+def test_skew_boundary_with_whole_second_timestamps(tmp_path, fraction, offset, ok):
+    """A device sending int(time()) exactly 300 s off passes at any fraction of the
+    aggregator's second (PROTOCOL.md §5.4 step 3)."""
+    server_second = 1_700_000_000
+    agg = Aggregator(tmp_path / "skew.db", clock=fakes.FakeClock(server_second + fraction))
+    try:
+        key = agg.add_device("dev-a")
+        with TestClient(create_app(agg, policy_interval=None)) as client:
+            r = post_frame(client, key, make_frame(), now=server_second + offset)
+            if ok:
+                assert r.status_code == 200, r.text
+            else:
+                check_error(r, 401, "unauthorized")
+    finally:
+        agg.close()
+
+
+@pytest.mark.parametrize("route", [
+    ("GET", "/v1/models/m"), ("POST", "/v1/models/m/fit"), ("POST", "/v1/models/m/versions"),
+    ("GET", "/v1/models/m/versions"), ("GET", "/v1/models/m/versions/1"),
+    ("POST", "/v1/models/m/versions/1/canary"), ("POST", "/v1/models/m/versions/1/promote"),
+    ("POST", "/v1/models/m/rollback"), ("POST", "/v1/models/m/canary/abort"),
+    ("POST", "/v1/models/m/pins"), ("GET", "/v1/models/m/drift"),
+    ("GET", "/v1/models/m/events"), ("GET", "/v1/models/m/policy"),
+    ("POST", "/v1/models/m/policy"), ("POST", "/v1/admin/compact"),
+])
+def test_admin_token_guards_every_admin_endpoint(agg, route):
+    """PROTOCOL.md §1: no token configured is 403; a missing, wrong or non-bearer token
+    is 401 with server_time; the token check comes first (the model need not exist)."""
+    method, path = route
+    with TestClient(create_app(agg, policy_interval=None)) as client:
+        check_error(client.request(method, path, headers={"authorization": f"Bearer {ADMIN}"}),
+                    403, "forbidden")
+    with TestClient(create_app(agg, admin_token=ADMIN, policy_interval=None)) as client:
+        for header in (None, "Bearer wrong", f"Basic {ADMIN}", ADMIN):
+            headers = {} if header is None else {"authorization": header}
+            body = check_error(client.request(method, path, headers=headers), 401,
+                               "unauthorized")
+            assert abs(body["server_time"] - time.time()) < 60
+        r = client.request(method, path, headers={"authorization": f"bearer {ADMIN}"})
+        assert r.status_code != 401
+
+
+def test_the_first_frame_fixes_n_features_and_dtype_and_f4_f8_mix(agg, key, client):
+    """PROTOCOL.md §6.5: an auto-created model takes d and dtype from its first frame;
+    frames of the other dtype are converted, another d is 422."""
+    assert post_frame(client, key, make_frame(seq=0, dtype=np.float64)).status_code == 200
+    info = agg.model_info("m")
+    assert info["n_features"] == 3 and info["dtype"] == "float64"
+    r = post_frame(client, key, make_frame(seq=1, dtype=np.float32))
+    assert r.status_code == 200 and r.json()["status"] == "accepted"
+    check_error(post_frame(client, key, make_frame(seq=2, d=4)), 422, "wrong_dimension")
+    assert agg.model_info("m")["dtype"] == "float64" and agg.frame_count("m") == 2
+    # and an f4 model rounds f8 points to float32, weight exact
+    k2 = agg.add_device("dev-b")
+    body = make_frame(device="dev-b", model="m4", seq=0, dtype=np.float32, weights=np.ones(10))
+    assert post_frame(client, k2, body, device="dev-b", model="m4").status_code == 200
+    body = make_frame(device="dev-b", model="m4", seq=1, dtype=np.float64,
+                      weights=np.full(10, 2.0))
+    assert post_frame(client, k2, body, device="dev-b", model="m4").status_code == 200
+    assert agg.model_info("m4")["dtype"] == "float32"
+    assert agg.total_weight("m4") == 30.0
+
+
+def _raw_request(url, raw):
+    """Send raw bytes to a real server; returns (status, headers, body)."""
+    import socket
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(raw)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-5", b"188\r\nContent-Length: 189",
+                                    b"9" * 30, b"1 2"])
+def test_a_malformed_content_length_is_json_bad_request(agg, length):
+    """uvicorn's own 400 (before any route) is the JSON bad_request of PROTOCOL.md §6."""
+    from edgekm.sync.cloud.http import BackgroundServer
+    with BackgroundServer(create_app(agg, policy_interval=None)) as server:
+        raw = (b"POST /v1/models/m/frames HTTP/1.1\r\nHost: x\r\n"
+               b"Content-Type: application/msgpack\r\nContent-Length: " + length +
+               b"\r\n\r\n" + b"\x00" * 188)
+        status, headers, body = _raw_request(server.url, raw)
+    assert status == 400, body
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["reason"] == "bad_request"

@@ -192,7 +192,9 @@ def test_bad_signature_value(signature):
 
 @pytest.mark.parametrize("delta, ok", [
     (0, True), (300, True), (-300, True), (301, False), (-301, False),
-    (300.5, False), (-300.5, False), (299.99, True), (10**6, False),
+    # whole seconds: the aggregator's clock is truncated like the device's timestamp
+    (300.5, True), (300.999, True), (-299.5, True), (-300.5, False), (299.99, True),
+    (10**6, False),
 ])
 def test_skew_300_seconds_passes_and_301_fails(delta, ok):
     if ok:
@@ -200,6 +202,16 @@ def test_skew_300_seconds_passes_and_301_fails(delta, ok):
     else:
         with pytest.raises(AuthError, match="clock skew of ±300 s"):
             check(headers(), now=TS + delta)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, 0.5, 0.999])
+def test_a_whole_second_timestamp_300_s_old_passes_at_any_fraction(fraction):
+    # a device that sends int(time.time()) 300 s before the aggregator's clock, whatever
+    # the aggregator's sub-second part (issue 15: it used to get 401)
+    now = TS + 300 + fraction
+    assert check(headers(), now=now) == (DEVICE, TS, NONCE)
+    with pytest.raises(AuthError, match="clock skew"):
+        check(headers(), now=now + 1)
 
 
 def test_skew_parameter():

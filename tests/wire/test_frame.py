@@ -572,7 +572,13 @@ HOSTILE = {
     # keys
     "unknown key": (lambda: raw(level=DROP, extra=0), r"unknown keys \['extra'\]"),
     "17 keys in v1": (lambda: raw(extra=0), r"unknown keys \['extra'\]"),
-    "19 keys": (lambda: raw(extra=0, spread=b"", more=0), r"not a valid msgpack frame"),
+    # a map of up to MAX_MAP_ENTRIES reaches the key checks, which name the keys
+    "19 keys": (lambda: raw(extra=0, spread=b"", more=0),
+                r"unknown keys \['extra', 'more', 'spread'\]"),
+    "32 keys, v3": (lambda: raw(v=3, **{f"x{i}": 0 for i in range(16)}),
+                    r"unknown schema version 3"),
+    "33 keys": (lambda: raw(v=3, **{f"x{i}": 0 for i in range(17)}),
+                r"not a valid msgpack frame.*exceeds max_map_len\(32\)"),
     "binary key": (lambda: pack({**frame_dict(level=DROP), b"level": 0}),
                    r"unknown keys \[b'level'\]"),
     "int key": (lambda: pack({**frame_dict(level=DROP), 7: 0}), r"not a valid msgpack frame"),

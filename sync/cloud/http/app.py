@@ -19,6 +19,7 @@ this module.  Routes (``sync/PROTOCOL.md`` §HTTP API):
   :meth:`Aggregator.compact` now; a timer also runs it every
   ``compact_interval`` seconds).
 - ``GET /metrics``: Prometheus text format, no auth.
+- ``GET /openapi.json``: ``sync/openapi.json``, the OpenAPI description of these routes.
 
 Signed device requests (frames, telemetry, pulls) share the writer thread
 and its group commits.  A timer evaluates the auto-publish policies every

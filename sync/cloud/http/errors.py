@@ -17,7 +17,8 @@ from starlette.responses import JSONResponse
 from edgekm.exceptions import (ConflictError, DeviceWeightCapError, DimensionError, EdgekmError,
                                ForbiddenError, FrameOverCapError, FrameTooLargeError,
                                NotFittedError, RolloutError, UnavailableError,
-                               UnknownDeviceError, UnknownModelError, UnknownVersionError)
+                               UnknownDeviceError, UnknownModelError, UnknownVersionError,
+                               UnsupportedEncodingError)
 
 from edgekm.sync.wire.auth import AuthError
 from edgekm.sync.wire.frame import FrameError
@@ -46,6 +47,7 @@ ERRORS = {
     NotEnoughData: (422, "not_enough_data"),
     NotFittedError: (422, "not_enough_data"),
     FrameTooLargeError: (413, "too_large"),
+    UnsupportedEncodingError: (415, "unsupported_encoding"),
     FrameError: (400, "bad_frame"),
     TelemetryError: (400, "bad_telemetry"),
     AuthError: (401, "unauthorized"),

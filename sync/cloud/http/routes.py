@@ -7,7 +7,9 @@ services; errors are raised and mapped by :mod:`.errors`, admission is the
 middleware of :mod:`.admission`.
 """
 
+import functools
 import hmac
+import importlib.resources
 import json
 import logging
 import time
@@ -20,7 +22,7 @@ from starlette.routing import Route
 
 from edgekm._validation import Interval, validate_params
 from edgekm.exceptions import (ForbiddenError, FrameTooLargeError, UnknownModelError,
-                               UnknownVersionError)
+                               UnknownVersionError, UnsupportedEncodingError)
 from edgekm.solve import fit_centers
 
 from edgekm.sync.cloud.ingest import Pull, Upload
@@ -30,7 +32,7 @@ from edgekm.sync.wire.telemetry import MAX_TELEMETRY_BYTES
 
 from .errors import BadRequest, NotEnoughData, error, plain_errors, reason_of
 
-__all__ = ["ROUTES", "LIMITED", "MAX_JSON_BYTES"]
+__all__ = ["ROUTES", "LIMITED", "MAX_JSON_BYTES", "openapi_document"]
 
 logger = logging.getLogger("edgekm.sync.cloud.http.app")
 
@@ -39,7 +41,12 @@ MAX_JSON_BYTES = 64 * 1024
 
 
 async def _read_body(request, limit, too_large):
-    """The request body, refusing more than ``limit`` bytes before reading them."""
+    """The request body, refusing more than ``limit`` bytes before reading them, and any
+    ``Content-Encoding`` but ``identity`` (bodies are never compressed)."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", ""):
+        raise UnsupportedEncodingError(
+            f"content-encoding {encoding!r:.40} is not supported: send the body as it is")
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
@@ -280,6 +287,17 @@ async def policy(request):
                                                                     **params))
     return JSONResponse({"policy": result})
 
+@functools.lru_cache(maxsize=1)
+def openapi_document():
+    """The bytes of ``sync/openapi.json`` (installed as ``edgekm.sync``'s data): the one
+    OpenAPI description of these routes, which the tests check against :data:`ROUTES`."""
+    return importlib.resources.files("edgekm.sync").joinpath("openapi.json").read_bytes()
+
+
+async def openapi(request):
+    return Response(openapi_document(), media_type="application/json")
+
+
 async def metrics_endpoint(request):
     body, content_type = await run_in_threadpool(request.app.state.metrics.render)
     return Response(body, headers={"content-type": content_type})
@@ -411,6 +429,7 @@ ROUTES = [
     Route("/v1/models/{model}/policy", policy, methods=["GET", "POST"]),
     Route("/v1/admin/compact", compact, methods=["POST"]),
     Route("/metrics", metrics_endpoint, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
 ]
 
 #: the routes under admission control (every route but ``/metrics``)

@@ -1,6 +1,7 @@
 """Running the HTTP aggregator: :func:`serve` (uvicorn until a signal) and
 :class:`BackgroundServer` (a daemon thread, for demos, examples and tests)."""
 
+import json
 import logging
 import os
 import signal
@@ -12,9 +13,35 @@ from edgekm.sync.cloud.aggregator import Aggregator
 
 from .app import ADMIN_TOKEN_ENV, create_app
 
-__all__ = ["serve", "BackgroundServer"]
+__all__ = ["serve", "BackgroundServer", "http_protocol"]
 
 logger = logging.getLogger("edgekm.sync.cloud.http.app")
+
+#: the body of uvicorn's own 400 (a request it cannot parse: a malformed or duplicated
+#: content-length, a bad request line or header), as JSON like every other error
+_BAD_HTTP = json.dumps({"error": "malformed HTTP request (request line, header or "
+                                 "content-length)", "reason": "bad_request"}).encode()
+
+
+def http_protocol():
+    """uvicorn's HTTP protocol class (httptools when installed, else h11, as its ``auto``)
+    with its plain-text 400 answered as the JSON ``bad_request`` of PROTOCOL.md §6."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+
+    class JSONBadRequestProtocol(base):
+        def send_400_response(self, msg):
+            head = [b"HTTP/1.1 400 Bad Request\r\n"]
+            head += [name + b": " + value + b"\r\n"
+                     for name, value in self.server_state.default_headers]
+            head += [b"content-type: application/json\r\n",
+                     b"content-length: %d\r\n" % len(_BAD_HTTP), b"connection: close\r\n\r\n"]
+            self.transport.write(b"".join(head) + _BAD_HTTP)
+            self.transport.close()
+
+    return JSONBadRequestProtocol
 
 
 def serve(db_path, host="127.0.0.1", port=8750, admin_token=None, *, log_level="info",
@@ -39,7 +66,7 @@ def serve(db_path, host="127.0.0.1", port=8750, admin_token=None, *, log_level="
         app = create_app(aggregator, admin_token=admin_token, max_concurrency=max_concurrency,
                          compact_interval=compact_interval)
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                access_log=access_log, lifespan="on",
+                                access_log=access_log, lifespan="on", http=http_protocol(),
                                 timeout_graceful_shutdown=graceful_timeout)
         server = uvicorn.Server(config)
         # uvicorn re-raises the signal that stopped it once it has shut down; a
@@ -103,7 +130,7 @@ class BackgroundServer:
             self.port = self._sock.getsockname()[1]
             # log_config=None leaves the caller's logging configuration alone
             config = uvicorn.Config(app, log_level=log_level, log_config=None,
-                                    access_log=False, lifespan="on",
+                                    access_log=False, lifespan="on", http=http_protocol(),
                                     timeout_graceful_shutdown=10)
             self._server = uvicorn.Server(config)
             self._thread = threading.Thread(target=self._server.run,
