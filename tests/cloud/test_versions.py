@@ -31,6 +31,7 @@ from edgekm.sync.cloud.versions import (RolloutError, UnknownVersionError,  # no
                                         cohort_bucket, in_cohort, match_labels)
 from edgekm.solve import squared_distances, weighted_quantiles  # noqa: E402
 from helpers.fakes import FakeClock  # noqa: E402
+from helpers.postgres import REFUSED, connect  # noqa: E402
 
 ADMIN = "admin-token-for-tests"
 BLOBS = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0], [6.0, 6.0], [3.0, 10.0]])
@@ -54,8 +55,8 @@ def clock():
 
 
 @pytest.fixture
-def agg(tmp_path, clock):
-    a = Aggregator(tmp_path / "v.db", random_state=0, clock=clock, coreset_size=400)
+def agg(new_db, clock):
+    a = Aggregator(new_db("v"), random_state=0, clock=clock, coreset_size=400)
     a.add_device("dev-a")
     yield a
     a.close()
@@ -156,11 +157,11 @@ def test_publish_stores_an_immutable_version(agg, clock):
     assert agg.publish("m", 4) == 2
     assert [v["status"] for v in agg.versions("m")] == ["active", "candidate"]
     assert agg.version("m", 2).parent == 1
-    conn = sqlite3.connect(agg.db_path)
+    conn = connect(agg.db_path)
     try:
-        with pytest.raises(sqlite3.DatabaseError, match="immutable"):
-            conn.execute("UPDATE versions SET body = x'00' WHERE version = 1")
-        with pytest.raises(sqlite3.DatabaseError, match="never deleted"):
+        with pytest.raises(REFUSED, match="immutable"):
+            conn.execute("UPDATE versions SET body = ? WHERE version = 1", (b"\0",))
+        with pytest.raises(REFUSED, match="never deleted"):
             conn.execute("DELETE FROM versions")
     finally:
         conn.close()
