@@ -7,7 +7,9 @@ the writer's lock and the rollback hooks, and reading the schema version.
 ``snapshot``, ``reader``, ``check``, ``close``, ``lock`` and ``on_rollback``.
 """
 
+import contextlib
 import threading
+import zlib
 
 from edgekm.exceptions import SchemaError, UnavailableError
 
@@ -30,6 +32,22 @@ class Connections:
         self._readers = []
         self._readers_lock = threading.Lock()
         self.closed = False
+        self._leases = {}
+        self._leases_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def exclusive(self, name):
+        """Yields True to the one holder of the lease ``name`` (a periodic job that must run
+        once, not once per replica), False at once to anyone else meanwhile.  Here the lease
+        is this process's; PostgreSQL's is the whole cluster's."""
+        with self._leases_lock:
+            lease = self._leases.setdefault(name, threading.Lock())
+        mine = lease.acquire(blocking=False)
+        try:
+            yield mine
+        finally:
+            if mine:
+                lease.release()
 
     def _usable(self, conn):
         return True
@@ -61,6 +79,11 @@ class Connections:
     def _run_rollback_hooks(self):
         for hook in self.on_rollback:
             hook()
+
+
+def lease_key(name):
+    """The 64-bit advisory lock key of a lease name."""
+    return 0x6564_6b6d_0000_0000 | zlib.crc32(name.encode())
 
 
 def schema_version(conn, tables):

@@ -134,6 +134,10 @@ class PublishPolicies:
 
     def run_publish_policies(self, now=None):
         """:meth:`Aggregator.run_publish_policies <edgekm.sync.cloud.aggregator.Aggregator.run_publish_policies>`."""
+        with self.db.exclusive("publish_policies") as mine:
+            return self._run_publish_policies(now) if mine else []
+
+    def _run_publish_policies(self, now):
         published = []
         for model, reason, params in self.due_publications(now):
             try:

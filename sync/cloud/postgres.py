@@ -26,7 +26,7 @@ import re
 
 from edgekm.exceptions import StorageIntegrityError, UnavailableError
 
-from .connections import Connections, schema_version
+from .connections import Connections, lease_key, schema_version
 
 #: the key of the advisory lock every write transaction holds (``b"edgekm"`` as an int)
 WRITE_LOCK = 0x6564_6765_6b6d
@@ -205,6 +205,19 @@ class PgDatabase(Connections):
         except BaseException:
             self.writer.close()
             raise
+
+    @contextlib.contextmanager
+    def exclusive(self, name):
+        """The lease ``name`` held across every replica: a session advisory lock, tried
+        without waiting, on a connection of its own (a lost connection frees it)."""
+        self.check_open()
+        conn = PgConnection(self.path, durability=self.durability)
+        try:
+            key = lease_key(name)
+            mine = conn.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]
+            yield mine
+        finally:
+            conn.close()
 
     def _begin(self, conn):
         conn.execute("BEGIN")
