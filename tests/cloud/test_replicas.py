@@ -135,3 +135,34 @@ def test_publish_policies_and_compaction_run_once_across_replicas(replicas):
     assert second["frames_collapsed"] == second["windows_compacted"] == 0
     assert second["buckets_after"] == first["buckets_after"]
     assert a.total_weight("m") == b.total_weight("m") == 400.0
+
+
+def test_device_fails_over_between_two_served_replicas(postgres_server, tmp_path):
+    from edgekm.sync.device.agent import DeviceAgent
+    from helpers.serve import start_serve, stop_serve
+
+    url = postgres_server.new_database("failover")
+    with Aggregator(url) as admin:
+        key = admin.add_device("dev-1")
+    (proc_a, url_a), (proc_b, url_b) = start_serve(url), start_serve(url)
+    try:
+        agent = DeviceAgent([url_a, url_b], "m", "dev-1", key, tmp_path / "state",
+                            n_clusters=3, coreset_size=20, max_retries=2, timeout=5.0,
+                            random_state=0, sleep=lambda s: None)
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            agent.ingest(rng.normal(size=(50, 2)).astype(np.float32))
+            assert agent.sync()["pending"] == 0
+        assert agent.current_server == url_a
+        stop_serve(proc_a)                                  # replica A goes away
+        for _ in range(3):
+            agent.ingest(rng.normal(size=(50, 2)).astype(np.float32))
+            assert agent.sync()["pending"] == 0
+        assert agent.current_server == url_b
+        agent.close()
+    finally:
+        for proc in (proc_a, proc_b):
+            if proc.poll() is None:
+                stop_serve(proc)
+    with Aggregator(url) as check:
+        assert check.total_weight("m") == 300.0 and check.frame_count("m") == 6
