@@ -101,7 +101,10 @@ class Aggregator:
     Parameters
     ----------
     db_path : str or path-like
-        The SQLite database (created, with its schema, if missing).
+        The SQLite database (created, with its schema, if missing), or a PostgreSQL URL
+        ``postgresql://user@host:port/dbname`` (the ``postgres`` extra; the schema is
+        created or migrated in it): several Aggregators, in several processes or hosts,
+        may share one PostgreSQL database (see ``docs/operations.md``).
     coreset_size : int, default=200
         m, the maximum number of points of a bucket.
     merge_degree : int, default=2

@@ -21,6 +21,14 @@ class Connections:
 
     ``on_rollback`` holds callables run whenever a write transaction fails (the services
     drop their in-memory mirrors there).
+
+    Examples
+    --------
+    >>> store = Connections("unused", "full")
+    >>> with store.exclusive("publish_policies") as mine:
+    ...     with store.exclusive("publish_policies") as again:
+    ...         mine, again
+    (True, False)
     """
 
     def __init__(self, path, durability):

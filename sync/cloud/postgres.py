@@ -131,6 +131,16 @@ class PgConnection:
 
     Errors: a lost server is :class:`UnavailableError` (HTTP 503), a violated constraint is
     :class:`StorageIntegrityError`.
+
+    Examples
+    --------
+    Each statement goes through :func:`translate` first:
+
+    >>> translate("SELECT window FROM windows WHERE model_id = ? AND window > ?")
+    'SELECT "window" FROM windows WHERE model_id = %s AND "window" > %s'
+    >>> conn = PgConnection("postgresql://edgekm@db-host/edgekm")   # doctest: +SKIP
+    >>> conn.execute("SELECT count(*) FROM frames").fetchone()      # doctest: +SKIP
+    (0,)
     """
 
     def __init__(self, url, *, durability="full", read_only=False):
@@ -193,6 +203,15 @@ class PgDatabase(Connections):
 
     A connection lost with the server is replaced at its next use, so that a replica
     answers 503 while PostgreSQL is down and recovers when it is back.
+
+    Examples
+    --------
+    The aggregator opens it for a ``postgresql://`` URL (a running server is needed):
+
+    >>> from edgekm.sync import Aggregator
+    >>> agg = Aggregator("postgresql://edgekm@db-host:5432/edgekm")  # doctest: +SKIP
+    >>> type(agg.db).__name__                                        # doctest: +SKIP
+    'PgDatabase'
     """
 
     def __init__(self, url, *, durability="full", migrate):
