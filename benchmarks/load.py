@@ -19,6 +19,7 @@ acknowledgement, with the backpressure waits), the answers by status, and
 the server's resident memory (VmRSS, and the peak VmHWM) after the load::
 
     python benchmarks/load.py [--devices 200] [--seconds 60]
+    python benchmarks/load.py --replicas 2      # on PostgreSQL, devices spread over 2 replicas
 
 Prints one JSON object and writes it to ``benchmarks/results/load.json``.
 """
@@ -130,11 +131,12 @@ async def _device(port, device, key, m, d, seed, stop_at, drain_until, out):
     _close(state)
 
 
-async def _run_devices(port, keys, m, d, seconds, drain):
+async def _run_devices(ports, keys, m, d, seconds, drain):
     out = {}
     stop_at = time.monotonic() + seconds
     drain_until = stop_at + drain
-    await asyncio.gather(*(_device(port, dev, key, m, d, i, stop_at, drain_until, out)
+    await asyncio.gather(*(_device(ports[i % len(ports)], dev, key, m, d, i, stop_at,
+                                   drain_until, out)
                            for i, (dev, key) in enumerate(keys.items())))
     return out
 
@@ -156,27 +158,47 @@ def main(argv=None):
     p.add_argument("--d", type=int, default=4, help="features")
     p.add_argument("--drain", type=float, default=30.0,
                    help="seconds the devices get to finish their last frame")
-    p.add_argument("--output", default=os.path.join(HERE, "results", "load.json"))
+    p.add_argument("--replicas", type=int, default=0,
+                   help="serve on a PostgreSQL (tools/_pg.py) with this many replicas "
+                        "(default 0: one server on a SQLite file)")
+    p.add_argument("--output", default=None,
+                   help="default benchmarks/results/load.json (load-replicas.json)")
     args = p.parse_args(argv)
+    if args.output is None:
+        args.output = os.path.join(HERE, "results", "load-replicas.json" if args.replicas
+                                   else "load.json")
     if not (1 <= args.devices <= 1000 and 0 < args.seconds <= 600):
         p.error("--devices must be in [1, 1000] and --seconds in (0, 600]")
     workdir = tempfile.mkdtemp(prefix="edgekm-load-")
-    db = os.path.join(workdir, "load.db")
+    pg = None
+    if args.replicas:
+        from tools._pg import PostgresServer
+
+        pg = PostgresServer(fsync=True)
+        db = pg.new_database("load")
+    else:
+        db = os.path.join(workdir, "load.db")
     keys = register_devices(db, [f"dev-{i:03d}" for i in range(args.devices)])
-    server = Server(db)
-    server.start()
-    load_before = os.getloadavg()
+    servers = [Server(db, log_dir=workdir, name=f"replica-{i}")
+               for i in range(max(1, args.replicas))]
     try:
+        for server in servers:
+            server.start()
+        load_before = os.getloadavg()
         t0 = time.monotonic()
-        out = asyncio.run(_run_devices(server.port, keys, args.m, args.d, args.seconds,
-                                       args.drain))
+        out = asyncio.run(_run_devices([s.port for s in servers], keys, args.m, args.d,
+                                       args.seconds, args.drain))
         elapsed = time.monotonic() - t0
-        rss, hwm = server.rss_kib()
+        rss, hwm = (sum(x) for x in zip(*(s.rss_kib() for s in servers)))
         load_after = os.getloadavg()
-        server.stop()
+        for server in servers:
+            server.stop()
+        frames, info, integrity = aggregator_frames(db, MODEL)
     finally:
-        server.kill()
-    frames, info, integrity = aggregator_frames(db, MODEL)
+        for server in servers:
+            server.kill()
+        if pg is not None:
+            pg.close()
     recs = list(out.values())
     attempt = [x for r in recs for x in r["attempt_latency"]]
     whole = [x for r in recs for x in r["frame_latency"]]
@@ -189,7 +211,7 @@ def main(argv=None):
     errors = sum(r["errors"] for r in recs)
     unfinished = sum(r["unfinished"] for r in recs)
     result = {
-        "devices": args.devices, "seconds": args.seconds, "m": args.m, "d": args.d,
+        "devices": args.devices, "replicas": args.replicas, "seconds": args.seconds, "m": args.m, "d": args.d,
         "elapsed_with_drain": round(elapsed, 1),
         "frames_acknowledged": acked, "frames_per_second": round(acked / elapsed, 1),
         "points_weight_per_second": round(weight / elapsed, 1),

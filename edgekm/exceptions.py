@@ -175,6 +175,11 @@ class UnavailableError(RuntimeError, EdgekmError):
     """The aggregator is closed, overloaded or failed to commit (HTTP 503)."""
 
 
+class StorageIntegrityError(ValueError, EdgekmError):
+    """A database constraint (a primary key, a trigger) refused a write; on SQLite this is
+    :class:`sqlite3.IntegrityError`."""
+
+
 class RolloutError(ValueError, EdgekmError):
     """A rollout change that the current state does not allow (HTTP 409): a second
     canary, promoting the active version, a rollback with nothing to go back to."""

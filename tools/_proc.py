@@ -38,8 +38,10 @@ def child_env():
 class Server:
     """``python -m edgekm serve`` on a loopback port with a file database; restartable."""
 
-    def __init__(self, db, port=None, *, admin_token=None, log_dir=None, extra=()):
+    def __init__(self, db, port=None, *, admin_token=None, log_dir=None, extra=(),
+                 name="server"):
         self.db = os.fspath(db)
+        self.name = name
         self.port = port or free_port()
         self.admin_token = admin_token
         self.log_dir = log_dir or os.path.dirname(self.db)
@@ -57,14 +59,14 @@ class Server:
         if self.admin_token:
             cmd += ["--admin-token", self.admin_token]
         self.starts += 1
-        log = open(os.path.join(self.log_dir, f"server-{self.starts}.log"), "wb")
+        log = open(os.path.join(self.log_dir, f"{self.name}-{self.starts}.log"), "wb")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env())
         log.close()
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited with status {self.proc.returncode}; "
-                                   f"see {self.log_dir}/server-{self.starts}.log")
+                                   f"see {self.log_dir}/{self.name}-{self.starts}.log")
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
                     if r.status == 200:
@@ -128,10 +130,15 @@ def u64(value):
 
 def aggregator_frames(db, model):
     """``{(device, boot, seq): weight}`` of the frame records, and the model's row and
-    the integrity check, read from the database file alone."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    the integrity check, read from the database file alone (or a PostgreSQL database,
+    whose integrity is its own: ``ok`` once it answers)."""
+    from edgekm.sync.cloud.postgres import PgConnection, is_postgres_url
+
+    postgres = is_postgres_url(db)
+    conn = PgConnection(db) if postgres else sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        integrity = conn.execute("PRAGMA integrity_check").fetchall()
+        integrity = ([(conn.execute("SELECT 'ok'").fetchone()[0],)] if postgres
+                     else conn.execute("PRAGMA integrity_check").fetchall())
         row = conn.execute("SELECT model_id, total_weight, n_frames FROM models WHERE name = ?",
                            (model,)).fetchone()
         if row is None:

@@ -28,6 +28,16 @@ Long variant (docs/reliability.md)::
 
     python tools/crash_aggregator.py --devices 20 --kills 24 --min-frames 1200
 
+Replicas (``--replicas 2``): a PostgreSQL server (``initdb``/``pg_ctl`` in a temporary
+folder, ``fsync=on``) and that many ``edgekm serve`` processes on it; each device is
+given every replica's URL and fails over between them; each kill SIGKILLs one replica
+chosen at random, and ``--pg-kills`` times the PostgreSQL server itself is stopped
+(``pg_ctl -m immediate``, which is a crash for PostgreSQL) and started again while the
+replicas keep running (they answer 503 meanwhile)::
+
+    python tools/crash_aggregator.py --replicas 2 --devices 20 --kills 24 --pg-kills 2 \
+        --min-frames 1200
+
 Prints one JSON object; exit status 1 if a check fails.
 """
 
@@ -53,8 +63,9 @@ N_FEATURES = 3
 def device_main(argv):
     """One device: ingest, sync, log every attempt; drain and summarise once ``stop`` exists."""
     p = argparse.ArgumentParser(prog="crash_aggregator.py device")
-    for name in ("url", "device", "key", "state", "log", "stop", "summary"):
+    for name in ("device", "key", "state", "log", "stop", "summary"):
         p.add_argument("--" + name, required=True)
+    p.add_argument("--url", required=True, action="append", help="repeated: replicas")
     p.add_argument("--points", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--drain-seconds", type=float, default=120.0)
@@ -68,9 +79,9 @@ def device_main(argv):
 
     class LoggingAgent(DeviceAgent):
         def _post(self, pending):
-            t0 = time.time()
+            t0, url = time.time(), self.current_server
             outcome = super()._post(pending)
-            log.write(json.dumps({
+            log.write(json.dumps({"url": url,
                 "device": self.device_id, "boot": pending.boot, "seq": pending.seq,
                 "weight": pending.weight, "t0": t0, "t1": time.time(), "kind": outcome.kind,
                 "duplicate": outcome.duplicate, "status": outcome.status}) + "\n")
@@ -78,7 +89,7 @@ def device_main(argv):
 
     rng = np.random.default_rng(args.seed)
     centre = rng.normal(scale=5.0, size=N_FEATURES)
-    agent = LoggingAgent(args.url, MODEL, args.device, args.key, args.state, n_clusters=3,
+    agent = LoggingAgent(args.url if len(args.url) > 1 else args.url[0], MODEL, args.device, args.key, args.state, n_clusters=3,
                          coreset_size=16, timeout=5.0, max_retries=1, backoff_base=0.05,
                          backoff_max=2.0, random_state=args.seed)
     ingested = 0
@@ -134,18 +145,56 @@ def _count_acks(logs):
     return n
 
 
+def _storm(servers, rnd, kills, pg, pg_kills, kill_log):
+    """SIGKILL the servers ``kills`` times (one at random; on one SQLite server every
+    other kill during a WAL write) and crash PostgreSQL ``pg_kills`` times among them."""
+    pg_at = set(rnd.sample(range(kills), min(pg_kills, kills))) if pg is not None else set()
+    for k in range(kills):
+        server = rnd.choice(servers)
+        if k % 2 == 0 or pg is not None:
+            time.sleep(rnd.uniform(0.1, 1.5))
+            t, hit = server.kill(), None
+            mode = "random"
+        else:
+            time.sleep(rnd.uniform(0.05, 0.5))
+            t, hit = _kill_during_commit(server)
+            mode = "wal-write"
+        kill_log.append({"t": t, "mode": mode, "wal_changed": hit, "server": server.name})
+        time.sleep(rnd.uniform(0.0, 0.5))       # down for a while: devices fail, retry
+        server.start()
+        if k in pg_at:
+            time.sleep(rnd.uniform(0.1, 1.0))
+            kill_log.append({"t": time.time(), "mode": "postgres", "wal_changed": None,
+                             "server": "postgres"})
+            pg.stop("immediate")
+            time.sleep(rnd.uniform(0.5, 1.5))   # the replicas answer 503 meanwhile
+            pg.start()
+
+
 def run(n_devices=4, kills=5, min_frames=150, *, points=20, seed=0, workdir=None,
-        keep=False, max_seconds=600.0, drain_seconds=120.0):
-    """Run the storm; returns a dict of figures and ``ok`` (every check passed)."""
+        keep=False, max_seconds=600.0, drain_seconds=120.0, replicas=0, pg_kills=0):
+    """Run the storm; returns a dict of figures and ``ok`` (every check passed).
+
+    ``replicas=0``: one server on a SQLite file; ``replicas=n``: n servers on one
+    PostgreSQL (:mod:`tools._pg`), which is crashed ``pg_kills`` times."""
     rnd = random.Random(seed)
     own = workdir is None
     workdir = tempfile.mkdtemp(prefix="edgekm-crash-agg-") if own else workdir
     os.makedirs(workdir, exist_ok=True)
-    db = os.path.join(workdir, "agg.db")
+    pg = None
+    if replicas:
+        from tools._pg import PostgresServer
+
+        pg = PostgresServer(fsync=True)
+        db = pg.new_database("crash")
+    else:
+        db = os.path.join(workdir, "agg.db")
     devices = [f"dev-{i:02d}" for i in range(n_devices)]
     keys = register_devices(db, devices)
-    server = Server(db)
-    server.start()
+    servers = [Server(db, log_dir=workdir, name=f"replica-{i}" if replicas else "server")
+               for i in range(max(1, replicas))]
+    for server in servers:
+        server.start()
     stop = os.path.join(workdir, "stop")
     procs, logs, summaries = [], [], []
     started = time.monotonic()
@@ -154,48 +203,47 @@ def run(n_devices=4, kills=5, min_frames=150, *, points=20, seed=0, workdir=None
         for i, dev in enumerate(devices):
             logs.append(os.path.join(workdir, f"{dev}.jsonl"))
             summaries.append(os.path.join(workdir, f"{dev}.summary.json"))
-            procs.append(_popen_device(server.url, dev, keys[dev], workdir, logs[-1], stop,
+            urls = [s.url for s in servers]
+            urls = urls[i % len(urls):] + urls[:i % len(urls)]     # spread the devices
+            procs.append(_popen_device(urls, dev, keys[dev], workdir, logs[-1], stop,
                                        summaries[-1], points, seed * 1000 + i, drain_seconds))
         time.sleep(1.0)                              # let the devices start uploading
-        for k in range(kills):
-            if k % 2 == 0:
-                time.sleep(rnd.uniform(0.1, 1.5))
-                t, hit = server.kill(), None
-                mode = "random"
-            else:
-                time.sleep(rnd.uniform(0.05, 0.5))
-                t, hit = _kill_during_commit(server)
-                mode = "wal-write"
-            kill_log.append({"t": t, "mode": mode, "wal_changed": hit})
-            time.sleep(rnd.uniform(0.0, 0.5))       # down for a while: devices fail, retry
-            server.start()
+        _storm(servers, rnd, kills, pg, pg_kills, kill_log)
         while _count_acks(logs) < min_frames and time.monotonic() - started < max_seconds:
             time.sleep(0.5)
         open(stop, "w").close()
         for proc in procs:
             proc.wait(timeout=drain_seconds + 30)
         storm_seconds = time.monotonic() - started
-        server.stop()
+        for server in servers:
+            server.stop()
+        result = check(db, logs, summaries, kill_log, [p.returncode for p in procs])
     finally:
         open(stop, "w").close()
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        server.kill()
-    result = check(db, logs, summaries, kill_log, [p.returncode for p in procs])
+        for server in servers:
+            server.kill()
+        if pg is not None:
+            pg.close()
     result.update(devices=n_devices, storm_seconds=round(storm_seconds, 1),
-                  server_starts=server.starts, workdir=workdir if keep or not own else None)
+                  replicas=replicas, postgres_kills=sum(k["mode"] == "postgres"
+                                                        for k in kill_log),
+                  server_starts=sum(s.starts for s in servers),
+                  workdir=workdir if keep or not own else None)
     if own and not keep and result["ok"]:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
 
 
-def _popen_device(url, dev, key, workdir, log, stop, summary, points, seed, drain_seconds):
+def _popen_device(urls, dev, key, workdir, log, stop, summary, points, seed, drain_seconds):
     import subprocess
 
     state = os.path.join(workdir, dev)
-    cmd = [PYTHON, os.path.abspath(__file__), "device", "--url", url, "--device", dev,
+    cmd = [PYTHON, os.path.abspath(__file__), "device", *[a for u in urls for a in ("--url", u)],
+           "--device", dev,
            "--key", key, "--state", state, "--log", log, "--stop", stop, "--summary", summary,
            "--points", str(points), "--seed", str(seed), "--drain-seconds", str(drain_seconds)]
     err = open(os.path.join(workdir, f"{dev}.stderr"), "wb")
@@ -253,6 +301,13 @@ def check(db, logs, summaries, kill_log, returncodes):
                  (c["device"], c["boot"], c["seq"]) and a["t0"] > c["t1"] and a["kind"] == "ack"]
         dup_after_cut += bool(later and later[0]["duplicate"])
 
+    # devices moving to another replica, and the 503s of a database that was down
+    failovers, last_url = 0, {}
+    for a in sorted(attempts, key=lambda a: a["t0"]):
+        url = a.get("url")
+        failovers += a["device"] in last_url and last_url[a["device"]] != url
+        last_url[a["device"]] = url
+
     frame_sum = sum(frames.values())
     checks = {
         "devices_exited_0": all(rc == 0 for rc in returncodes),
@@ -272,6 +327,8 @@ def check(db, logs, summaries, kill_log, returncodes):
         "uploads_cut_by_a_kill": len(cut_attempts),
         "cut_then_answered_duplicate": dup_after_cut,
         "attempts": len(attempts),
+        "failovers": failovers,
+        "answers_503": sum(1 for a in attempts if a["status"] == 503),
         "frames_acknowledged": len(acked), "frames_merged": len(frames),
         "acknowledged_not_merged": len(set(acked) - set(frames)),
         "merged_not_acknowledged": len(set(frames) - set(acked)),
@@ -297,12 +354,17 @@ def main(argv=None):
     p.add_argument("--min-frames", type=int, default=1200)
     p.add_argument("--points", type=int, default=20, help="points per frame")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--replicas", type=int, default=0,
+                   help="serve on PostgreSQL with this many replicas (default 0: one server "
+                        "on a SQLite file)")
+    p.add_argument("--pg-kills", type=int, default=0,
+                   help="with --replicas: crash the PostgreSQL server this many times")
     p.add_argument("--workdir", help="keep everything here (default: a temp dir, "
                                      "removed when the checks pass)")
     args = p.parse_args(argv)
     t0 = time.monotonic()
     result = run(args.devices, args.kills, args.min_frames, points=args.points, seed=args.seed,
-                 workdir=args.workdir)
+                 workdir=args.workdir, replicas=args.replicas, pg_kills=args.pg_kills)
     result["seconds"] = round(time.monotonic() - t0, 1)
     result["loadavg"] = os.getloadavg()
     print(json.dumps(result, indent=2))

@@ -88,8 +88,16 @@ def add_config(p):
 
 
 def add_db(p):
-    p.add_argument("--db", required=True, metavar="PATH",
-                   help="the aggregator's SQLite database (created if missing)")
+    p.add_argument("--db", required=True, metavar="PATH|URL",
+                   help="the aggregator's SQLite database (created if missing), or a "
+                        "PostgreSQL URL postgresql://user@host:port/dbname")
+
+
+def db_location(value):
+    """``--db`` as shown to the user: a PostgreSQL URL as given, a SQLite path absolute."""
+    if value.startswith(("postgresql://", "postgres://")):
+        return value
+    return os.path.abspath(value)
 
 
 # ---------------------------------------------------------------- output
@@ -137,12 +145,12 @@ def open_aggregator(path):
     """An Aggregator for an administration command; a bad database is a usage error."""
     import sqlite3
 
-    from edgekm.exceptions import SchemaError
+    from edgekm.exceptions import SchemaError, UnavailableError
     from edgekm.sync.cloud.aggregator import Aggregator
 
     try:
         return Aggregator(path)
-    except (sqlite3.Error, SchemaError, OSError) as exc:
+    except (sqlite3.Error, SchemaError, UnavailableError, OSError) as exc:
         raise UsageError(f"cannot open the database {path!r}: {exc}") from None
 
 

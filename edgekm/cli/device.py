@@ -1,5 +1,6 @@
 """``edgekm device``: a device agent over a file or standard input."""
 
+import argparse
 import sys
 
 from edgekm.cli._common import (PROG, Failure, add_json, non_negative_int, open_input,
@@ -20,8 +21,9 @@ def add_parser(subparsers):
             "are still pending stay in the outbox for the next run."
         ),
     )
-    p.add_argument("--server", required=True, metavar="URL",
-                   help="base URL of the aggregator, e.g. http://127.0.0.1:8750")
+    p.add_argument("--server", required=True, metavar="URL", action=_Repeated,
+                   help="base URL of the aggregator, e.g. http://127.0.0.1:8750; repeat it "
+                        "for replicas on one database: the agent fails over between them")
     p.add_argument("--model", required=True, metavar="M", help="the model")
     p.add_argument("--device-id", required=True, metavar="ID", help="this device's id")
     p.add_argument("--key", required=True, metavar="KEY",
@@ -52,12 +54,26 @@ def _pending_bytes(agent):
     return {p.seq: len(p.body) for p in agent.outbox.pending()}
 
 
+class _Repeated(argparse.Action):
+    """A repeatable option whose values gather in a list (given once: a list of one)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, (current if isinstance(current, list) else []) + [values])
+
+
+def _servers(server):
+    """``--server`` as DeviceAgent takes it: one URL, or the list of the replicas'."""
+    servers = server if isinstance(server, list) else [server]
+    return servers[0] if len(servers) == 1 else servers
+
+
 def _start_agent(args):
     """The DeviceAgent of the command's arguments; a bad setting is a usage error."""
     from edgekm.sync.device.agent import DeviceAgent
 
     try:
-        return DeviceAgent(args.server, args.model, args.device_id, args.key, args.state_dir,
+        return DeviceAgent(_servers(args.server), args.model, args.device_id, args.key, args.state_dir,
                            n_clusters=args.k, coreset_size=args.coreset_size,
                            timeout=args.timeout, max_retries=args.max_retries,
                            backoff_max=min(30.0, 4 * args.timeout), random_state=args.seed)
@@ -129,7 +145,7 @@ def _stream(agent, reader, sync_every, sync):
 
 def _summary(args, reader, points, syncs, stats, report):
     totals, errors = syncs.totals, syncs.errors
-    summary = {"server": args.server, "model": args.model, "device_id": args.device_id,
+    summary = {"server": _servers(args.server), "model": args.model, "device_id": args.device_id,
                "state_dir": args.state_dir, "input": reader.name, "points": points,
                "frames_sent": totals["uploaded"], "frames_accepted": totals["accepted"],
                "frames_duplicate": totals["duplicates"], "frames_rejected": totals["rejected"],

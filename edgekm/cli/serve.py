@@ -2,9 +2,9 @@
 
 import os
 
-from edgekm.cli._common import (Failure, add_db, fraction, port_number, positive_float,
-                               positive_int, print_json)
-from edgekm.exceptions import SchemaError, UsageError
+from edgekm.cli._common import (Failure, add_db, db_location, fraction, port_number,
+                               positive_float, positive_int, print_json)
+from edgekm.exceptions import SchemaError, UnavailableError, UsageError
 
 
 def add_parser(subparsers):
@@ -94,7 +94,7 @@ def run(args):
                      max_device_weight=args.max_device_weight,
                      weight_cap_policy=args.weight_cap_policy, publish_trim=args.publish_trim,
                      compact_windows=args.compact_windows, dedup_seconds=args.dedup_seconds)
-    except (sqlite3.Error, SchemaError) as exc:
+    except (sqlite3.Error, SchemaError, UnavailableError) as exc:
         raise UsageError(f"cannot open the database {args.db!r}: {exc}") from None
     except OSError as exc:               # e.g. the port is taken
         raise Failure(f"cannot serve on {args.host}:{port}: {exc}") from None
@@ -145,6 +145,6 @@ def _announce_when_listening(host, port, args):
                 time.sleep(0.05)
         print_json({"listening": True, "host": host, "port": port,
                      "url": f"http://{probe if ':' not in probe else f'[{probe}]'}:{port}",
-                     "db": os.path.abspath(args.db)}, args, indent=None)
+                     "db": db_location(args.db)}, args, indent=None)
 
     threading.Thread(target=wait, name="edgekm-serve-announce", daemon=True).start()

@@ -78,7 +78,7 @@ from edgekm.sync.wire.frame import MAX_FEATURES, MAX_FRAME_BYTES, MAX_POINTS, Fr
 from edgekm.sync.wire.telemetry import TelemetryError
 
 from .compaction import Compaction
-from .database import DURABILITY, Database
+from .database import DURABILITY, open_database
 from .ingest import Ingest, Prepared, Pull, Upload
 from .policies import PublishPolicies
 from .registry import WEIGHT_CAP_POLICIES, Registry, check_cap, check_positive_int
@@ -102,7 +102,10 @@ class Aggregator:
     Parameters
     ----------
     db_path : str or path-like
-        The SQLite database (created, with its schema, if missing).
+        The SQLite database (created, with its schema, if missing), or a PostgreSQL URL
+        ``postgresql://user@host:port/dbname`` (the ``postgres`` extra; the schema is
+        created or migrated in it): several Aggregators, in several processes or hosts,
+        may share one PostgreSQL database (see ``docs/operations.md``).
     coreset_size : int, default=200
         m, the maximum number of points of a bucket.
     merge_degree : int, default=2
@@ -233,7 +236,7 @@ class Aggregator:
     def _compose(self, durability, checkpoint_interval):
         """Build the services, each with explicit references to what it needs."""
         clock = self.clock
-        self.db = Database(self.db_path, durability=durability,
+        self.db = open_database(self.db_path, durability=durability,
                            checkpoint_interval=checkpoint_interval)
         self.registry = Registry(self.db, clock=clock, max_features=self.max_features,
                                  window_seconds=self.window_seconds,
@@ -740,8 +743,8 @@ class Aggregator:
         return table_rows(self.db.reader())
 
     def check(self):
-        """Run SQLite's quick_check; return "ok" or the first problem found."""
-        return self.db.reader().execute("PRAGMA quick_check").fetchone()[0]
+        """Check the database (SQLite's quick_check); return "ok" or the first problem found."""
+        return self.db.check()
 
     def ping(self):
         """A cheap read, for health checks; raises if the database is unreadable."""

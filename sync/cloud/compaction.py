@@ -75,19 +75,20 @@ class Compaction:
             "INSERT INTO windows SELECT model_id, ?, sum(total_weight), sum(n_frames), "
             f"min(first_received), max(last_received) FROM windows WHERE model_id = ? AND "
             f"window IN ({marks}) GROUP BY model_id ON CONFLICT (model_id, window) DO UPDATE SET "
-            "total_weight = total_weight + excluded.total_weight, "
-            "n_frames = n_frames + excluded.n_frames, "
-            "first_received = min(first_received, excluded.first_received), "
-            "last_received = max(last_received, excluded.last_received)",
+            "total_weight = windows.total_weight + excluded.total_weight, "
+            "n_frames = windows.n_frames + excluded.n_frames, "
+            "first_received = min(windows.first_received, excluded.first_received), "
+            "last_received = max(windows.last_received, excluded.last_received)",
             (COMPACTED, mid, *old))
         conn.execute(f"DELETE FROM windows WHERE model_id = ? AND window IN ({marks})",
                      (mid, *old))
         conn.execute(
             "INSERT INTO device_windows SELECT model_id, device_id, ?, sum(weight), "
             f"sum(n_frames), sum(clipped) FROM device_windows WHERE model_id = ? AND "
-            f"window IN ({marks}) GROUP BY device_id ON CONFLICT (model_id, device_id, window) "
-            "DO UPDATE SET weight = weight + excluded.weight, "
-            "n_frames = n_frames + excluded.n_frames, clipped = clipped + excluded.clipped",
+            f"window IN ({marks}) GROUP BY model_id, device_id ON CONFLICT (model_id, device_id, "
+            "window) DO UPDATE SET weight = device_windows.weight + excluded.weight, "
+            "n_frames = device_windows.n_frames + excluded.n_frames, "
+            "clipped = device_windows.clipped + excluded.clipped",
             (COMPACTED, mid, *old))
         conn.execute(f"DELETE FROM device_windows WHERE model_id = ? AND window IN ({marks})",
                      (mid, *old))

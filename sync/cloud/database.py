@@ -86,9 +86,12 @@ import contextlib
 import sqlite3
 import threading
 
-from edgekm.exceptions import SchemaError, UnavailableError, UnknownModelError
+from edgekm.exceptions import (SchemaError, StorageIntegrityError, UnavailableError,
+                               UnknownModelError)
 
 from .._sqlite import transaction
+from .connections import Connections, schema_version
+from .postgres import PgDatabase, is_postgres_url
 
 SCHEMA_VERSION = 5
 ALL_TIME = -1
@@ -398,6 +401,9 @@ MIGRATIONS = {0: _V1, 1: _V2, 2: _V3, 3: _V4, 4: _V5}
 
 DURABILITY = {"full": "FULL", "normal": "NORMAL"}
 
+#: what a violated constraint raises, on either backend
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, StorageIntegrityError)
+
 
 def connect(path, *, durability="full", busy_timeout=30.0):
     """Open a connection in autocommit mode with the aggregator's pragmas.
@@ -414,12 +420,23 @@ def connect(path, *, durability="full", busy_timeout=30.0):
     return conn
 
 
-def migrate(conn):
-    """Bring the schema to :data:`SCHEMA_VERSION`, one transaction per step."""
+def _begin_immediate(conn):
+    conn.execute("BEGIN IMMEDIATE")
+
+
+def migrate(conn, *, version=None, ddl=None, begin=_begin_immediate):
+    """Bring the schema to :data:`SCHEMA_VERSION`, one transaction per step.
+
+    ``version(conn)`` reads the schema version, ``ddl(statement)`` gives the statements of
+    one migration statement in the backend's dialect and ``begin(conn)`` opens a write
+    transaction: SQLite's by default (:mod:`edgekm.sync.cloud.postgres` passes its own).
+    """
+    version_of = _version if version is None else version
+    ddl = (lambda statement: (statement,)) if ddl is None else ddl
     while True:
-        conn.execute("BEGIN IMMEDIATE")
+        begin(conn)
         try:
-            version = _version(conn)
+            version = version_of(conn)
             if version > SCHEMA_VERSION:
                 raise SchemaError(
                     f"the database has schema version {version}; this edgekm reads up to "
@@ -430,29 +447,24 @@ def migrate(conn):
             steps = MIGRATIONS[version]
             for statement in steps.split(";") if isinstance(steps, str) else steps:
                 if statement.strip():
-                    conn.execute(statement)
+                    for translated in ddl(statement):
+                        conn.execute(translated)
             if version == 0:
-                conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                for translated in ddl("CREATE TABLE schema_version (version INTEGER NOT NULL)"):
+                    conn.execute(translated)
                 conn.execute("INSERT INTO schema_version VALUES (?)", (version + 1,))
             else:
                 conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
 
 def _version(conn):
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if "schema_version" not in tables:
-        if tables:
-            raise SchemaError("the database is not an edgekm aggregator database "
-                              f"(it has tables {sorted(tables)[:5]}).")
-        return 0
-    row = conn.execute("SELECT version FROM schema_version").fetchone()
-    if row is None:
-        raise SchemaError("the schema_version table is empty.")
-    return int(row[0])
+    return schema_version(conn, {row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")})
 
 
 class Checkpointer:
@@ -523,12 +535,9 @@ def in_ranges(conn, kind, key):
     return hit is not None and hit[0] >= seq
 
 
-class Database:
-    """The aggregator's connections: one writer (serialised by ``lock``) and one
+class Database(Connections):
+    """The aggregator's SQLite connections: one writer (serialised by ``lock``) and one
     read-only connection per reading thread (WAL readers never block the writer).
-
-    ``on_rollback`` holds callables run whenever a write transaction fails
-    (the services drop their in-memory mirrors there).
 
     Examples
     --------
@@ -540,14 +549,7 @@ class Database:
     """
 
     def __init__(self, path, *, durability="full", checkpoint_interval=0.5):
-        self.path = str(path)
-        self.durability = durability
-        self.lock = threading.RLock()           # serialises the write connection
-        self.on_rollback = []
-        self._local = threading.local()         # one read connection per thread
-        self._readers = []
-        self._readers_lock = threading.Lock()
-        self.closed = False
+        super().__init__(path, durability)
         self._checkpointer = None
         self.writer = connect(self.path, durability=durability)
         try:
@@ -568,10 +570,7 @@ class Database:
             self.closed = True
             if self._checkpointer is not None:
                 self._checkpointer.stop()
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
+        self._close_readers()
         with self.lock:
             try:    # copy the WAL into the database and empty it
                 self.writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
@@ -579,23 +578,9 @@ class Database:
                 pass
             self.writer.close()
 
-    def check_open(self):
-        if self.closed:
-            raise UnavailableError("the aggregator is closed.")
-
-    def reader(self):
-        """This thread's read-only connection."""
-        self.check_open()
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path, durability=self.durability)
-            conn.execute("PRAGMA query_only = ON")
-            with self._readers_lock:
-                if self.closed:
-                    conn.close()
-                    raise UnavailableError("the aggregator is closed.")
-                self._readers.append(conn)
-            self._local.conn = conn
+    def _open_reader(self):
+        conn = connect(self.path, durability=self.durability)
+        conn.execute("PRAGMA query_only = ON")
         return conn
 
     @contextlib.contextmanager
@@ -617,9 +602,20 @@ class Database:
                 with transaction(self.writer, "IMMEDIATE") as conn:
                     result = work(conn)
             except BaseException:
-                for hook in self.on_rollback:
-                    hook()
+                self._run_rollback_hooks()
                 if self.writer.in_transaction:      # a failed COMMIT leaves it open
                     self.writer.execute("ROLLBACK")
                 raise
             return result
+
+    def check(self):
+        """SQLite's quick_check: "ok" or the first problem found."""
+        return self.reader().execute("PRAGMA quick_check").fetchone()[0]
+
+
+def open_database(path, *, durability="full", checkpoint_interval=0.5):
+    """The aggregator's store at ``path``: a SQLite file, or a ``postgresql://`` URL
+    (:class:`~edgekm.sync.cloud.postgres.PgDatabase`, which takes no checkpointer)."""
+    if is_postgres_url(path):
+        return PgDatabase(path, durability=durability, migrate=migrate)
+    return Database(path, durability=durability, checkpoint_interval=checkpoint_interval)

@@ -12,7 +12,6 @@ Telemetry summaries and pulls go through it too.
 
 import hashlib
 import math
-import sqlite3
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -29,7 +28,7 @@ from edgekm.sync.wire.frame import FrameError, decode_frame, seqsum
 from edgekm.sync.wire.telemetry import TelemetryError
 
 from .._sqlite import to_sql_u64
-from .database import ALL_TIME, in_ranges, model_row
+from .database import ALL_TIME, INTEGRITY_ERRORS, in_ranges, model_row
 from .telemetry import check_sender
 from .trees import SeedCounter
 
@@ -137,7 +136,7 @@ class Ingest:
         try:
             conn.execute("INSERT INTO nonces (device_id, nonce, timestamp) VALUES (?, ?, ?)",
                          (device_id, nonce, timestamp))
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             raise AuthError("nonce already used") from None
         return device_id
 
@@ -338,8 +337,9 @@ class Ingest:
                      key + (digest, weight, len(frame.weights), frame.span[0], frame.span[1],
                             frame.level, frame.created, now, window, clipped))
         conn.execute("INSERT INTO device_windows VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT "
-                     "(model_id, device_id, window) DO UPDATE SET weight = weight + ?, "
-                     "n_frames = n_frames + 1, clipped = clipped + ?",
+                     "(model_id, device_id, window) DO UPDATE SET weight = device_windows.weight + ?, "
+                     "n_frames = device_windows.n_frames + 1, "
+                     "clipped = device_windows.clipped + ?",
                      (mid, device_id, window, weight, clipped, weight, clipped))
         total = row["total_weight"] + weight
         conn.execute("UPDATE models SET total_weight = ?, n_frames = n_frames + 1, "

@@ -71,8 +71,14 @@ class PublishPolicies:
             k = validate_params({"n_clusters": k})["n_clusters"]
             values = (every_seconds, every_weight, drift_threshold, int(k), windows,
                       int(n_init), random_state, now)
-            conn.execute("INSERT OR REPLACE INTO publish_policies VALUES (?, ?, ?, ?, ?, ?, ?, "
-                         "?, ?)", (mid,) + values)
+            conn.execute("INSERT INTO publish_policies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                         "ON CONFLICT (model_id) DO UPDATE SET "
+                         "every_seconds = excluded.every_seconds, "
+                         "every_weight = excluded.every_weight, "
+                         "drift_threshold = excluded.drift_threshold, "
+                         "n_clusters = excluded.n_clusters, windows = excluded.windows, "
+                         "n_init = excluded.n_init, random_state = excluded.random_state, "
+                         "since = excluded.since", (mid,) + values)
             policy = dict(zip(("every_seconds", "every_weight", "drift_threshold",
                                "n_clusters", "windows", "n_init", "random_state", "since"),
                               values))
@@ -128,6 +134,10 @@ class PublishPolicies:
 
     def run_publish_policies(self, now=None):
         """:meth:`Aggregator.run_publish_policies <edgekm.sync.cloud.aggregator.Aggregator.run_publish_policies>`."""
+        with self.db.exclusive("publish_policies") as mine:
+            return self._run_publish_policies(now) if mine else []
+
+    def _run_publish_policies(self, now):
         published = []
         for model, reason, params in self.due_publications(now):
             try:

@@ -4,7 +4,6 @@ import hashlib
 import math
 import numbers
 import secrets
-import sqlite3
 
 import numpy as np
 
@@ -14,7 +13,7 @@ from edgekm.exceptions import DeviceExistsError, UnknownDeviceError, UnknownMode
 from edgekm.sync.wire import auth
 from edgekm.sync.wire.frame import DTYPES, check_id
 
-from .database import COMPACTED, model_row, require_model
+from .database import COMPACTED, INTEGRITY_ERRORS, model_row, require_model
 
 __all__ = ["Registry", "WEIGHT_CAP_POLICIES", "check_positive_int", "check_cap"]
 
@@ -71,7 +70,7 @@ class Registry:
             try:
                 conn.execute("INSERT INTO devices (device_id, key_hex, created) VALUES (?, ?, ?)",
                              (device_id, key, float(self.clock())))
-            except sqlite3.IntegrityError:
+            except INTEGRITY_ERRORS:
                 raise DeviceExistsError(f"device {device_id!r} already exists.") from None
         self.db.transaction(work)
         return key

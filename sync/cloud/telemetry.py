@@ -148,10 +148,11 @@ class Telemetry:
              s.drift_score, s.compression_ratio, s.assign_latency_us))
         conn.execute(
             "INSERT INTO telemetry_totals VALUES (?, 1, ?, ?, ?, ?) ON CONFLICT (model_id) DO "
-            "UPDATE SET summaries = summaries + 1, n_points = n_points + excluded.n_points, "
-            "raw_bytes = raw_bytes + excluded.raw_bytes, "
-            "forwarded_bytes = forwarded_bytes + excluded.forwarded_bytes, "
-            "n_anomalies = n_anomalies + excluded.n_anomalies",
+            "UPDATE SET summaries = telemetry_totals.summaries + 1, "
+            "n_points = telemetry_totals.n_points + excluded.n_points, "
+            "raw_bytes = telemetry_totals.raw_bytes + excluded.raw_bytes, "
+            "forwarded_bytes = telemetry_totals.forwarded_bytes + excluded.forwarded_bytes, "
+            "n_anomalies = telemetry_totals.n_anomalies + excluded.n_anomalies",
             (mid, s.n_points, s.raw_bytes, s.forwarded_bytes, n_anomalies))
         if s.version >= 1:
             vk = conn.execute("SELECT k FROM versions WHERE model_id = ? AND version = ?",
@@ -164,7 +165,7 @@ class Telemetry:
                     counts = counts + np.frombuffer(usage[0], dtype="<f8")
                 conn.execute("INSERT INTO version_usage VALUES (?, ?, ?, ?) ON CONFLICT "
                              "(model_id, version) DO UPDATE SET counts = excluded.counts, "
-                             "n_points = n_points + ?",
+                             "n_points = version_usage.n_points + ?",
                              (mid, s.version, counts.astype("<f8").tobytes(), s.n_points,
                               s.n_points))
                 if s.beyond_p99 is not None:

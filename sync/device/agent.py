@@ -82,11 +82,24 @@ def _classify_telemetry(answer):
     return by_status(answer, error)
 
 
+def server_urls(server_url):
+    """The aggregator URLs of ``server_url``: one URL, or a sequence of replicas' URLs."""
+    return [server_url] if isinstance(server_url, str) else list(server_url)
+
+
+#: statuses after which the agent fails over to the next replica (no answer: None)
+FAILOVER_STATUSES = frozenset({None, 502, 503, 504})
+
+
 def _check_arguments(server_url, model, device_id, key, n_clusters, coreset_size, algorithm,
                      timeout, max_retries, backoff_base, backoff_max, dtype, random_state):
     """DeviceAgent's argument checks (ValueError), in the order the constructor runs them;
     returns ``n_clusters``, ``coreset_size`` and ``max_retries`` as ints."""
-    check_server_url(server_url)
+    urls = server_urls(server_url)
+    if not urls:
+        raise ValueError("server_url: give at least one URL")
+    for url in urls:
+        check_server_url(url)
     _frame.check_id(model, "model")
     _frame.check_id(device_id, "device_id")
     check_key(key)
@@ -112,8 +125,11 @@ class DeviceAgent:
 
     Parameters
     ----------
-    server_url : str
-        Base URL of the aggregator, e.g. ``"http://127.0.0.1:8750"``.
+    server_url : str or sequence of str
+        Base URL of the aggregator, e.g. ``"http://127.0.0.1:8750"``, or the URLs of
+        several replicas on one database: after no answer or a 502/503/504 the agent
+        moves on to the next one (:attr:`current_server`), keeping its outbox and its
+        frame ids, so that a frame merged by the first is answered ``duplicate``.
     model : str
         Model name (1-64 characters of ``A-Za-z0-9._-``).
     device_id : str
@@ -194,9 +210,11 @@ class DeviceAgent:
         self._rng = (random_state if isinstance(random_state, np.random.Generator)
                      else np.random.default_rng(resolve_seed(random_state)))
         self._jitter = rng if rng is not None else random.Random(int(self._rng.integers(2**62)))
-        self._client = SignedClient(
-            server_url, device_id=device_id, key=key, timeout=timeout, max_retries=max_retries,
+        self._clients = [SignedClient(
+            url, device_id=device_id, key=key, timeout=timeout, max_retries=max_retries,
             backoff_base=backoff_base, backoff_max=backoff_max, sleep=sleep, rng=self._jitter)
+            for url in server_urls(server_url)]
+        self._current = 0                 # the replica in use (an index into _clients)
         self._frames_path = f"/v1/models/{model}/frames"
         self._centroids_path = f"/v1/models/{model}/centroids?device={device_id}"
         self._telemetry_path = f"/v1/models/{model}/telemetry"
@@ -444,6 +462,23 @@ class DeviceAgent:
         report["version"] = self.version
         return report
 
+    @property
+    def _client(self):
+        """The client of the replica in use."""
+        return self._clients[self._current]
+
+    @property
+    def current_server(self):
+        """The URL of the aggregator replica the agent talks to now."""
+        return self._client.server_url
+
+    def _failover(self, answer):
+        """After no answer or a 502/503/504, move on to the next replica's URL: the
+        outbox, the frame ids and the seqs stay, so a frame retried there is answered
+        ``duplicate`` if the first replica had merged it."""
+        if answer is not None and answer.status in FAILOVER_STATUSES:
+            self._current = (self._current + 1) % len(self._clients)
+
     def _upload(self, pending, report):
         """Send one frame, retrying retryable failures with backoff; returns an Outcome."""
         def failed(outcome):
@@ -460,7 +495,10 @@ class DeviceAgent:
         answer = self._client.attempt(
             "POST", self._frames_path, pending.body,
             headers={"Content-Type": "application/msgpack", "Accept": "application/json"})
-        return self._classify(pending, answer)
+        outcome = self._classify(pending, answer)
+        if outcome.kind == "retry":
+            self._failover(answer)
+        return outcome
 
     def _classify(self, pending, answer):
         if answer.status is None:
@@ -585,6 +623,7 @@ class DeviceAgent:
             "GET", self._centroids_path, headers=headers, max_retries=0,
             classify=lambda a: Outcome("retry" if a.status is None else "answer",
                                        status=a.status, error=a.error, answer=a)).answer
+        self._failover(answer)
         if answer.status is None:
             outcome["error"] = answer.error
             return self.version
@@ -697,6 +736,8 @@ class DeviceAgent:
                 uploaded += 1
                 continue
             report["error"] = outcome.error
+            if outcome.kind == "retry":
+                self._failover(outcome.answer)
             if outcome.kind == "reject":
                 self._outbox.drop_telemetry(seq, outcome.error)
                 continue

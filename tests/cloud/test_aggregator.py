@@ -1,4 +1,5 @@
-"""The aggregator core: accept, deduplicate, merge under Observation 1, windows, auth, SQLite."""
+"""The aggregator core: accept, deduplicate, merge under Observation 1, windows, auth; on
+SQLite and on PostgreSQL (the ``db`` fixture)."""
 
 import math
 import sqlite3
@@ -16,6 +17,7 @@ from edgekm.sync.cloud.aggregator import (Aggregator, ConflictError, DeviceExist
 from edgekm.sync.wire.frame import FrameError
 from edgekm.sync.cloud.database import SCHEMA_VERSION, SchemaError
 from helpers.fakes import FakeClock, make_frame
+from helpers.postgres import connect
 
 PATH = "/v1/models/{}/frames"
 
@@ -34,20 +36,23 @@ def weight_of(body):
 
 def snapshot(agg, db):
     """Everything a rejection must leave unchanged."""
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     try:
         counts = tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                        for t in ("frames", "buckets", "windows", "models"))
-        bucket_weight = conn.execute("SELECT total(total_weight) FROM buckets").fetchone()[0]
-        model_weight = conn.execute("SELECT total(total_weight) FROM models").fetchone()[0]
+        bucket_weight = conn.execute("SELECT coalesce(sum(total_weight), 0) "
+                                     "FROM buckets").fetchone()[0]
+        model_weight = conn.execute("SELECT coalesce(sum(total_weight), 0) "
+                                    "FROM models").fetchone()[0]
     finally:
         conn.close()
     return counts, bucket_weight, model_weight
 
 
 @pytest.fixture
-def db(tmp_path):
-    return str(tmp_path / "agg.db")
+def db(new_db):
+    """A fresh store on each backend (a SQLite path, a PostgreSQL URL)."""
+    return new_db()
 
 
 @pytest.fixture
@@ -166,8 +171,8 @@ def test_weight_is_conserved_exactly(db, clock):
 def test_aggregate_weight_matches_stored_buckets(agg, key, db):
     for seq in range(50):
         agg.accept("m", "dev-a", make_frame(seq=seq))
-    conn = sqlite3.connect(db)
-    stored = conn.execute("SELECT total(total_weight) FROM buckets WHERE window = -1 OR "
+    conn = connect(db)
+    stored = conn.execute("SELECT coalesce(sum(total_weight), 0) FROM buckets WHERE window = -1 OR "
                           "window > coalesce((SELECT folded_through FROM models), -1)").fetchone()[0]
     conn.close()
     assert stored == agg.total_weight("m") == agg.aggregate("m").total_weight
@@ -218,7 +223,7 @@ def test_retain_windows_drops_old_window_trees_only(db, clock):
     for seq in range(40):
         agg.accept("m", "dev-a", make_frame(seq=seq, n=4))
         clock.now += 1800.0
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     windows = {w for (w,) in conn.execute("SELECT DISTINCT window FROM buckets")}
     conn.close()
     current = agg.current_window("m")
@@ -369,7 +374,7 @@ def test_nonces_expire_after_twice_the_skew(agg, key, clock, db):
     clock.now += 601 + 10
     up2 = signed(agg, key, body)
     agg.authenticate("POST", up2.path, body, up2.headers)
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     assert conn.execute("SELECT count(*) FROM nonces").fetchone()[0] == 1
     conn.close()
 
@@ -582,7 +587,7 @@ def test_restart_mid_stream_gives_the_same_trees(tmp_path):
     two.close()
 
 
-def test_sqlite_settings_and_schema_version(db, agg):
+def test_sqlite_settings_and_schema_version(sqlite_only, db, agg):
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION

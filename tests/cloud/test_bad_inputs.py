@@ -2,7 +2,6 @@
 ``reason`` (``sync/PROTOCOL.md`` §6), and after each one nothing was merged and nothing
 lost (the model's weight, frame count, buckets and earlier frames are unchanged)."""
 
-import sqlite3
 import warnings
 import zlib
 
@@ -23,6 +22,7 @@ from edgekm.sync.wire import auth  # noqa: E402
 from edgekm.sync.cloud.aggregator import Aggregator  # noqa: E402
 from edgekm.sync.cloud.http.app import create_app  # noqa: E402
 from helpers.fakes import FakeClock  # noqa: E402
+from helpers.postgres import connect  # noqa: E402
 
 NOW = 1_700_000_000.0          # the aggregator's (frozen) clock
 CAP = 1e6                      # max_device_weight, policy "reject"
@@ -60,9 +60,12 @@ def signed(key, body, device="dev-a", path=PATH, now=NOW, method="POST"):
     return headers
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    db = tmp_path_factory.mktemp("bad") / "bad.db"
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def env(tmp_path_factory, request):
+    if request.param == "postgres":
+        db = request.getfixturevalue("postgres_server").new_database("bad")
+    else:
+        db = str(tmp_path_factory.mktemp("bad") / "bad.db")
     agg = Aggregator(db, clock=FakeClock(NOW), random_state=0, auto_create_models=False,
                      max_frame_bytes=LIMIT, max_device_weight=CAP, weight_cap_policy="reject",
                      coreset_size=20)
@@ -89,14 +92,15 @@ def env(tmp_path_factory):
 def state(env):
     """Everything a rejected request must leave as it was."""
     agg = env["agg"]
-    conn = sqlite3.connect(env["db"])
+    conn = connect(env["db"])
     try:
         tables = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                   for t in ("frames", "buckets", "windows", "device_windows", "models",
                             "seq_ranges")}
         frames = conn.execute("SELECT model_id, device_id, boot, seq, digest, weight FROM frames "
                               "ORDER BY 1, 2, 3, 4").fetchall()
-        buckets = conn.execute("SELECT total(total_weight) FROM buckets").fetchone()[0]
+        buckets = conn.execute("SELECT coalesce(sum(total_weight), 0) "
+                               "FROM buckets").fetchone()[0]
         dw = conn.execute("SELECT device_id, window, weight FROM device_windows "
                           "ORDER BY 1, 2").fetchall()
     finally:

@@ -13,13 +13,14 @@ from edgekm.sync.cloud import database as store
 from edgekm.sync.cloud.aggregator import Aggregator, ConflictError, DeviceWeightCapError
 from edgekm.sync.wire.telemetry import TelemetrySummary, encode_telemetry
 from helpers.fakes import make_frame
+from helpers.postgres import connect
 
 WINDOW = 10.0
 SMALL = {"n": 8, "d": 2}          # the frames of this module: 8 points in 2-d
 
 
 def rows(db, table, where=""):
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     try:
         return conn.execute(f"SELECT count(*) FROM {table} {where}").fetchone()[0]
     finally:
@@ -27,7 +28,7 @@ def rows(db, table, where=""):
 
 
 def scalar(db, sql, *args):
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     try:
         return conn.execute(sql, args).fetchone()[0]
     finally:
@@ -35,8 +36,9 @@ def scalar(db, sql, *args):
 
 
 @pytest.fixture
-def db(tmp_path):
-    return str(tmp_path / "c.db")
+def db(new_db):
+    """A fresh store on each backend (a SQLite path, a PostgreSQL URL)."""
+    return new_db("c")
 
 
 @pytest.fixture
@@ -71,7 +73,7 @@ def test_compaction_keeps_weight_and_bounds_rows(agg, db, clock):
         feed(agg, clock, 40, seqs)
         total = agg.total_weight("m")
         all_time = agg.aggregate("m").total_weight
-        window_weight = scalar(db, "SELECT total(total_weight) FROM windows")
+        window_weight = scalar(db, "SELECT coalesce(sum(total_weight), 0) FROM windows")
         recent = agg.aggregate("m", windows=3).total_weight
         stats = agg.compact()
         assert stats["windows_compacted"] > 0
@@ -79,11 +81,11 @@ def test_compaction_keeps_weight_and_bounds_rows(agg, db, clock):
         # weight is kept to the last unit (integer weights)
         assert agg.total_weight("m") == total == all_time
         assert agg.aggregate("m").total_weight == all_time
-        assert scalar(db, "SELECT total(total_weight) FROM windows") == window_weight
+        assert scalar(db, "SELECT coalesce(sum(total_weight), 0) FROM windows") == window_weight
         assert agg.aggregate("m", windows=3).total_weight == recent
-        compacted = scalar(db, "SELECT total(total_weight) FROM buckets WHERE window = -2")
+        compacted = scalar(db, "SELECT coalesce(sum(total_weight), 0) FROM buckets WHERE window = -2")
         assert compacted == scalar(db, "SELECT total_weight FROM windows WHERE window = -2")
-        assert scalar(db, "SELECT total(weight) FROM device_windows") == total
+        assert scalar(db, "SELECT coalesce(sum(weight), 0) FROM device_windows") == total
         assert agg.frame_count("m") == sum(seqs.values())
         info = agg.model_info("m")
         assert info["compacted"]["total_weight"] == compacted and len(info["windows"]) <= 4
@@ -112,8 +114,10 @@ def test_dedup_across_compaction(agg, db, clock):
     agg.accept("m", "dev-a", make_frame(seq=503, **SMALL))               # recent: keeps its digest
     agg.compact()
     assert rows(db, "frames", "WHERE device_id = 'dev-a'") == 1
-    runs = sqlite3.connect(db).execute(
+    conn = connect(db)
+    runs = conn.execute(
         "SELECT seq_lo, seq_hi FROM seq_ranges WHERE device_id = 'dev-a' ORDER BY 1").fetchall()
+    conn.close()
     assert runs == [(0, 79), (501, 502)]
     total, frames = agg.total_weight("m"), agg.frame_count("m")
     # an old frame, as it was or with another body: a duplicate, never merged again

@@ -2,7 +2,6 @@
 
 import json
 import sqlite3
-import threading
 import time
 import warnings
 
@@ -31,6 +30,8 @@ from edgekm.sync.cloud.versions import (RolloutError, UnknownVersionError,  # no
                                         cohort_bucket, in_cohort, match_labels)
 from edgekm.solve import squared_distances, weighted_quantiles  # noqa: E402
 from helpers.fakes import FakeClock  # noqa: E402
+from helpers.postgres import REFUSED, connect  # noqa: E402
+from helpers.versions import pull_during, two_versions  # noqa: E402
 
 ADMIN = "admin-token-for-tests"
 BLOBS = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0], [6.0, 6.0], [3.0, 10.0]])
@@ -54,8 +55,8 @@ def clock():
 
 
 @pytest.fixture
-def agg(tmp_path, clock):
-    a = Aggregator(tmp_path / "v.db", random_state=0, clock=clock, coreset_size=400)
+def agg(new_db, clock):
+    a = Aggregator(new_db("v"), random_state=0, clock=clock, coreset_size=400)
     a.add_device("dev-a")
     yield a
     a.close()
@@ -156,11 +157,11 @@ def test_publish_stores_an_immutable_version(agg, clock):
     assert agg.publish("m", 4) == 2
     assert [v["status"] for v in agg.versions("m")] == ["active", "candidate"]
     assert agg.version("m", 2).parent == 1
-    conn = sqlite3.connect(agg.db_path)
+    conn = connect(agg.db_path)
     try:
-        with pytest.raises(sqlite3.DatabaseError, match="immutable"):
-            conn.execute("UPDATE versions SET body = x'00' WHERE version = 1")
-        with pytest.raises(sqlite3.DatabaseError, match="never deleted"):
+        with pytest.raises(REFUSED, match="immutable"):
+            conn.execute("UPDATE versions SET body = ? WHERE version = 1", (b"\0",))
+        with pytest.raises(REFUSED, match="never deleted"):
             conn.execute("DELETE FROM versions")
     finally:
         conn.close()
@@ -304,40 +305,15 @@ def test_canary_promote_rollback_and_pin(agg, clock):
 
 def test_rollback_is_atomic_under_concurrent_pulls(agg):
     fill(agg)
-    agg.publish("m", 4)
-    agg.publish("m", 3)
-    agg.promote("m", 2)
     devices = [f"p{i}" for i in range(8)]
-    for d in devices:
-        agg.add_device(d)
-    bodies = {v: agg.version_body("m", v) for v in (1, 2)}
-    stop = threading.Event()
-    seen, errors = [], []
+    bodies = two_versions(agg, devices)
 
-    def puller(device):
-        try:
-            while not stop.is_set():
-                cv, flags = agg.version_for("m", device)
-                assert cv is not None
-                assert (flags["body"], flags["digest"]) == bodies[cv.version]
-                assert decode_version(flags["body"]).version == cv.version
-                seen.append(cv.version)
-        except BaseException as exc:      # noqa: BLE001
-            errors.append(exc)
+    def change(_):
+        agg.rollback("m")
+        assert agg.rollout_state("m")["active"] == 1
+        agg.promote("m", 2)
 
-    threads = [threading.Thread(target=puller, args=(d,)) for d in devices]
-    for t in threads:
-        t.start()
-    try:
-        for _ in range(30):
-            agg.rollback("m")
-            assert agg.rollout_state("m")["active"] == 1
-            agg.promote("m", 2)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert not errors, errors[0]
+    seen = pull_during(agg, change, devices, bodies, 30)
     assert set(seen) <= {1, 2} and len(seen) > 0
     statuses = {v["version"]: v["status"] for v in agg.versions("m")}
     assert statuses == {1: "retired", 2: "active"}

@@ -49,3 +49,20 @@ def test_the_check_sees_a_lost_frame_and_a_double_count(storm):
     assert not r["ok"]
     assert not r["checks"]["acked_equals_merged"] and not r["checks"]["weights_match"]
     assert r["acknowledged_not_merged"] == 1
+
+
+def test_two_replicas_on_postgresql_survive_kills_of_either_and_of_the_database(tmp_path):
+    """The fast replica variant: 2 replicas, 4 kills of either, 1 crash of PostgreSQL."""
+    from tools._pg import why_not
+
+    reason = why_not()
+    if reason is not None:
+        pytest.skip(f"no PostgreSQL: {reason}")
+    r = crash_aggregator.run(n_devices=3, kills=4, min_frames=100, seed=2, replicas=2,
+                             pg_kills=1, workdir=str(tmp_path), max_seconds=60,
+                             drain_seconds=30)
+    assert r["checks"] == {k: True for k in r["checks"]}, r
+    assert r["replicas"] == 2 and r["postgres_kills"] == 1 and r["kills"] == 5
+    assert r["frames_acknowledged"] == r["frames_merged"] >= 100
+    assert r["weight_ingested"] == r["weight_merged"] == r["weight_aggregate"] > 0
+    assert r["failovers"] > 0
