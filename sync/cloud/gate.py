@@ -150,7 +150,7 @@ class Gate:
         conn.execute("INSERT INTO canary_cohorts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
                      "(model_id, version, cohort) DO UPDATE SET counts = excluded.counts, "
                      "beyond = excluded.beyond, sums = excluded.sums, sumsq = excluded.sumsq, "
-                     "n_points = n_points + excluded.n_points, cost = excluded.cost",
+                     "n_points = canary_cohorts.n_points + excluded.n_points, cost = excluded.cost",
                      (mid, canary, cohort, *(a.astype("<f8").tobytes() for a in add),
                       s.n_points, cost))
         figures = self.figures(conn, mid, canary, active)

@@ -39,7 +39,8 @@ def _pool_drift(conn, mid, s):
     conn.execute("INSERT INTO version_drift VALUES (?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT "
                  "(model_id, version) DO UPDATE SET counts = excluded.counts, "
                  "beyond = excluded.beyond, sums = excluded.sums, sumsq = excluded.sumsq, "
-                 "n_points = n_points + excluded.n_points, summaries = summaries + 1",
+                 "n_points = version_drift.n_points + excluded.n_points, "
+                 "summaries = version_drift.summaries + 1",
                  (mid, s.version, *(a.astype("<f8").tobytes() for a in add), s.n_points))
 
 
