@@ -20,14 +20,16 @@ def add_parser(subparsers):
                          description="Revoke a device: its requests get 403 from now on. "
                          "The device stays listed, with its revocation time.")
     rev.add_argument("device_id", metavar="DEVICE_ID")
-    for q in (add, lst, rev):
+    add_db(add, create=True)
+    for q in (lst, rev):
         add_db(q)
+    for q in (add, lst, rev):
         add_json(q)
     p.set_defaults(handler=run)
 
 
 def run(args):
-    with open_aggregator(args.db) as agg:
+    with open_aggregator(args.db, create=args.action == "add") as agg:
         try:
             if args.action == "add":
                 key = agg.add_device(args.device_id)

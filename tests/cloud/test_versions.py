@@ -614,9 +614,9 @@ def test_cli_versions(tmp_path, capsys):
     status, out, _ = run_cli(capsys, "versions", "publish", "--k", "3", "--seed", "1", *base)
     assert json.loads(out)["version"] == 2
     status, out, _ = run_cli(capsys, "versions", "canary", "2", "--percent", "20", *base)
-    assert json.loads(out) == {"version": 2, "status": "canary", "percent": 20.0, "config": None}
+    assert json.loads(out) == {"version": 2, "status": "canary", "percent": 20.0}
     status, out, _ = run_cli(capsys, "versions", "promote", "2", *base)
-    assert json.loads(out) == {"active": 2, "retired": 1, "config": None}
+    assert json.loads(out) == {"active": 2, "retired": 1}
     status, out, _ = run_cli(capsys, "versions", "pin", "dev-b", "1", *base)
     assert json.loads(out)["version"] == 1
     status, out, _ = run_cli(capsys, "versions", "pin", "dev-b", "none", *base)
