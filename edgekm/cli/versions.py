@@ -1,7 +1,11 @@
 """``edgekm versions``: publish centroid versions and roll them out."""
 
-from edgekm.cli._common import (add_db, add_json, open_aggregator, percent, positive_int,
-                               print_json, seed_int, version_id, when)
+import os
+import sys
+
+from edgekm.cli._common import (add_db, add_json, add_output, check_output_path, chosen_version,
+                               open_aggregator, percent, positive_int, print_json, seed_int,
+                               version_id, when)
 from edgekm.exceptions import (EdgekmError, FrameError, NotFittedError, RolloutError,
                                UnknownDeviceError, UnknownModelError, UnknownVersionError,
                                UsageError)
@@ -51,7 +55,15 @@ def add_parser(subparsers):
     drift = sub.add_parser("drift", help="the drift report: centre movement, cluster sizes, "
                            "device drift, compression")
     ev = sub.add_parser("events", help="the event log of the versions")
-    for q in (lst, pub, can, pro, rb, ab, pin, drift, ev):
+    exp = sub.add_parser("export", help="write a version document to a file",
+                         description="Write the exact version document that devices download "
+                         "(msgpack, digest included) to a file, for 'edgekm assign --version "
+                         "FILE' or a device without network.")
+    exp.add_argument("--version-id", type=version_id, metavar="V",
+                     help="the version (default: the active version)")
+    add_output(exp, "the file to write", default_help="default: standard output, unless it "
+               "is a terminal")
+    for q in (lst, pub, can, pro, rb, ab, pin, drift, ev, exp):
         add_db(q)
         q.add_argument("--model", required=True, metavar="M", help="the model")
         add_json(q)
@@ -68,10 +80,12 @@ def run(args):
             raise
         except ValueError as exc:       # a bad argument that the aggregator refused
             raise UsageError(str(exc)) from None
+    # an exported document on standard output: the report goes to stderr
+    stream = sys.stderr if args.action == "export" and args.output is None else None
     if args.json:
-        print_json(result, args)
+        print_json(result, args, stream=stream)
     else:
-        _print_versions_result(args.action, result)
+        _print_versions_result(args.action, result, stream)
     return 0
 
 
@@ -95,11 +109,42 @@ def _run_versions(agg, args):
         return agg.pin(model, args.device_id, args.version, actor="cli")
     if action == "drift":
         return agg.drift(model)
+    if action == "export":
+        return _export(agg, args)
     return agg.version_events(model)
 
 
-def _print_versions_result(action, result):
-    if action == "list":
+def _export(agg, args):
+    """Write the version document to ``--output`` (atomically) or standard output."""
+    if args.output is None and sys.stdout.isatty():
+        raise UsageError("the version document is binary: give -o FILE, or redirect the output")
+    if args.output is not None:
+        check_output_path(args.output)
+    v = chosen_version(agg, args.model, args.version_id)
+    body, digest = agg.version_body(args.model, v)
+    if args.output is None:
+        sys.stdout.buffer.write(body)
+        sys.stdout.buffer.flush()
+    else:
+        tmp = args.output + ".tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(body)
+            os.replace(tmp, args.output)
+        except OSError as exc:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise UsageError(f"cannot write {args.output!r}: {exc.strerror or exc}") from None
+    return {"model": args.model, "version": v, "digest": digest, "bytes": len(body),
+            "output": args.output}
+
+
+def _print_versions_result(action, result, stream=None):
+    if action == "export":
+        print(f"version {result['version']} of {result['model']!r} ({result['bytes']} bytes, "
+              f"digest {result['digest'][:12]}...) -> {result['output'] or 'standard output'}",
+              file=stream)
+    elif action == "list":
         print(f"{'version':>7} {'status':<10} {'k':>4} {'parent':>6} {'shift':>10} "
               f"{'cost':>12} {'created':<20}")
         for v in result["versions"]:
