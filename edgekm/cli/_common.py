@@ -87,6 +87,16 @@ def add_config(p):
                    help=f"a TOML configuration file (default: ${CONFIG_ENV})")
 
 
+#: the one default of ``--seed``, in every command: runs are reproducible unless asked
+DEFAULT_SEED = 0
+
+
+def add_seed(p):
+    p.add_argument("--seed", type=seed_int, default=DEFAULT_SEED, metavar="SEED",
+                   help=f"random seed, an integer >= 0 (default {DEFAULT_SEED}, as in every "
+                   "edgekm command)")
+
+
 def add_db(p, create=False):
     """``--db PATH``; only the commands that ``create`` a database accept a missing file."""
     p.add_argument("--db", required=True, metavar="PATH",

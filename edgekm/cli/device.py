@@ -1,10 +1,11 @@
 """``edgekm device``: a device agent over a file or standard input."""
 
+import random
 import sys
 
-from edgekm.cli._common import (PROG, Failure, add_input_options, add_json, non_negative_int,
-                               note_skipped, open_input, positive_float, positive_int,
-                               print_json, seed_int)
+from edgekm.cli._common import (PROG, Failure, add_input_options, add_json, add_seed,
+                                non_negative_int, note_skipped, open_input, positive_float,
+                                positive_int, print_json)
 from edgekm.exceptions import AgentLockedError, DataError, OutboxError, UsageError
 
 
@@ -47,7 +48,7 @@ def add_parser(subparsers):
                    help="seconds per HTTP request (default 10)")
     p.add_argument("--max-retries", type=non_negative_int, default=3, metavar="N",
                    help="retries of a frame within one sync, with backoff (default 3)")
-    p.add_argument("--seed", type=seed_int, metavar="SEED", help="random seed (default: random)")
+    add_seed(p)
     p.add_argument("--requeue-rejected", action="store_true",
                    help="put the frames the aggregator refused in an earlier run (kept aside in "
                    "--state-dir) back in the queue before syncing, e.g. after fixing the key")
@@ -70,7 +71,10 @@ def _start_agent(args):
         return DeviceAgent(args.server, args.model, args.device_id, args.key, args.state_dir,
                            n_clusters=args.k, coreset_size=args.coreset_size,
                            timeout=args.timeout, max_retries=args.max_retries,
-                           backoff_max=min(30.0, 4 * args.timeout), random_state=args.seed)
+                           backoff_max=min(30.0, 4 * args.timeout), random_state=args.seed,
+                           # the retry jitter is never seeded: a fleet run with the one
+                           # default seed must not retry in lockstep
+                           rng=random.Random())
     except AgentLockedError as exc:
         raise Failure(str(exc)) from None
     except (ValueError, OutboxError) as exc:

@@ -32,8 +32,8 @@ from edgekm._progress import Progress
 from edgekm._validation import check_params
 from edgekm.streaming import StreamingKMeans
 from edgekm.solve import cluster_statistics
-from edgekm.cli._common import (PROG, add_input_options, add_json, add_output, check_output_path,
-                               input_options, positive_int, print_json, seed_int)
+from edgekm.cli._common import (PROG, add_input_options, add_json, add_output, add_seed,
+                                check_output_path, input_options, positive_int, print_json)
 from edgekm.exceptions import DataError, FitError, UsageError
 
 __all__ = ["FitError", "fit_file", "write_centroids", "OUTPUT_SUFFIXES", "FIT_ALGORITHMS"]
@@ -235,7 +235,7 @@ def add_parser(subparsers):
                    help="the streaming algorithm (default cc)")
     p.add_argument("--chunk-rows", type=positive_int, default=65536, metavar="N",
                    help="rows read and fitted at a time (default 65536)")
-    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    add_seed(p)
     p.add_argument("--model", default="offline", metavar="M",
                    help="model name recorded in a .json or .msgpack output (default offline)")
     add_output(p, "where to write the centres: .npy, .json or .msgpack", required=True)

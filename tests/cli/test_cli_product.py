@@ -241,3 +241,83 @@ def test_assign_without_an_active_version(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((3, 2), np.float32))
     usage_error(run("assign", "--db", db, "--model", "m", tmp_path / "x.npy"),
                 "model 'm' has no active version; give --version-id")
+
+
+# ---------------------------------------------------------------- the CLI as a whole
+
+
+def _parsers():
+    from edgekm import cli
+
+    todo = [("edgekm", cli.build_parser())]
+    while todo:
+        name, parser = todo.pop()
+        yield name, parser
+        for action in parser._actions:
+            for child_name, child in getattr(action, "choices", None).items() \
+                    if isinstance(getattr(action, "choices", None), dict) else ():
+                todo.append((f"{name} {child_name}", child))
+
+
+def test_every_argument_has_help():
+    import argparse
+
+    missing = [f"{name}: {action.dest}" for name, parser in _parsers()
+               for action in parser._actions
+               if not isinstance(action, argparse._SubParsersAction)
+               and action.help in (None, "") and action.dest != "help"]
+    assert missing == []
+
+
+def test_one_seed_default_everywhere():
+    from edgekm.cli._common import DEFAULT_SEED
+
+    every = ok_json(run("config", "--json"))["commands"]
+    seeds = {c: o["seed"] for c, o in every.items() if "seed" in o}
+    assert set(seeds) >= {"device", "fit", "versions publish", "demo", "bench"}
+    assert {s["value"] for s in seeds.values()} == {DEFAULT_SEED}, seeds
+    assert "default 0, as in every edgekm command" in " ".join(ok(run("device", "--help")).stdout.split())
+
+
+def test_devices_rotate_and_readd(server, tmp_path):
+    db = server["db"]
+    ok(run("devices", "add", "meter-9", "--db", db))
+    old_key = None
+    usage_error(run("devices", "add", "meter-9", "--db", db),
+                "already exists; 'edgekm devices rotate meter-9' gives it a new key")
+    X = np.random.default_rng(5).normal(size=(50, 7)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    rotated = ok_json(run("devices", "rotate", "meter-9", "--db", db, "--json"))
+    new_key = rotated["key"]
+    assert len(bytes.fromhex(new_key)) == 32
+    old_key = ok_json(run("devices", "rotate", "meter-9", "--db", db, "--json"))["key"]
+    stale = device(server, "meter-9", tmp_path / "a", "--input", tmp_path / "x.npy",
+                   "--max-retries", 0, key=new_key)          # rotated away: refused
+    assert stale.returncode == 1 and "401" in stale.stderr, stale.stderr
+    fresh = ok_json(device(server, "meter-9", tmp_path / "a", "--input", tmp_path / "x.npy",
+                           "--json", "--requeue-rejected", key=old_key))
+    assert fresh["ok"] is True and fresh["weight_acked"] == 100
+    ok(run("devices", "revoke", "meter-9", "--db", db))
+    usage_error(run("devices", "add", "meter-9", "--db", db),
+                "was revoked at", "register the device under a new id")
+    usage_error(run("devices", "rotate", "meter-9", "--db", db), "is revoked")
+    usage_error(run("devices", "rotate", "nobody", "--db", db), "no device 'nobody'")
+
+
+def test_versions_in_user_terms(server, tmp_path):
+    db = server["db"]
+    if not ok_json(run("versions", "list", "--db", db, "--model", "power",
+                       "--json"))["versions"]:
+        test_sensor_csv_then_pull_and_score(server, tmp_path)
+    usage_error(run("versions", "publish", "--db", db, "--model", "power", "--k", 100000),
+                "cannot fit --k 100000: the aggregate of model 'power' over all time holds",
+                "device point(s); publish with --k")
+    listed = ok_json(run("versions", "list", "--db", db, "--model", "power", "--json"))
+    v = listed["versions"][0]
+    assert v["cost_per_point"] == pytest.approx(v["cost"] / v["training_weight"])
+    text = ok(run("versions", "list", "--db", db, "--model", "power")).stdout
+    assert "cost/point" in text and f"{v['cost_per_point']:.4g}" in text
+    drift = ok(run("versions", "drift", "--db", db, "--model", "power")).stdout
+    assert "compression: the telemetry is" in drift and "None" not in drift
+    assert not any(len(num) > 12 for num in
+                   __import__("re").findall(r"\d+\.\d+", drift)), drift   # no raw reprs
