@@ -4,8 +4,8 @@ import os
 import sys
 
 from edgekm.cli._common import (add_db, add_json, add_output, add_seed, check_output_path,
-                                chosen_version, open_aggregator, percent, positive_int, print_json,
-                                version_id, when)
+                                chosen_version, open_aggregator, percent, positive_float,
+                                positive_int, print_json, version_id, when)
 from edgekm.exceptions import (EdgekmError, FrameError, NotFittedError, RolloutError,
                                UnknownDeviceError, UnknownModelError, UnknownVersionError,
                                UsageError)
@@ -64,7 +64,24 @@ def add_parser(subparsers):
                      help="the version (default: the active version)")
     add_output(exp, "the file to write", default_help="default: standard output, unless it "
                "is a terminal")
-    for q in (lst, pub, can, pro, rb, ab, pin, drift, ev, exp):
+    auto = sub.add_parser("auto", help="publish automatically (a policy the server runs)",
+                          description="Set the model's automatic publishing: the server "
+                          "publishes a new version every S seconds, after W points of new "
+                          "data, or when the devices' mean drift score reaches D, whichever "
+                          "comes first, and only when data arrived since the last version. "
+                          "With none of the three, show the policy; --off removes it.")
+    auto.add_argument("--every-seconds", type=positive_float, metavar="S",
+                      help="publish at most every S seconds")
+    auto.add_argument("--every-weight", type=positive_float, metavar="W",
+                      help="publish after W new points (merged weight)")
+    auto.add_argument("--drift-threshold", type=positive_float, metavar="D",
+                      help="publish when the devices' mean drift score reaches D")
+    auto.add_argument("--k", type=positive_int,
+                      help="number of clusters (default: the k of the latest version)")
+    auto.add_argument("--windows", type=positive_int, metavar="N",
+                      help="fit on the last N time windows (default: all time)")
+    auto.add_argument("--off", action="store_true", help="remove the policy")
+    for q in (lst, pub, can, pro, rb, ab, pin, drift, ev, exp, auto):
         add_db(q)
         q.add_argument("--model", required=True, metavar="M", help="the model")
         add_json(q)
@@ -112,6 +129,8 @@ def _run_versions(agg, args):
         return agg.drift(model)
     if action == "export":
         return _export(agg, args)
+    if action == "auto":
+        return _auto(agg, args)
     return agg.version_events(model)
 
 
@@ -137,6 +156,18 @@ def _publish(agg, args):
             f"holds {len(summary)} summary point(s), standing for {summary.total_weight:g} "
             f"device point(s); publish with --k {len(summary)} or less, or after more "
             "data has been synced") from None
+
+
+def _auto(agg, args):
+    """Set, show or remove the automatic publishing policy."""
+    triggers = (args.every_seconds, args.every_weight, args.drift_threshold)
+    if args.off and any(t is not None for t in triggers):
+        raise UsageError("--off removes the policy; give it alone")
+    if not args.off and all(t is None for t in triggers):
+        return {"model": args.model, "policy": agg.publish_policy(args.model)}
+    policy = agg.set_publish_policy(args.model, *triggers, n_clusters=args.k,
+                                    windows=args.windows, actor="cli")
+    return {"model": args.model, "policy": policy}
 
 
 def _export(agg, args):
@@ -186,7 +217,13 @@ def _compression(ratio):
 
 
 def _print_versions_result(action, result, stream=None):
-    if action == "export":
+    if action == "auto":
+        policy = result["policy"]
+        print(f"model {result['model']}: no automatic publishing" if policy is None else
+              f"model {result['model']}: automatic publishing "
+              + ", ".join(f"{k} {_num(v)}" for k, v in sorted(policy.items())
+                          if v is not None and k != "model"), file=stream)
+    elif action == "export":
         print(f"version {result['version']} of {result['model']!r} ({result['bytes']} bytes, "
               f"digest {result['digest'][:12]}...) -> {result['output'] or 'standard output'}",
               file=stream)

@@ -321,3 +321,19 @@ def test_versions_in_user_terms(server, tmp_path):
     assert "compression: the telemetry is" in drift and "None" not in drift
     assert not any(len(num) > 12 for num in
                    __import__("re").findall(r"\d+\.\d+", drift)), drift   # no raw reprs
+
+
+def test_automatic_publishing_from_the_command_line(tmp_path):
+    db = tmp_path / "auto.db"
+    ok(run("devices", "add", "d1", "--db", db))
+    ok(run("models", "add", "m", "--n-features", 2, "--db", db))
+    m = ("--db", db, "--model", "m")
+    assert ok_json(run("versions", "auto", *m, "--json"))["policy"] is None
+    usage_error(run("versions", "auto", *m, "--every-weight", 1000), "n_clusters is required")
+    policy = ok_json(run("versions", "auto", *m, "--every-weight", 1000, "--k", 3,
+                         "--json"))["policy"]
+    assert policy["every_weight"] == 1000 and policy["n_clusters"] == 3
+    assert ok_json(run("versions", "auto", *m, "--json"))["policy"] == policy
+    assert "automatic publishing" in ok(run("versions", "auto", *m)).stdout
+    usage_error(run("versions", "auto", *m, "--off", "--every-seconds", 5), "give it alone")
+    assert ok_json(run("versions", "auto", *m, "--off", "--json"))["policy"] is None
