@@ -165,6 +165,8 @@ def _auto(agg, args):
         raise UsageError("--off removes the policy; give it alone")
     if not args.off and all(t is None for t in triggers):
         return {"model": args.model, "policy": agg.publish_policy(args.model)}
+    if not args.off and args.k is None and not agg.versions(args.model):
+        raise UsageError(f"give --k: model {args.model!r} has no version yet to take k from")
     policy = agg.set_publish_policy(args.model, *triggers, n_clusters=args.k,
                                     windows=args.windows, actor="cli")
     return {"model": args.model, "policy": policy}

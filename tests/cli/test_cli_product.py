@@ -329,7 +329,8 @@ def test_automatic_publishing_from_the_command_line(tmp_path):
     ok(run("models", "add", "m", "--n-features", 2, "--db", db))
     m = ("--db", db, "--model", "m")
     assert ok_json(run("versions", "auto", *m, "--json"))["policy"] is None
-    usage_error(run("versions", "auto", *m, "--every-weight", 1000), "n_clusters is required")
+    usage_error(run("versions", "auto", *m, "--every-weight", 1000),
+                "give --k: model 'm' has no version yet")
     policy = ok_json(run("versions", "auto", *m, "--every-weight", 1000, "--k", 3,
                          "--json"))["policy"]
     assert policy["every_weight"] == 1000 and policy["n_clusters"] == 3
