@@ -620,9 +620,9 @@ def test_cli_versions(tmp_path, capsys):
     status, out, _ = run_cli(capsys, "versions", "pin", "dev-b", "1", *base)
     assert json.loads(out)["version"] == 1
     status, out, _ = run_cli(capsys, "versions", "pin", "dev-b", "none", *base)
-    assert json.loads(out) == {"device": "dev-b", "version": None, "previous": 1, "config": None}
+    assert json.loads(out) == {"device": "dev-b", "version": None, "previous": 1}
     status, out, _ = run_cli(capsys, "versions", "rollback", *base)
-    assert json.loads(out) == {"active": 1, "retired": 2, "config": None}
+    assert json.loads(out) == {"active": 1, "retired": 2}
     status, out, _ = run_cli(capsys, "versions", "list", *base)
     listing = json.loads(out)
     assert [v["status"] for v in listing["versions"]] == ["active", "retired"]
