@@ -10,9 +10,15 @@ end).  Memory is bounded by one chunk, never by the file:
   back to the kernel (``madvise``), so the resident set stays bounded too;
 - ``.csv`` and ``.csv.gz``: read line by line, parsed ``chunk_rows`` lines at
   a time; the first non-blank line is a header when any of its cells is not a
-  number (as in :func:`edgekm.datasets.load_array`); blank lines are skipped;
+  number (as in :func:`edgekm.datasets.load_array`); blank lines are skipped.
+  The delimiter is ``delimiter``, or when None the first of ``,``, ``;`` and a
+  tab found in the first non-blank line.  The columns read are ``columns``
+  (header names, or 1-based column numbers as in the error messages), or when
+  None every column whose first data cell is a number: the others (a text
+  timestamp, say) are skipped and named in ``reader.skipped``;
 - ``.parquet``: ``pyarrow`` record batches (``pip install 'edgekm[parquet]'``);
-  every column must be numeric;
+  ``columns`` selects by name or number, else the non-numeric columns are
+  skipped the same way;
 - ``-`` (standard input): one CSV row per line, parsed as a CSV file.
 
 A malformed input raises :class:`DataError` (a ValueError) naming the file
@@ -44,7 +50,8 @@ def _float_dtype(dtype):
     return dt
 
 
-def open_chunks(path, chunk_rows=65536, dtype=np.float32, *, stdin=None):
+def open_chunks(path, chunk_rows=65536, dtype=np.float32, *, stdin=None, columns=None,
+                delimiter=None):
     """A chunked reader of ``path`` (``"-"`` reads ``stdin``), chosen by its suffix.
 
     Parameters
@@ -57,13 +64,19 @@ def open_chunks(path, chunk_rows=65536, dtype=np.float32, *, stdin=None):
         dtype of the chunks.
     stdin : text file, default=None
         What ``"-"`` reads; ``sys.stdin`` when None.
+    columns : sequence of (str or int) or None, default=None
+        The columns to read, by header name or by 1-based number (a ``.npy``
+        file: numbers only); None reads every numeric column.
+    delimiter : str or None, default=None
+        The CSV delimiter (one character); None detects ``,``, ``;`` or a tab.
 
     Returns
     -------
     reader : iterable of (ndarray of shape (n_rows, n_features), int)
         With the attributes ``name``, ``unit`` (``"rows"`` or ``"bytes"``),
         ``total`` (the progress of the whole input in that unit, or None when
-        unknown) and ``n_features`` (None until known).
+        unknown), ``n_features`` (None until known) and ``skipped`` (the
+        names of the non-numeric columns left out, known with ``n_features``).
 
     Raises
     ------
@@ -74,19 +87,27 @@ def open_chunks(path, chunk_rows=65536, dtype=np.float32, *, stdin=None):
     chunk_rows = validate_params({"chunk_rows": chunk_rows})["chunk_rows"]
     dt = _float_dtype(dtype)
     name = os.fspath(path)
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in "\r\n\"" or
+                                  _is_number(delimiter)):
+        raise DataError(f"the delimiter must be one character (not a digit, quote or newline), "
+                        f"got {delimiter!r}")
+    columns = None if columns is None else list(columns)
+    if columns == []:
+        raise DataError("columns must name at least one column")
     if name == STDIN:
-        return _LineReader(stdin if stdin is not None else sys.stdin, "<stdin>", chunk_rows, dt)
+        return _LineReader(stdin if stdin is not None else sys.stdin, "<stdin>",
+                           _LineParser("<stdin>", chunk_rows, dt, columns, delimiter))
     if not os.path.exists(name):
         raise DataError(f"data file not found: {name}")
     if not os.path.isfile(name):
         raise DataError(f"not a regular file: {name}")
     lower = name.lower()
     if lower.endswith(".npy"):
-        return _NpyReader(name, chunk_rows, dt)
+        return _NpyReader(name, chunk_rows, dt, columns)
     if lower.endswith(".csv") or lower.endswith(".csv.gz"):
-        return _CsvFileReader(name, chunk_rows, dt)
+        return _CsvFileReader(name, _LineParser(name, chunk_rows, dt, columns, delimiter))
     if lower.endswith(".parquet"):
-        return _ParquetReader(name, chunk_rows, dt)
+        return _ParquetReader(name, chunk_rows, dt, columns)
     ext = os.path.splitext(name)[1] or "(none)"
     raise DataError(f"{name}: unsupported file extension {ext}; expected "
                     f"{', '.join(SUFFIXES)} (or - for standard input)")
@@ -106,8 +127,9 @@ def _check_finite(X, name, first_row, where="row"):
 
 class _NpyReader:
     unit = "rows"
+    skipped = ()
 
-    def __init__(self, name, chunk_rows, dtype):
+    def __init__(self, name, chunk_rows, dtype, columns=None):
         self.name = name
         self.chunk_rows = chunk_rows
         self.dtype = dtype
@@ -150,8 +172,13 @@ class _NpyReader:
         self._fortran = bool(fortran)
         self._file_dtype = file_dtype
         self.shape = tuple(int(s) for s in shape)
-        self.n_features = self.shape[1]
+        self._usecols = (None if columns is None
+                         else _select(columns, None, self.shape[1], name))
+        self.n_features = self.shape[1] if columns is None else len(self._usecols)
         self.total = self.shape[0]
+
+    def _take(self, X):
+        return X if self._usecols is None else np.ascontiguousarray(X[:, self._usecols])
 
     def __iter__(self):
         n, d = self.shape
@@ -159,7 +186,8 @@ class _NpyReader:
             # Rows are not contiguous in the file: numpy's memory map, without page release.
             arr = np.load(self.name, mmap_mode="r", allow_pickle=False)
             for a in range(0, n, self.chunk_rows):
-                X = np.ascontiguousarray(arr[a:a + self.chunk_rows], dtype=self.dtype)
+                X = self._take(np.ascontiguousarray(arr[a:a + self.chunk_rows],
+                                                    dtype=self.dtype))
                 _check_finite(X, self.name, a)
                 yield X, X.shape[0]
             return
@@ -173,7 +201,7 @@ class _NpyReader:
                 rows = min(self.chunk_rows, n - a)
                 view = np.frombuffer(mm, dtype=self._file_dtype, count=rows * d,
                                      offset=self._offset + a * row_bytes).reshape(rows, d)
-                X = np.array(view, dtype=self.dtype, order="C")      # a copy: the view goes
+                X = self._take(np.array(view, dtype=self.dtype, order="C"))  # a copy
                 del view
                 _check_finite(X, self.name, a)
                 if release is not None:
@@ -199,17 +227,81 @@ def _values(n):
     return f"{n} value" if n == 1 else f"{n} values"
 
 
-class _LineParser:
-    """Turns numbered text lines into chunks: header detection, fixed width, clear errors."""
+def _column_label(names, j):
+    return repr(names[j]) if names is not None and names[j] else f"column {j + 1}"
 
-    def __init__(self, name, chunk_rows, dtype):
+
+def _select(columns, names, n_cells, name):
+    """The 0-based indices of ``columns`` (names or 1-based numbers) among ``n_cells``."""
+    chosen = []
+    for c in columns:
+        text = str(c).strip()
+        if names is not None and text in names:
+            j = names.index(text)
+        elif text.isdigit():
+            j = int(text) - 1
+            if not 0 <= j < n_cells:
+                raise DataError(f"{name}: there is no column {text} (columns are numbered "
+                                f"1..{n_cells})")
+        elif names is None:
+            raise DataError(f"{name}: no header line, so column {text!r} can only be given "
+                            f"by number (1..{n_cells})")
+        else:
+            raise DataError(f"{name}: no column {text!r}; the columns are "
+                            f"{', '.join(map(repr, names))}")
+        if j in chosen:
+            raise DataError(f"{name}: column {text!r} is chosen twice")
+        chosen.append(j)
+    return chosen
+
+
+def _sniff(text):
+    """The delimiter of a first line: the first of ``,``, ``;`` and a tab in it."""
+    for d in (",", ";", "\t"):
+        if d in text:
+            return d
+    return ","
+
+
+class _LineParser:
+    """Turns numbered text lines into chunks: delimiter and header detection, the columns
+    chosen (or the numeric ones), fixed width, clear errors."""
+
+    def __init__(self, name, chunk_rows, dtype, columns=None, delimiter=None):
         self.name = name
         self.chunk_rows = chunk_rows
         self.dtype = dtype
+        self.columns = columns
+        self.delimiter = delimiter
         self.header = None              # the column names, if the first line was a header
         self.n_features = None
+        self.skipped = []               # labels of the non-numeric columns left out
+        self._usecols = None
+        self._n_cells = None
         self._first_data_line = None
         self._seen_line = False
+
+    def _split(self, text):
+        return [c.strip() for c in text.split(self.delimiter)]
+
+    def _first_row(self, cells, lineno):
+        """Fix the layout from the first data row."""
+        self._n_cells = len(cells)
+        self._first_data_line = lineno
+        if self.header is not None and len(self.header) != len(cells):
+            raise DataError(f"{self.name}: the header has {_values(len(self.header))} but "
+                            f"line {lineno} has {_values(len(cells))}")
+        if self.columns is not None:
+            self._usecols = _select(self.columns, self.header, len(cells), self.name)
+        else:
+            self._usecols = [j for j, c in enumerate(cells) if _is_number(c)]
+            self.skipped = [_column_label(self.header, j) for j, c in enumerate(cells)
+                            if not _is_number(c)]
+            if not self._usecols:
+                hint = ("" if self.delimiter != "," else
+                        "; if the file uses another delimiter, give it with --delimiter")
+                raise DataError(f"{self.name}: line {lineno} has no numeric column{hint}")
+        self.n_features = len(self._usecols)
 
     def feed(self, lines):
         """Parse a list of ``(lineno, text)``; returns the chunk or None if it had no rows."""
@@ -221,23 +313,26 @@ class _LineParser:
                 continue
             if not self._seen_line:
                 self._seen_line = True
-                cells = [c.strip() for c in text.split(",")]
+                if self.delimiter is None:
+                    self.delimiter = _sniff(text)
+                cells = self._split(text)
                 if not all(_is_number(c) for c in cells):
                     self.header = cells
                     continue
+            if self._n_cells is None:
+                self._first_row(self._split(text), lineno)
             rows.append(text)
             numbers.append(lineno)
         if not rows:
             return None
-        if self.n_features is None:
-            self.n_features = rows[0].count(",") + 1
-            self._first_data_line = numbers[0]
+        delim = self.delimiter
+        if any(t.count(delim) + 1 != self._n_cells for t in rows):
+            raise DataError(f"{self.name}: {self._explain(rows, numbers)}")
         try:
-            X = np.loadtxt(rows, delimiter=",", comments=None, dtype=self.dtype, ndmin=2)
+            X = np.loadtxt(rows, delimiter=delim, comments=None, dtype=self.dtype, ndmin=2,
+                           usecols=self._usecols)
         except ValueError as exc:
             raise DataError(f"{self.name}: {self._explain(rows, numbers) or exc}") from None
-        if X.shape[1] != self.n_features:
-            raise DataError(f"{self.name}: {self._explain(rows, numbers)}")
         finite = np.isfinite(X).all(axis=1)
         if not finite.all():
             line = numbers[int(np.argmin(finite))]
@@ -246,32 +341,40 @@ class _LineParser:
 
     def _explain(self, rows, numbers):
         for text, lineno in zip(rows, numbers):
-            cells = [c.strip() for c in text.split(",")]
-            if len(cells) != self.n_features:
+            cells = self._split(text)
+            if len(cells) != self._n_cells:
                 return (f"line {lineno} has {_values(len(cells))} but line "
-                        f"{self._first_data_line} has {_values(self.n_features)} (ragged rows)")
-            for col, cell in enumerate(cells, start=1):
-                if not _is_number(cell):
-                    return f"line {lineno}, column {col}: {cell!r} is not a number"
+                        f"{self._first_data_line} has {_values(self._n_cells)} (ragged rows)")
+            for col in self._usecols:
+                if not _is_number(cells[col]):
+                    return f"line {lineno}, column {col + 1}: {cells[col]!r} is not a number"
         return None
 
     def no_rows(self):
         return DataError(f"{self.name}: no data rows")
 
 
-class _CsvFileReader:
-    unit = "bytes"
-
-    def __init__(self, name, chunk_rows, dtype):
-        self.name = name
-        self._parser = _LineParser(name, chunk_rows, dtype)
-        self.chunk_rows = chunk_rows
-        self.total = os.path.getsize(name)
-        self._gzip = name.lower().endswith(".gz")
+class _ParsedLines:
+    """What the two line readers share: their parser's layout."""
 
     @property
     def n_features(self):
         return self._parser.n_features
+
+    @property
+    def skipped(self):
+        return self._parser.skipped
+
+
+class _CsvFileReader(_ParsedLines):
+    unit = "bytes"
+
+    def __init__(self, name, parser):
+        self.name = name
+        self._parser = parser
+        self.chunk_rows = parser.chunk_rows
+        self.total = os.path.getsize(name)
+        self._gzip = name.lower().endswith(".gz")
 
     def __iter__(self):
         try:
@@ -310,21 +413,17 @@ class _CsvFileReader:
             raise parser.no_rows()
 
 
-class _LineReader:
+class _LineReader(_ParsedLines):
     """Standard input: one CSV row per line, a chunk every ``chunk_rows`` lines or at the end."""
 
     unit = "rows"
     total = None
 
-    def __init__(self, stream, name, chunk_rows, dtype):
+    def __init__(self, stream, name, parser):
         self.name = name
         self._stream = stream
-        self._parser = _LineParser(name, chunk_rows, dtype)
-        self.chunk_rows = chunk_rows
-
-    @property
-    def n_features(self):
-        return self._parser.n_features
+        self._parser = parser
+        self.chunk_rows = parser.chunk_rows
 
     def __iter__(self):
         lines = []
@@ -364,7 +463,7 @@ def _pyarrow():
 class _ParquetReader:
     unit = "rows"
 
-    def __init__(self, name, chunk_rows, dtype):
+    def __init__(self, name, chunk_rows, dtype, columns=None):
         pa = _pyarrow()
         self.name = name
         self.chunk_rows = chunk_rows
@@ -376,11 +475,19 @@ class _ParquetReader:
             raise DataError(f"{name}: cannot read as a Parquet file ({exc})") from None
         numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
                    pa.types.is_decimal)
-        for fld in schema:
-            if not any(check(fld.type) for check in numeric):
-                raise DataError(f"{name}: column {fld.name!r} is {fld.type}, not numeric")
-        self.columns = schema.names
-        self.n_features = len(schema.names)
+        is_numeric = [any(check(fld.type) for check in numeric) for fld in schema]
+        if columns is not None:
+            chosen = _select(columns, schema.names, len(schema.names), name)
+            for j in chosen:
+                if not is_numeric[j]:
+                    raise DataError(f"{name}: column {schema.names[j]!r} is "
+                                    f"{schema[j].type}, not numeric")
+        else:
+            chosen = [j for j, ok in enumerate(is_numeric) if ok]
+        self.skipped = [repr(schema.names[j]) for j, ok in enumerate(is_numeric)
+                        if not ok and columns is None]
+        self.columns = [schema.names[j] for j in chosen]
+        self.n_features = len(self.columns)
         self.total = self._file.metadata.num_rows
         if self.n_features == 0 or self.total == 0:
             raise DataError(f"{name}: the data is empty ({self.total} rows x "
@@ -390,7 +497,8 @@ class _ParquetReader:
         pa = _pyarrow()
         done = 0
         try:
-            for batch in self._file.iter_batches(batch_size=self.chunk_rows):
+            for batch in self._file.iter_batches(batch_size=self.chunk_rows,
+                                                 columns=self.columns):
                 X = np.empty((batch.num_rows, self.n_features), dtype=self.dtype)
                 for j, column in enumerate(batch.columns):
                     # nulls become NaN, which the finiteness check reports

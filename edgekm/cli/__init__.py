@@ -12,7 +12,7 @@ Every option can also come from an environment variable ``EDGEKM_<OPTION>``
 or a TOML file (``--config FILE`` or ``EDGEKM_CONFIG``); see
 :mod:`edgekm.cli._config` for the rules and ``edgekm config COMMAND`` for what a
 run would use.  Every command has ``--json``; its JSON objects carry
-``"config"``, the configuration file used (or null).
+``"config"``, the configuration file used, when there was one.
 
 Exit codes: 0 success, 1 a failure inside edgekm or of the work asked for
 (an aggregator that does not acknowledge every frame, a failed demo run), 2 a

@@ -87,26 +87,66 @@ def add_config(p):
                    help=f"a TOML configuration file (default: ${CONFIG_ENV})")
 
 
-def add_db(p):
+#: the one default of ``--seed``, in every command: runs are reproducible unless asked
+DEFAULT_SEED = 0
+
+
+def add_seed(p):
+    p.add_argument("--seed", type=seed_int, default=DEFAULT_SEED, metavar="SEED",
+                   help=f"random seed, an integer >= 0 (default {DEFAULT_SEED}, as in every "
+                   "edgekm command)")
+
+
+def add_db(p, create=False):
+    """``--db PATH|URL``; only the commands that ``create`` a database accept a missing file."""
     p.add_argument("--db", required=True, metavar="PATH|URL",
-                   help="the aggregator's SQLite database (created if missing), or a "
-                        "PostgreSQL URL postgresql://user@host:port/dbname")
+                   help="the aggregator's SQLite database" + (" (created if missing)" if create
+                                                             else " (it must exist)")
+                   + ", or a PostgreSQL URL postgresql://user@host:port/dbname")
+
+
+def is_url(value):
+    """Whether ``--db`` names a PostgreSQL server rather than a SQLite file."""
+    return value.startswith(("postgresql://", "postgres://"))
 
 
 def db_location(value):
     """``--db`` as shown to the user: a PostgreSQL URL as given, a SQLite path absolute."""
-    if value.startswith(("postgresql://", "postgres://")):
-        return value
-    return os.path.abspath(value)
+    return value if is_url(value) else os.path.abspath(value)
+
+
+def add_output(p, what="the output file", required=False, default_help=None):
+    """``-o/--output FILE``, the one spelling of an output file in every command."""
+    p.add_argument("-o", "--output", required=required, metavar="FILE",
+                   help=what + ("" if default_help is None else f" ({default_help})"))
+
+
+def add_input_options(p):
+    """``--columns`` and ``--delimiter``, for the commands that read a data file."""
+    p.add_argument("--columns", metavar="COLS", type=_column_list,
+                   help="comma-separated columns to read, by header name or 1-based number "
+                   "(default: every numeric column; the others are skipped and named)")
+    p.add_argument("--delimiter", metavar="CHAR",
+                   help="the CSV delimiter (default: the first of ',', ';' and a tab found in "
+                   "the first line); \\t for a tab")
+
+
+def _column_list(text):
+    cols = [c.strip() for c in text.split(",")]
+    if not all(cols):
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names or numbers, "
+                                         f"got {text!r}")
+    return cols
 
 
 # ---------------------------------------------------------------- output
 
 
 def with_config(value, args):
-    """Add ``"config"`` (the configuration file used, or None) to a JSON object."""
-    if isinstance(value, dict) and "config" not in value:
-        value = dict(value, config=getattr(args, "config_path", None))
+    """Add ``"config"`` (the configuration file used) to a JSON object, when there was one."""
+    path = getattr(args, "config_path", None)
+    if isinstance(value, dict) and "config" not in value and path is not None:
+        value = dict(value, config=path)
     return value
 
 
@@ -123,9 +163,9 @@ def json_ready(value):
     return value
 
 
-def print_json(value, args=None, indent=2):
+def print_json(value, args=None, indent=2, stream=None):
     print(json.dumps(json_ready(with_config(value, args)), indent=indent, sort_keys=True,
-                     allow_nan=False), flush=True)
+                     allow_nan=False), flush=True, file=stream)
 
 
 def when(timestamp):
@@ -141,30 +181,56 @@ def when(timestamp):
 # ---------------------------------------------------------------- opening things
 
 
-def open_aggregator(path):
-    """An Aggregator for an administration command; a bad database is a usage error."""
+def open_aggregator(path, create=False):
+    """An Aggregator for an administration command; a bad database is a usage error.
+
+    A missing file is refused (a mistyped ``--db`` would otherwise leave an
+    empty database behind) unless ``create``.
+    """
     import sqlite3
 
     from edgekm.exceptions import SchemaError, UnavailableError
     from edgekm.sync.cloud.aggregator import Aggregator
 
+    if not create and not is_url(path) and not os.path.exists(path):
+        raise UsageError(f"no database {path!r}: check the path ('edgekm serve' and "
+                         "'edgekm devices add' create a new one)")
     try:
         return Aggregator(path)
     except (sqlite3.Error, SchemaError, UnavailableError, OSError) as exc:
         raise UsageError(f"cannot open the database {path!r}: {exc}") from None
 
 
-def open_input(path, chunk_rows, dtype=None):
-    """A chunked reader of an input file; a bad file is a usage error."""
+def open_input(path, chunk_rows, dtype=None, args=None):
+    """A chunked reader of an input file (with the ``--columns`` and ``--delimiter`` of
+    ``args``); a bad file is a usage error."""
     import numpy as np
 
     from edgekm._io import open_chunks
     from edgekm.exceptions import DataError
 
     try:
-        return open_chunks(path, chunk_rows, np.float32 if dtype is None else dtype)
+        return open_chunks(path, chunk_rows, np.float32 if dtype is None else dtype,
+                           **input_options(args))
     except DataError as exc:
         raise UsageError(str(exc)) from None
+
+
+def input_options(args):
+    """The reader keywords of ``--columns`` and ``--delimiter`` (none without ``args``)."""
+    delimiter = getattr(args, "delimiter", None)
+    if delimiter == "\\t":
+        delimiter = "\t"
+    return {"columns": getattr(args, "columns", None), "delimiter": delimiter}
+
+
+def note_skipped(reader, stream=None):
+    """Say on stderr which non-numeric columns ``reader`` left out (once it knows)."""
+    import sys
+
+    if getattr(reader, "skipped", None):
+        print(f"{PROG}: {reader.name}: skipped non-numeric column(s) "
+              f"{', '.join(reader.skipped)}", file=stream or sys.stderr)
 
 
 def check_output_path(path, error=UsageError):
@@ -174,3 +240,19 @@ def check_output_path(path, error=UsageError):
         raise error(f"cannot write {path!r}: no directory {out_dir!r}")
     if os.path.isdir(path):
         raise error(f"cannot write {path!r}: it is a directory")
+
+
+def chosen_version(agg, model, version=None):
+    """``version``, or the active version of ``model`` when None; a usage error if none."""
+    from edgekm.exceptions import UnknownModelError
+
+    if version is not None:
+        return version
+    try:
+        active = agg.rollout_state(model)["active"]
+    except UnknownModelError as exc:
+        raise UsageError(str(exc)) from None
+    if active is None:
+        raise UsageError(f"model {model!r} has no active version; give --version-id "
+                         "(see 'edgekm versions list')")
+    return active

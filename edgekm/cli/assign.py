@@ -2,11 +2,13 @@
 
 import json
 import os
+import sys
 import time
 
 import numpy as np
 
-from edgekm.cli._common import (add_json, check_output_path, open_aggregator, open_input,
+from edgekm.cli._common import (add_input_options, add_json, add_output, check_output_path,
+                               chosen_version, note_skipped, open_aggregator, open_input,
                                positive_int, print_json)
 from edgekm.cli.fit import JSON_KIND, _as_version
 from edgekm.exceptions import DataError, UsageError, VersionError
@@ -24,8 +26,10 @@ def add_parser(subparsers):
             "the columns label, sqdist (squared distance), score (anomaly score: sqdist over "
             "the cluster's 99th percentile) and version. The version is a file: an encoded "
             "version document (as served by the aggregator, digest checked) or the .msgpack "
-            "or .json written by 'edgekm fit'; or it is read from an aggregator database "
-            "with --db. The input is read in chunks of --batch-size rows."
+            "or .json written by 'edgekm fit' or 'edgekm versions export'; or it is read from "
+            "an aggregator database with --db and --model (the active version unless "
+            "--version-id). The CSV goes to --output, or to standard output without it. The "
+            "input is read in chunks of --batch-size rows."
         ),
     )
     p.add_argument("--version", dest="version_file", metavar="FILE",
@@ -33,10 +37,11 @@ def add_parser(subparsers):
     p.add_argument("--db", metavar="PATH", help="read the version from this aggregator database")
     p.add_argument("--model", metavar="M", help="the model (with --db)")
     p.add_argument("--version-id", type=positive_int, metavar="V",
-                   help="the version id (with --db)")
+                   help="the version id (with --db; default: the active version)")
     p.add_argument("input", metavar="INPUT",
                    help="a .npy, .csv, .csv.gz or .parquet file, or - for standard input")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the CSV to write")
+    add_output(p, "the CSV to write", default_help="default: standard output")
+    add_input_options(p)
     p.add_argument("--batch-size", type=positive_int, default=65536, metavar="N",
                    help="rows read, assigned and written at a time (default 65536)")
     add_json(p, "a summary")
@@ -54,7 +59,7 @@ def _read_version_file(path):
         raise UsageError(f"cannot read {path!r}: {exc.strerror or exc}") from None
     if data.startswith(b"\x93NUMPY"):
         raise UsageError(f"{path!r} is a .npy array of centres only; assign needs a version "
-                         "(write one with 'edgekm fit --out FILE.msgpack' or FILE.json)")
+                         "(write one with 'edgekm fit --output FILE.msgpack' or FILE.json)")
     try:
         if data.lstrip()[:1] == b"{":
             return read_centroids_json(data)
@@ -68,15 +73,16 @@ def _load_version(args):
     if args.version_file is not None:
         # A database from the environment or a file does not compete with a --version flag.
         if args.db is not None and (by_flag["db"] or not by_flag["version_file"]):
-            raise UsageError("give either --version FILE or --db with --model and --version-id")
+            raise UsageError("give either --version FILE or --db with --model")
         return _read_version_file(args.version_file)
-    if args.db is None or args.model is None or args.version_id is None:
-        raise UsageError("give --version FILE, or --db PATH --model M --version-id V")
+    if args.db is None or args.model is None:
+        raise UsageError("give --version FILE, or --db PATH --model M [--version-id V]")
     with open_aggregator(args.db) as agg:
+        version = chosen_version(agg, args.model, args.version_id)
         try:
-            return agg.version(args.model, args.version_id)
+            return agg.version(args.model, version)
         except (KeyError, LookupError, ValueError) as exc:
-            raise UsageError(f"no version {args.version_id} of {args.model!r}: {exc}") from None
+            raise UsageError(f"no version {version} of {args.model!r}: {exc}") from None
 
 
 def read_centroids_json(data):
@@ -115,8 +121,28 @@ def read_centroids_json(data):
     return decode_version(body)
 
 
+class _Stdout:
+    """Standard output as the CSV file (left open: it is not ours to close)."""
+
+    def __enter__(self):
+        return sys.stdout
+
+    def __exit__(self, *exc):
+        sys.stdout.flush()
+
+    def write(self, text):
+        sys.stdout.write(text)
+
+    def writelines(self, lines):
+        sys.stdout.writelines(lines)
+
+
 def _open_output(path):
-    """The temporary file that becomes ``path`` once every row is written: (file, its name)."""
+    """The temporary file that becomes ``path`` once every row is written: (file, its name).
+
+    Without ``path``, standard output (and no temporary file)."""
+    if path is None:
+        return _Stdout(), None
     check_output_path(path)
     tmp = path + ".tmp"
     try:
@@ -155,26 +181,32 @@ def _assign_to_csv(version, reader, out, progress):
 
 def run(args):
     version = _load_version(args)
-    reader = open_input(args.input, args.batch_size, version.centers.dtype.type)
+    reader = open_input(args.input, args.batch_size, version.centers.dtype.type, args)
     start = time.perf_counter()
     out, tmp = _open_output(args.output)
     try:
         n, counts, anomalies, assign_seconds = _assign_to_csv(version, reader, out,
                                                               not args.no_progress)
-        os.replace(tmp, args.output)
+        if tmp is not None:
+            os.replace(tmp, args.output)
     except DataError as exc:
         raise UsageError(str(exc)) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+    note_skipped(reader)
     summary = {"input": args.input, "output": args.output, "model": version.model,
                "version": version.version, "digest": version.digest, "n_points": int(n),
                "n_clusters": version.n_clusters, "counts": counts.tolist(),
                "anomalies": anomalies, "assign_seconds": assign_seconds,
+               "skipped_columns": list(reader.skipped),
                "seconds": time.perf_counter() - start}
+    # with the CSV on standard output, the summary goes to stderr
+    stream = sys.stdout if args.output is not None else sys.stderr
     if args.json:
-        print_json(summary, args)
+        print_json(summary, args, stream=stream)
     else:
         print(f"assigned {n} points to version {version.version} of {version.model!r} "
-              f"({anomalies} beyond their cluster's p99) -> {args.output}")
+              f"({anomalies} beyond their cluster's p99) -> {args.output or 'standard output'}",
+              file=stream)
     return 0

@@ -35,7 +35,7 @@ import edgekm
 from edgekm._progress import Progress
 from edgekm._validation import check_int
 from edgekm.datasets import load_array, load_shuttle
-from edgekm.cli._common import add_json, positive_int, seed_int, with_config
+from edgekm.cli._common import (add_json, add_seed, positive_int, with_config)
 from edgekm.exceptions import BenchInputError, UsageError
 
 __all__ = ["ALGORITHMS", "BASELINES", "BenchInputError", "run_bench", "format_table", "to_json"]
@@ -561,7 +561,7 @@ def add_parser(subparsers):
     p.add_argument(
         "--limit", type=positive_int, metavar="N", help="use only the first N points"
     )
-    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    add_seed(p)
     p.add_argument(
         "--shuffle",
         action=argparse.BooleanOptionalAction,

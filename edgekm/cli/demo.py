@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from edgekm.cli._common import PROG, add_json, positive_int, print_json, seed_int
+from edgekm.cli._common import (PROG, add_json, add_seed, positive_int, print_json)
 from edgekm.exceptions import FleetDemoError, UsageError
 
 
@@ -27,7 +27,7 @@ def add_parser(subparsers):
                    help="points streamed through the fleet in all (default: the generator's "
                    "default, or every row of --data)")
     p.add_argument("--k", type=positive_int, default=8, help="number of clusters (default 8)")
-    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    add_seed(p)
     p.add_argument("--report", metavar="OUT.html", help="also write an HTML report there")
     p.add_argument("--workdir", metavar="DIR",
                    help="keep the aggregator's database and the devices' state in DIR "

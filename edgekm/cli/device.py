@@ -1,10 +1,12 @@
 """``edgekm device``: a device agent over a file or standard input."""
 
 import argparse
+import random
 import sys
 
-from edgekm.cli._common import (PROG, Failure, add_json, non_negative_int, open_input,
-                               positive_float, positive_int, print_json, seed_int)
+from edgekm.cli._common import (PROG, Failure, add_input_options, add_json, add_seed,
+                                non_negative_int, note_skipped, open_input, positive_float,
+                                positive_int, print_json)
 from edgekm.exceptions import AgentLockedError, DataError, OutboxError, UsageError
 
 
@@ -16,7 +18,11 @@ def add_parser(subparsers):
             "Run a DeviceAgent: stream the rows of a .npy, .csv, .csv.gz or .parquet file, or "
             "CSV lines from standard input (-, the default), into the device's model, sync "
             "the coreset frames to the aggregator every N points and at the end, and print a "
-            "summary. Frames are kept in --state-dir until the aggregator acknowledges them. "
+            "summary. The centroid version meant for this device is pulled at the start and "
+            "after every sync; once there is one, every point is scored against it (anomalies, "
+            "drift) and the telemetry goes up with the frames. Frames are kept in --state-dir "
+            "until the aggregator acknowledges them; frames it refused for good (a wrong key, "
+            "an unknown device) are kept aside, and --requeue-rejected sends them again. "
             "Exits 0 only if every frame was acknowledged; otherwise 1, and the frames that "
             "are still pending stay in the outbox for the next run."
         ),
@@ -44,8 +50,13 @@ def add_parser(subparsers):
                    help="seconds per HTTP request (default 10)")
     p.add_argument("--max-retries", type=non_negative_int, default=3, metavar="N",
                    help="retries of a frame within one sync, with backoff (default 3)")
-    p.add_argument("--seed", type=seed_int, metavar="SEED", help="random seed (default: random)")
+    add_seed(p)
+    p.add_argument("--requeue-rejected", action="store_true",
+                   help="put the frames the aggregator refused in an earlier run (kept aside in "
+                   "--state-dir) back in the queue before syncing, e.g. after fixing the key")
+    add_input_options(p)
     add_json(p, "the summary")
+    p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(handler=run)
 
 
@@ -76,7 +87,10 @@ def _start_agent(args):
         return DeviceAgent(_servers(args.server), args.model, args.device_id, args.key, args.state_dir,
                            n_clusters=args.k, coreset_size=args.coreset_size,
                            timeout=args.timeout, max_retries=args.max_retries,
-                           backoff_max=min(30.0, 4 * args.timeout), random_state=args.seed)
+                           backoff_max=min(30.0, 4 * args.timeout), random_state=args.seed,
+                           # the retry jitter is never seeded: a fleet run with the one
+                           # default seed must not retry in lockstep
+                           rng=random.Random())
     except AgentLockedError as exc:
         raise Failure(str(exc)) from None
     except (ValueError, OutboxError) as exc:
@@ -86,14 +100,48 @@ def _start_agent(args):
                          f"{exc.strerror or exc}") from None
 
 
+class _Scores:
+    """Adds up the telemetry windows the agent's filter closed: points scored, anomalies,
+    the largest drift score."""
+
+    def __init__(self):
+        self.windows = 0
+        self.points = 0
+        self.anomalies = 0
+        self.max_drift = None
+        self._last = None
+
+    def __call__(self, agent):
+        f = agent.filter
+        stats = None if f is None else f.last_stats
+        if stats is None or stats is self._last:
+            return
+        self._last = stats
+        self.windows += 1
+        self.points += stats["n_points"]
+        self.anomalies += stats["anomalies"] + stats["anomalies_dropped"]
+        drift = float(stats["drift_score"])
+        self.max_drift = drift if self.max_drift is None else max(self.max_drift, drift)
+
+
 class _Syncs:
-    """Syncs the agent and adds up what every sync reported."""
+    """Syncs the agent, pulls its version after every sync, and adds up what every sync
+    reported."""
 
     def __init__(self, agent):
         self.agent = agent
         self.totals = {"uploaded": 0, "accepted": 0, "duplicates": 0, "rejected": 0,
                        "failed_attempts": 0, "bytes_uploaded": 0, "syncs": 0}
         self.errors = []
+        self.scores = _Scores()
+        self.pull_errors = []
+        self.requeued = 0
+
+    def pull(self):
+        self.agent.pull()
+        error = (self.agent.last_pull or {}).get("error")
+        if error:
+            self.pull_errors.append(error)
 
     def __call__(self):
         agent, totals = self.agent, self.totals
@@ -110,10 +158,12 @@ class _Syncs:
         totals["syncs"] += 1
         if report["error"]:
             self.errors.append(report["error"])
+        self.scores(agent)
+        self.pull()
         return report
 
 
-def _stream(agent, reader, sync_every, sync):
+def _stream(agent, reader, sync_every, sync, bar):
     """Ingest every row, syncing after every ``sync_every``; returns (points, last report).
 
     Raises UsageError for a bad row, naming how many points were kept before it.
@@ -122,17 +172,19 @@ def _stream(agent, reader, sync_every, sync):
     since_sync = 0
     report = None
     try:
-        for X, _ in reader:
+        for X, advance in reader:
             pos = 0
             while pos < X.shape[0]:
                 take = X[pos:pos + sync_every - since_sync]
                 agent.ingest(take)
+                sync.scores(agent)
                 pos += take.shape[0]
                 points += take.shape[0]
                 since_sync += take.shape[0]
                 if since_sync == sync_every:
                     report = sync()
                     since_sync = 0
+            bar.update(advance)
         if since_sync or report is None or agent.outbox.stats()["pending"]:
             report = sync()
     except DataError as exc:
@@ -144,7 +196,7 @@ def _stream(agent, reader, sync_every, sync):
 
 
 def _summary(args, reader, points, syncs, stats, report):
-    totals, errors = syncs.totals, syncs.errors
+    totals, errors, scores = syncs.totals, syncs.errors, syncs.scores
     summary = {"server": _servers(args.server), "model": args.model, "device_id": args.device_id,
                "state_dir": args.state_dir, "input": reader.name, "points": points,
                "frames_sent": totals["uploaded"], "frames_accepted": totals["accepted"],
@@ -153,32 +205,71 @@ def _summary(args, reader, points, syncs, stats, report):
                "weight_acked": stats["weight_acked"], "bytes_uploaded": totals["bytes_uploaded"],
                "syncs": totals["syncs"], "failed_attempts": totals["failed_attempts"],
                "last_error": errors[-1] if errors else None,
+               "frames_requeued": syncs.requeued,
+               "skipped_columns": list(reader.skipped),
+               "points_scored": scores.points, "anomalies": scores.anomalies,
+               "telemetry_windows": scores.windows, "max_drift_score": scores.max_drift,
+               "last_pull_error": syncs.pull_errors[-1] if syncs.pull_errors else None,
                "ok": stats["pending"] == 0 and totals["rejected"] == 0}
     summary["version"] = report.get("version")
     return summary
 
 
+def _print_summary(summary):
+    print(f"device {summary['device_id']}: {summary['points']} points, "
+          f"{summary['frames_sent']} frames sent ({summary['bytes_uploaded']} bytes), "
+          f"{summary['frames_pending']} pending, {summary['frames_rejected']} rejected"
+          + (f", {summary['frames_requeued']} requeued" if summary["frames_requeued"] else ""))
+    if summary["version"] is None:
+        why = summary["last_pull_error"] or "the aggregator has published none for it yet"
+        print(f"  version: none, points not scored ({why})")
+        return
+    drift = summary["max_drift_score"]
+    print(f"  version {summary['version']}: {summary['points_scored']} points scored, "
+          f"{summary['anomalies']} anomalies, max drift score "
+          + ("-" if drift is None else f"{drift:.3g}" + (" (drift)" if drift >= 1 else "")))
+
+
+def _why_not_ok(args, summary, rejected):
+    """The stderr line of a run that did not deliver every frame, with how to recover."""
+    if not summary["frames_rejected"]:
+        return (f"{summary['frames_pending']} frame(s) not acknowledged, kept in "
+                f"{args.state_dir} for the next run: {summary['last_error']}")
+    statuses = {r.status for r in rejected}
+    why = (f"the aggregator refused {summary['frames_rejected']} frame(s): "
+           f"{summary['last_error']}. They are kept aside in {args.state_dir}")
+    if statuses & {401, 403}:
+        fix = ("check --device-id and --key ('edgekm devices list' shows the device; "
+               "'edgekm devices add' registers one and prints its key, a revoked device "
+               "needs a new id)")
+    elif 404 in statuses:
+        fix = "create the model on the aggregator ('edgekm models add')"
+    else:
+        fix = "fix the cause"
+    return f"{why}; {fix}, then rerun with --requeue-rejected to send them again"
+
+
 def run(args):
-    reader = open_input(args.input, min(args.sync_every, 65536))
+    from edgekm._progress import Progress
+
+    reader = open_input(args.input, min(args.sync_every, 65536), args=args)
     agent = _start_agent(args)
     syncs = _Syncs(agent)
     with agent:
-        points, report = _stream(agent, reader, args.sync_every, syncs)
+        syncs.requeued = agent.outbox.requeue_rejected() if args.requeue_rejected else 0
+        syncs.pull()
+        with Progress(reader.total or 0, f"device ({reader.unit})",
+                      enabled=not args.no_progress and reader.total is not None) as bar:
+            points, report = _stream(agent, reader, args.sync_every, syncs, bar)
         stats = agent.stats()
+        rejected = agent.outbox.rejected()
+    note_skipped(reader)
     summary = _summary(args, reader, points, syncs, stats, report)
     if args.json:
         print_json(summary, args)
     else:
-        print(f"device {args.device_id}: {points} points, {summary['frames_sent']} frames sent "
-              f"({summary['bytes_uploaded']} bytes), {summary['frames_pending']} pending, "
-              f"{summary['frames_rejected']} rejected")
+        _print_summary(summary)
     if summary["ok"]:
         return 0
-    if summary["frames_rejected"]:
-        why = (f"the aggregator refused {summary['frames_rejected']} frame(s) "
-               f"(kept aside in {args.state_dir}): {summary['last_error']}")
-    else:
-        why = (f"{summary['frames_pending']} frame(s) not acknowledged, kept in "
-               f"{args.state_dir} for the next run: {summary['last_error']}")
-    print(f"{PROG}: device: {why}", file=sys.stderr)
+    print(f"{PROG}: device: {_why_not_ok(args, summary, rejected)}", file=sys.stderr)
     return 1

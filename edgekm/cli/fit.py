@@ -22,6 +22,7 @@ in the Python API; the version format carries these three).
 
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -31,8 +32,8 @@ from edgekm._progress import Progress
 from edgekm._validation import check_params
 from edgekm.streaming import StreamingKMeans
 from edgekm.solve import cluster_statistics
-from edgekm.cli._common import (add_json, check_output_path, positive_int, print_json,
-                               seed_int)
+from edgekm.cli._common import (PROG, add_input_options, add_json, add_output, add_seed,
+                                check_output_path, input_options, positive_int, print_json)
 from edgekm.exceptions import DataError, FitError, UsageError
 
 __all__ = ["FitError", "fit_file", "write_centroids", "OUTPUT_SUFFIXES", "FIT_ALGORITHMS"]
@@ -56,7 +57,8 @@ def _check_output(path):
 
 
 def fit_file(path, n_clusters, *, coreset_size=None, algorithm="cc", chunk_rows=65536,
-             random_state=0, progress=True, stdin=None, dtype=np.float32):
+             random_state=0, progress=True, stdin=None, dtype=np.float32, columns=None,
+             delimiter=None):
     """Fit ``n_clusters`` centres on a data file in bounded memory.
 
     Parameters
@@ -81,6 +83,8 @@ def fit_file(path, n_clusters, *, coreset_size=None, algorithm="cc", chunk_rows=
         chunk is ``chunk_rows * n_features * itemsize`` bytes).  Data far from
         zero (clusters 0.5 apart at an offset of 1e7) needs float64 here:
         float32 chunks are rounded before the model sees them.
+    columns, delimiter : default=None
+        The columns to read and the CSV delimiter (:func:`edgekm._io.open_chunks`).
 
     Returns
     -------
@@ -92,7 +96,8 @@ def fit_file(path, n_clusters, *, coreset_size=None, algorithm="cc", chunk_rows=
         ``n_features``, ``n_clusters``, ``algorithm``, ``coreset_size``,
         ``chunk_rows``, ``largest_chunk_bytes``, ``memory_bytes`` (the
         estimator's fixed structure), ``coreset_points``, ``inertia`` (cost on
-        the coreset) and ``seconds``.
+        the coreset), ``skipped_columns`` (the non-numeric columns left out)
+        and ``seconds``.
 
     Raises
     ------
@@ -104,7 +109,8 @@ def fit_file(path, n_clusters, *, coreset_size=None, algorithm="cc", chunk_rows=
     if algorithm not in FIT_ALGORITHMS:
         raise FitError(f"algorithm must be one of {', '.join(FIT_ALGORITHMS)}, got {algorithm!r}")
     start = time.perf_counter()
-    reader = open_chunks(path, chunk_rows, dtype, stdin=stdin)
+    reader = open_chunks(path, chunk_rows, dtype, stdin=stdin, columns=columns,
+                         delimiter=delimiter)
     est = StreamingKMeans(n_clusters, algorithm=algorithm, coreset_size=coreset_size,
                           dtype=dtype, random_state=random_state)
     try:
@@ -138,6 +144,7 @@ def fit_file(path, n_clusters, *, coreset_size=None, algorithm="cc", chunk_rows=
         "memory_bytes": est.memory_bytes,
         "coreset_points": len(coreset),
         "inertia": float(inertia),
+        "skipped_columns": list(reader.skipped),
         "seconds": time.perf_counter() - start,
         "centers": centers,
         "cluster_weights": weights,
@@ -220,7 +227,8 @@ def add_parser(subparsers):
             "Stream a .npy (memory-mapped), .csv, .csv.gz or .parquet file, or CSV lines on "
             "standard input (-), in chunks through StreamingKMeans.partial_fit: memory is one "
             "chunk plus the estimator's fixed structure, whatever the size of the file. "
-            "Write the centres to --out: .npy (the centres only), .json (centres, cluster "
+            "Non-numeric columns (a text timestamp) are skipped and named; --columns chooses. "
+            "Write the centres to --output: .npy (the centres only), .json (centres, cluster "
             "weights, anomaly quantiles) or .msgpack (a centroid version document). "
             "'edgekm assign --version' reads the .json and .msgpack files."
         ),
@@ -237,11 +245,11 @@ def add_parser(subparsers):
                         "float64 for data far from zero, e.g. offsets of 1e7)")
     p.add_argument("--chunk-rows", type=positive_int, default=65536, metavar="N",
                    help="rows read and fitted at a time (default 65536)")
-    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    add_seed(p)
     p.add_argument("--model", default="offline", metavar="M",
                    help="model name recorded in a .json or .msgpack output (default offline)")
-    p.add_argument("-o", "--out", required=True, metavar="FILE",
-                   help="where to write the centres: .npy, .json or .msgpack")
+    add_output(p, "where to write the centres: .npy, .json or .msgpack", required=True)
+    add_input_options(p)
     add_json(p, "a summary (n_samples, seconds, inertia, output)")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(handler=run)
@@ -249,25 +257,28 @@ def add_parser(subparsers):
 
 def run(args):
     try:
-        _check_output(args.out)
-        check_output_path(args.out, FitError)
+        _check_output(args.output)
+        check_output_path(args.output, FitError)
         result = fit_file(args.input, args.k, coreset_size=args.coreset_size,
                           algorithm=args.algorithm, chunk_rows=args.chunk_rows,
                           random_state=args.seed, progress=not args.no_progress,
-                          dtype=np.dtype(args.dtype).type)
-        digest = write_centroids(result, args.out, model=args.model)
+                          dtype=np.dtype(args.dtype).type, **input_options(args))
+        digest = write_centroids(result, args.output, model=args.model)
     except (DataError, FitError) as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
-        raise UsageError(f"cannot write {args.out!r}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write {args.output!r}: {exc.strerror or exc}") from None
     summary = {k: v for k, v in result.items()
                if k not in ("centers", "cluster_weights", "quantiles")}
-    summary.update(output=args.out, model=args.model, digest=digest)
+    summary.update(output=args.output, model=args.model, digest=digest)
+    if result["skipped_columns"]:
+        print(f"{PROG}: fit: skipped non-numeric column(s) "
+              f"{', '.join(result['skipped_columns'])}", file=sys.stderr)
     if args.json:
         print_json(summary, args)
     else:
         print(f"fitted k={args.k} on {result['n_samples']} points x {result['n_features']} "
               f"features in {result['seconds']:.2f} s (inertia on the coreset "
               f"{result['inertia']:.6g}; fixed memory {result['memory_bytes']} bytes, chunks "
-              f"of at most {result['largest_chunk_bytes']} bytes) -> {args.out}")
+              f"of at most {result['largest_chunk_bytes']} bytes) -> {args.output}")
     return 0

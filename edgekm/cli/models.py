@@ -14,7 +14,7 @@ def add_parser(subparsers):
     )
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     add = sub.add_parser("add", help="register a model")
-    add.add_argument("model", metavar="MODEL")
+    add.add_argument("model", metavar="MODEL", help="the model's name")
     add.add_argument("--n-features", type=positive_int, required=True, metavar="D",
                      help="number of features of the model's points")
     add.add_argument("--dtype", choices=("float32", "float64"), default="float32",

@@ -1,8 +1,9 @@
 """``edgekm serve``: run the cloud aggregator's HTTP API under uvicorn."""
 
 import os
+import sys
 
-from edgekm.cli._common import (Failure, add_db, db_location, fraction, port_number,
+from edgekm.cli._common import (PROG, Failure, add_db, db_location, fraction, port_number,
                                positive_float, positive_int, print_json)
 from edgekm.exceptions import SchemaError, UnavailableError, UsageError
 
@@ -18,7 +19,7 @@ def add_parser(subparsers):
             "Needs the 'server' extra (pip install 'edgekm[server]')."
         ),
     )
-    add_db(p)
+    add_db(p, create=True)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=8750,
                    help="port to listen on; 0 picks a free one (default 8750)")
@@ -80,8 +81,11 @@ def run(args):
     import sqlite3
 
     port = args.port if args.port != 0 else _free_port(args.host)
+    _check_port_free(args.host, port)
+    if args.admin_token is None:
+        print(f"{PROG}: serve: warning: no --admin-token (or EDGEKM_ADMIN_TOKEN): the admin "
+              "endpoints (fit, model info) answer 403", file=sys.stderr, flush=True)
     if args.json:
-        _check_port_free(args.host, port)
         _announce_when_listening(args.host, port, args)
     try:
         return serve(args.db, args.host, port, args.admin_token, log_level=args.log_level,
@@ -125,7 +129,9 @@ def _check_port_free(host, port):
             pass
     except OSError:
         return
-    raise Failure(f"cannot serve on {host}:{port}: something already listens there")
+    raise Failure(f"cannot serve on {host}:{port}: something already listens there (the port "
+                  "is in use: stop it, or choose another with --port; --port 0 picks a free "
+                  "one)")
 
 
 def _announce_when_listening(host, port, args):

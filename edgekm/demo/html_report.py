@@ -64,6 +64,13 @@ def _fmt_tick(t):
     return f"{t:.3g}"
 
 
+#: the colour of a threshold line (the CSS class ``thr``)
+THRESHOLD_COLOR = "#c62828"
+
+#: rows of rollout labels above a plot before they wrap round
+_LABEL_ROWS = 8
+
+
 class _Plot:
     """A plot area with axes; data coordinates map to SVG pixels."""
 
@@ -121,18 +128,33 @@ class _Plot:
         for i, (name, color, shape) in enumerate(self.legend):
             y = T + 10 + 18 * i
             x = W - R + 12
-            if shape == "line":
-                out.append(f'<line x1="{x}" x2="{x + 18}" y1="{y}" y2="{y}" stroke="{color}" '
-                           'stroke-width="2.5"/>')
-            elif shape == "dash":
-                out.append(f'<line x1="{x}" x2="{x + 18}" y1="{y}" y2="{y}" stroke="{color}" '
-                           'stroke-width="1.5" stroke-dasharray="4 3"/>')
-            else:
-                out.append(f'<rect x="{x + 4}" y="{y - 5}" width="10" height="10" '
-                           f'fill="{color}"/>')
+            out.append(_glyph(shape, color, x, y))
             out.append(f'<text x="{x + 24}" y="{y + 4}" class="lg">{_esc(name)}</text>')
         out.append("</svg>")
         return "".join(out)
+
+
+def _glyph(shape, color, x, y):
+    """The legend's mark for ``shape``, drawn as the plot draws it, 18 px wide at (x, y)."""
+    line = (f'<line x1="{x}" x2="{x + 18}" y1="{y}" y2="{y}" stroke="{color}" '
+            'stroke-width="{w}"{dash}/>')
+    if shape == "line":             # a polyline with dots at its points
+        return (line.format(w=2, dash="") +
+                f'<circle cx="{x + 9}" cy="{y}" r="2.5" fill="{color}"/>')
+    if shape == "dash":
+        return (line.format(w=2, dash=' stroke-dasharray="4 3"') +
+                f'<circle cx="{x + 9}" cy="{y}" r="2.5" fill="{color}"/>')
+    if shape == "threshold":
+        return line.format(w=2, dash=' stroke-dasharray="8 4"')
+    if shape == "cross":
+        return (f'<path d="M{x + 4},{y - 5}L{x + 14},{y + 5}M{x + 4},{y + 5}L{x + 14},{y - 5}" '
+                f'stroke="{color}" stroke-width="2.5"/>')
+    if shape == "ring":
+        return (f'<circle cx="{x + 9}" cy="{y}" r="5" fill="none" stroke="{color}" '
+                'stroke-width="1.5"/>')
+    if shape == "dot":
+        return f'<circle cx="{x + 9}" cy="{y}" r="3.5" class="pt"/>'
+    return f'<rect x="{x + 4}" y="{y - 5}" width="10" height="10" fill="{color}"/>'
 
 
 def _polyline(plot, xs, ys, color, name, dash=False):
@@ -158,8 +180,8 @@ def _vlines(plot, events):
                  'class="ev"/>')
         right = x > plot.W - plot.R - 80
         anchor, dx = ("end", -3) if right else ("start", 3)
-        plot.add(f'<text x="{x + dx:.1f}" y="{plot.T + 12 + 11 * (i % 3)}" class="evt" '
-                 f'text-anchor="{anchor}">{_esc(", ".join(labels))}</text>')
+        plot.add(f'<text x="{x + dx:.1f}" y="{plot.T + 12 + 11 * (i % _LABEL_ROWS)}" '
+                 f'class="evt" text-anchor="{anchor}">{_esc(", ".join(labels))}</text>')
 
 
 def _cost_plot(result):
@@ -238,10 +260,11 @@ def _drift_score_plot(result):
     allr = (result.get("series") or {}).get("rounds")
     plot = _Plot("Devices' drift score (1 or more = drifting)", "points ingested by the fleet",
                  "drift score", (0, max(r["points"] for r in allr)),
-                 (0, max([v for v in mean + top if v is not None] + [1.0])))
+                 (0, max([v for v in mean + top if v is not None] + [1.2])))
     y1 = plot.py(1.0)
     plot.add(f'<line x1="{plot.L}" x2="{plot.W - plot.R}" y1="{y1:.1f}" y2="{y1:.1f}" '
-             'class="ref"/>')
+             'class="thr"/>')
+    plot.key("drift threshold (1)", THRESHOLD_COLOR, "threshold")
     _vlines(plot, result.get("events") or [])
     _polyline(plot, xs, mean, PALETTE[2], "mean of devices")
     _polyline(plot, xs, top, PALETTE[3], "max of devices", dash=True)
@@ -266,7 +289,7 @@ def _projection_plot(result):
         r = 1.2 + 3.0 * math.sqrt(wt / wmax) if wmax > 0 else 1.5
         plot.add(f'<circle cx="{plot.px(x):.1f}" cy="{plot.py(y):.1f}" r="{r:.1f}" '
                  'class="pt"/>')
-    plot.key("coreset points", "#b0b0b0", "box")
+    plot.key("coreset points", "#b0b0b0", "dot")
     names = [v for v in centers if v != "batch"]
     for i, v in enumerate(names):
         color = PALETTE[i % len(PALETTE)]
@@ -275,7 +298,7 @@ def _projection_plot(result):
             plot.add(f'<path d="M{cx - 5:.1f},{cy - 5:.1f}L{cx + 5:.1f},{cy + 5:.1f}'
                      f'M{cx - 5:.1f},{cy + 5:.1f}L{cx + 5:.1f},{cy - 5:.1f}" stroke="{color}" '
                      'stroke-width="2.5"/>')
-        plot.key(f"v{v} centres", color, "box")
+        plot.key(f"v{v} centres", color, "cross")
     if len(names) > 1:                      # each label's path from version to version
         k = len(centers[names[0]])
         for c in range(k):
@@ -287,7 +310,7 @@ def _projection_plot(result):
         for x, y in centers["batch"]:
             plot.add(f'<circle cx="{plot.px(x):.1f}" cy="{plot.py(y):.1f}" r="5" fill="none" '
                      'stroke="#000" stroke-width="1.5"/>')
-        plot.key("batch k-means", "#000000", "line")
+        plot.key("batch k-means", "#000000", "ring")
     return plot.render()
 
 
@@ -295,17 +318,19 @@ def _projection_plot(result):
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;
-max-width:1000px;color:#222;padding:0 16px}
+max-width:min(1600px,96vw);color:#222;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
 .ok{color:#1a7f37}.bad{color:#c62828}
 table{border-collapse:collapse;margin:6px 0}td,th{padding:3px 10px;border-bottom:1px solid #e4e4e4;
 text-align:left;vertical-align:top}th{background:#f6f6f6}td.n{text-align:right;
 font-variant-numeric:tabular-nums}
-.plots svg{display:block;margin:10px 0;max-width:100%;height:auto}
+.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:8px 24px}
+.plots svg{display:block;margin:10px 0;width:100%;height:auto}
 svg text{font:11px system-ui,sans-serif;fill:#333}svg .t{font-size:13px;font-weight:600;
 text-anchor:middle}svg .yt{text-anchor:end}svg .xt,svg .xl{text-anchor:middle}
 svg .yl{text-anchor:middle}svg .frame{fill:none;stroke:#999}svg .grid{stroke:#eee}
-svg .ref{stroke:#444;stroke-dasharray:6 4}svg .ev{stroke:#aaa;stroke-dasharray:3 3}
+svg .ref{stroke:#444;stroke-dasharray:6 4}svg .thr{stroke:#c62828;stroke-width:2;
+stroke-dasharray:8 4}svg .ev{stroke:#aaa;stroke-dasharray:3 3}
 svg .evt{font-size:10px;fill:#666}svg .pt{fill:#b0b0b0;fill-opacity:.6}
 ul.f li{color:#c62828}ul.w li{color:#a15c00}p.note{color:#555;font-size:13px}
 """

@@ -54,7 +54,10 @@ def _summary_rows(result):
         t = traffic.get(kind)
         if t:
             parts.append(f"{kind} {_size(t['request_bytes'])} in {t['requests']} requests")
-    share = f"{100 * up / raw:.1f} % of raw, {raw / up:.1f}x less" if up and raw else "-"
+    share = "-"
+    if up and raw:      # a small device can upload more than its raw points: say so
+        share = (f"{100 * up / raw:.1f} % of raw, "
+                 + (f"{raw / up:.1f}x less" if up <= raw else f"{up / raw:.1f}x more"))
     rows.append(("bytes uploaded", f"{up:,} B for {raw:,} B of raw float32 points ({share})"
                  + (f": {', '.join(parts)}" if parts else "")))
     rows.append(("cost vs batch", f"{_num(result.get('cost_ratio'), '.4f')}  (cost on all the "

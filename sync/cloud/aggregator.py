@@ -271,6 +271,14 @@ class Aggregator:
         """
         return self.registry.add_device(device_id)
 
+    def rotate_device_key(self, device_id):
+        """Give a registered device a new secret key (hex); the old key stops working now.
+
+        Raises :class:`UnknownDeviceError` for an unknown id and
+        :class:`DeviceExistsError` for a revoked one.
+        """
+        return self.registry.rotate_device_key(device_id)
+
     def revoke_device(self, device_id):
         """Revoke a device: its requests are answered 403 from now on.
 

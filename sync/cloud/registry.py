@@ -75,6 +75,21 @@ class Registry:
         self.db.transaction(work)
         return key
 
+    def rotate_device_key(self, device_id):
+        key = auth.new_key()
+
+        def work(conn):
+            row = conn.execute("SELECT revoked FROM devices WHERE device_id = ?",
+                               (device_id,)).fetchone()
+            if row is None:
+                raise UnknownDeviceError(f"no device {device_id!r}.")
+            if row[0] is not None:
+                raise DeviceExistsError(f"device {device_id!r} is revoked; a revoked id "
+                                        "keeps no key (register the device under a new id).")
+            conn.execute("UPDATE devices SET key_hex = ? WHERE device_id = ?", (key, device_id))
+        self.db.transaction(work)
+        return key
+
     def revoke_device(self, device_id):
         def work(conn):
             row = conn.execute("SELECT revoked FROM devices WHERE device_id = ?",

@@ -121,7 +121,7 @@ def test_help_through_the_entry_point():
 def test_usage_errors():
     usage_error(run(), "a command is required")
     usage_error(run("frobnicate"), "invalid choice")
-    usage_error(run("fit", "x.csv", "--k", "0", "--out", "c.npy"), "--k")
+    usage_error(run("fit", "x.csv", "--k", "0", "--output", "c.npy"), "--k")
     usage_error(run("versions", "list", "--model", "m"), "--db")     # required, from no source
 
 
@@ -131,7 +131,7 @@ def test_console_script_and_version():
     proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=TIMEOUT,
                           env=clean_env())
     assert proc.returncode == 0 and proc.stdout.startswith("edgekm ")
-    proc = subprocess.run([exe, "fit", "missing.csv", "--k", "2", "--out", "c.npy"],
+    proc = subprocess.run([exe, "fit", "missing.csv", "--k", "2", "--output", "c.npy"],
                           capture_output=True, text=True, timeout=TIMEOUT, env=clean_env())
     usage_error(proc, "data file not found: missing.csv")
 
@@ -142,7 +142,7 @@ def test_console_script_and_version():
 def test_serve_announces_itself_and_answers(server):
     hello = server["hello"]
     assert hello["listening"] is True and hello["host"] == "127.0.0.1"
-    assert hello["db"] == str(server["db"]) and hello["config"] is None
+    assert hello["db"] == str(server["db"]) and "config" not in hello
     with urllib.request.urlopen(server["url"] + "/healthz", timeout=10) as r:
         assert json.loads(r.read()) == {"status": "ok", "db": "ok"}
 
@@ -158,7 +158,7 @@ def test_devices_add_list_revoke(server):
     db = server["db"]
     added = ok_json(run("devices", "add", "dev-3", "--db", db, "--json"))
     assert added["device_id"] == "dev-3" and len(bytes.fromhex(added["key"])) == 32
-    assert added["config"] is None
+    assert "config" not in added
     usage_error(run("devices", "add", "dev-3", "--db", db), "already exists")
     assert ok_json(run("devices", "revoke", "dev-3", "--db", db, "--json"))["revoked"] is True
     listed = ok_json(run("devices", "list", "--db", db, "--json"))
@@ -171,6 +171,7 @@ def test_devices_add_list_revoke(server):
 
 def test_models_add_and_list(tmp_path):
     db = tmp_path / "models.db"
+    ok_json(run("devices", "add", "d0", "--db", db, "--json"))    # creates the database
     info = ok_json(run("models", "add", "m9", "--n-features", "4", "--db", db, "--json"))
     assert info["n_features"] == 4
     assert [m["model"] for m in ok_json(run("models", "list", "--db", db, "--json"))] == ["m9"]
@@ -245,7 +246,7 @@ def test_versions_publish_canary_promote_rollback_pin(server, data, tmp_path):
     assert pinned["device"] == "dev-2" and pinned["version"] == 1
     listed = ok_json(run(*v, "list", *m))
     assert [x["version"] for x in listed["versions"]] == [1, 2]
-    assert listed["pins"] == {"dev-2": 1} and listed["config"] is None
+    assert listed["pins"] == {"dev-2": 1} and "config" not in listed
     drift = ok_json(run(*v, "drift", *m))
     assert drift["active"] == 1
     events = ok_json(run(*v, "events", *m))
@@ -268,10 +269,10 @@ def test_versions_publish_canary_promote_rollback_pin(server, data, tmp_path):
 @pytest.mark.parametrize("suffix", [".msgpack", ".json"])
 def test_fit_then_assign(data, tmp_path, suffix):
     centroids = tmp_path / f"c{suffix}"
-    fit = ok_json(run("fit", data / "x.csv", "--k", 3, "--chunk-rows", 500, "--out", centroids,
+    fit = ok_json(run("fit", data / "x.csv", "--k", 3, "--chunk-rows", 500, "--output", centroids,
                       "--json", "--no-progress"))
     assert fit["n_samples"] == 3000 and fit["output"] == str(centroids)
-    assert fit["inertia"] > 0 and fit["seconds"] >= 0 and fit["config"] is None
+    assert fit["inertia"] > 0 and fit["seconds"] >= 0 and "config" not in fit
     assert fit["largest_chunk_bytes"] == 500 * 3 * 4
     out = ok_json(run("assign", "--version", centroids, data / "x.npy", "-o", tmp_path / "a.csv",
                       "--json", "--batch-size", 1000))
@@ -282,15 +283,15 @@ def test_fit_then_assign(data, tmp_path, suffix):
 
 
 def test_fit_and_assign_errors(data, tmp_path):
-    usage_error(run("fit", data / "x.csv", "--k", 3, "--out", tmp_path / "c.txt"),
+    usage_error(run("fit", data / "x.csv", "--k", 3, "--output", tmp_path / "c.txt"),
                 "must end with one of .npy, .json, .msgpack")
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n3,x\n")
-    usage_error(run("fit", bad, "--k", 1, "--out", tmp_path / "c.npy"),
+    usage_error(run("fit", bad, "--k", 1, "--output", tmp_path / "c.npy"),
                 "line 3, column 2: 'x' is not a number")
-    usage_error(run("fit", data / "x.csv", "--k", 5000, "--out", tmp_path / "c.npy"),
+    usage_error(run("fit", data / "x.csv", "--k", 5000, "--output", tmp_path / "c.npy"),
                 "fewer than k=5000")
-    proc = run("fit", data / "x.npy", "--k", 2, "--out", tmp_path / "c.npy")
+    proc = run("fit", data / "x.npy", "--k", 2, "--output", tmp_path / "c.npy")
     assert proc.returncode == 0 and "fitted k=2 on 3000 points" in proc.stdout
     usage_error(run("assign", "--version", tmp_path / "c.npy", data / "x.csv",
                     "-o", tmp_path / "a.csv"), "centres only")
@@ -322,7 +323,7 @@ def test_config_precedence_flag_env_file_default(data, tmp_path):
     assert setting == {"value": None, "source": "default", "from": None}
 
     # a real run uses them and says which file it read
-    fit = ok_json(run("fit", data / "x.npy", "--out", tmp_path / "c.npy", "--json",
+    fit = ok_json(run("fit", data / "x.npy", "--output", tmp_path / "c.npy", "--json",
                       env=clean_env(EDGEKM_CONFIG=str(conf), EDGEKM_SEED="4")))
     assert fit["n_clusters"] == 3 and fit["algorithm"] == "ct" and fit["chunk_rows"] == 700
     assert fit["config"] == str(conf)
@@ -337,7 +338,7 @@ def test_config_precedence_flag_env_file_default(data, tmp_path):
 def test_config_errors(data, tmp_path):
     conf = tmp_path / "bad.toml"
     conf.write_text("[fit]\nk = 3\nchunk_size = 10\n")
-    usage_error(run("fit", data / "x.npy", "--out", tmp_path / "c.npy", "--config", conf),
+    usage_error(run("fit", data / "x.npy", "--output", tmp_path / "c.npy", "--config", conf),
                 f"{conf}: unknown key 'chunk_size' at [fit]")
     conf.write_text("[fitt]\nk = 3\n")
     usage_error(run("config", "--config", conf), "unknown table [fitt]")
@@ -347,7 +348,7 @@ def test_config_errors(data, tmp_path):
     conf.write_text("k = [\n")
     usage_error(run("config", env=clean_env(EDGEKM_CONFIG=str(conf))), "not valid TOML")
     usage_error(run("config", "--config", tmp_path / "missing.toml"), "cannot read the config")
-    usage_error(run("fit", data / "x.npy", "--out", tmp_path / "c.npy",
+    usage_error(run("fit", data / "x.npy", "--output", tmp_path / "c.npy",
                     env=clean_env(EDGEKM_K="three")),
                 "EDGEKM_K='three' (environment): expected an integer, got 'three'")
     usage_error(run("bench", "--limit", 500, env=clean_env(EDGEKM_NO_PROGRESS="maybe")),
@@ -369,7 +370,7 @@ def test_admin_token_from_the_environment_still_works(tmp_path):
 def test_bench(tmp_path):
     out = ok_json(run("bench", "--limit", 800, "--k", 3, "--algorithms", "cc",
                       "--baselines", "none", "--json", "--no-progress"))
-    assert out["ok"] is True and out["n_samples"] == 800 and out["config"] is None
+    assert out["ok"] is True and out["n_samples"] == 800 and "config" not in out
     assert list(out["algorithms"]) == ["cc"] and out["baselines"] == {}
     usage_error(run("bench", "--baselines", "kmeans"), "unknown baseline 'kmeans'")
 
@@ -378,7 +379,7 @@ def test_demo_runs_a_small_fleet(tmp_path):
     report = tmp_path / "report.html"
     out = ok_json(run("demo", "--devices", 2, "--points", 4000, "--k", 4, "--report", report,
                       "--json", "--no-progress"))
-    assert out["ok"] is True and out["failures"] == [] and out["config"] is None
+    assert out["ok"] is True and out["failures"] == [] and "config" not in out
     assert report.exists()
     usage_error(run("demo", "--devices", 0), "--devices")
 

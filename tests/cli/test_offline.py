@@ -118,7 +118,15 @@ def test_parquet_errors(tmp_path, monkeypatch):
 
     pq.write_table(pa.table({"a": [1.0, 2.0], "s": ["x", "y"]}), tmp_path / "s.parquet")
     with pytest.raises(DataError, match="column 's' is string, not numeric"):
-        open_chunks(tmp_path / "s.parquet")
+        open_chunks(tmp_path / "s.parquet", columns=["a", "s"])
+    with pytest.raises(DataError, match="no column 'b'; the columns are 'a', 's'"):
+        open_chunks(tmp_path / "s.parquet", columns=["b"])
+    # by default a text column is skipped, and named
+    reader = open_chunks(tmp_path / "s.parquet")
+    assert reader.skipped == ["'s'"] and reader.n_features == 1
+    np.testing.assert_array_equal(np.concatenate([X for X, _ in reader]), [[1.0], [2.0]])
+    by_number = open_chunks(tmp_path / "s.parquet", columns=["1"])
+    assert by_number.columns == ["a"] and by_number.skipped == []
     pq.write_table(pa.table({"a": pa.array([1, None, 3])}), tmp_path / "n.parquet")
     with pytest.raises(DataError, match="row 1 .* missing"):
         list(open_chunks(tmp_path / "n.parquet"))
@@ -204,3 +212,34 @@ def test_fit_memory_is_bounded_by_the_chunk_not_the_file(tmp_path, suffix):
     assert result["largest_chunk_bytes"] == 2048 * 8 * 4
     assert big_peak < 1.25 * small_peak, (small_peak, big_peak)
     assert big_peak < file_bytes / 3, (big_peak, file_bytes)
+
+
+# ---------------------------------------------------------------- columns and delimiters
+
+
+def test_csv_skips_text_columns_and_detects_the_delimiter(tmp_path):
+    (tmp_path / "t.csv").write_text("when;x;label;y\n2024-01-01;1.5;a;2\n2024-01-02;3;b;4\n")
+    reader = open_chunks(tmp_path / "t.csv")
+    X = np.concatenate([X for X, _ in reader])
+    np.testing.assert_array_equal(X, [[1.5, 2.0], [3.0, 4.0]])
+    assert reader.skipped == ["'when'", "'label'"] and reader.n_features == 2
+    chosen = open_chunks(tmp_path / "t.csv", columns=["y", "2"], delimiter=";")
+    np.testing.assert_array_equal(np.concatenate([X for X, _ in chosen]), [[2, 1.5], [4, 3]])
+    # a text cell in a numeric column further down names its line and column
+    (tmp_path / "u.csv").write_text("x,y\n1,2\n3,oops\n")
+    with pytest.raises(DataError, match="line 3, column 2: 'oops' is not a number"):
+        list(open_chunks(tmp_path / "u.csv"))
+    (tmp_path / "r.csv").write_text("ts,x\nmon,1\ntue,2,3\n")
+    with pytest.raises(DataError, match=r"line 3 has 3 values but line 2 has 2 values"):
+        list(open_chunks(tmp_path / "r.csv"))
+    with pytest.raises(DataError, match="column '2' is chosen twice"):
+        list(open_chunks(tmp_path / "t.csv", columns=["x", "2"]))
+
+
+def test_npy_columns_by_number(tmp_path):
+    np.save(tmp_path / "x.npy", np.arange(12, dtype=np.float32).reshape(4, 3))
+    reader = open_chunks(tmp_path / "x.npy", chunk_rows=3, columns=["3", "1"])
+    np.testing.assert_array_equal(np.concatenate([X for X, _ in reader]),
+                                  [[2, 0], [5, 3], [8, 6], [11, 9]])
+    with pytest.raises(DataError, match="no header line, so column 'a' can only be given"):
+        open_chunks(tmp_path / "x.npy", columns=["a"])

@@ -305,7 +305,7 @@ def test_cli_devices_and_models(tmp_path, capsys):
     assert cli_main(["devices", "add", "dev-2", "--db", db]) == 0
     assert "dev-2" in capsys.readouterr().out
     assert cli_main(["devices", "revoke", "dev-2", "--db", db, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"device_id": "dev-2", "revoked": True, "config": None}
+    assert json.loads(capsys.readouterr().out) == {"device_id": "dev-2", "revoked": True}
     assert cli_main(["devices", "revoke", "nobody", "--db", db]) == 2
     assert "edgekm: error: no device" in capsys.readouterr().err
     assert cli_main(["devices", "list", "--db", db, "--json"]) == 0

@@ -600,7 +600,7 @@ def test_cli_versions(tmp_path, capsys):
     status, out, _ = run_cli(capsys, "versions", "publish", "--k", "3", "--seed", "1", *base)
     assert json.loads(out)["version"] == 2
     status, out, _ = run_cli(capsys, "versions", "canary", "2", "--percent", "20", *base)
-    assert json.loads(out) == {"version": 2, "status": "canary", "percent": 20.0, "config": None,
+    assert json.loads(out) == {"version": 2, "status": "canary", "percent": 20.0,
                                "auto_abort": False, "auto_promote_after": None}
     status, out, _ = run_cli(capsys, "versions", "canary", "2", "--percent", "20",
                              "--auto-abort", "--auto-promote-after", "50000", *base)
@@ -609,13 +609,13 @@ def test_cli_versions(tmp_path, capsys):
     status, out, _ = run_cli(capsys, "versions", "drift", "--db", db, "--model", "m")
     assert "canary gate: min points 2,000" in out and "auto-abort on" in out
     status, out, _ = run_cli(capsys, "versions", "promote", "2", *base)
-    assert json.loads(out) == {"active": 2, "retired": 1, "config": None}
+    assert json.loads(out) == {"active": 2, "retired": 1}
     status, out, _ = run_cli(capsys, "versions", "pin", "dev-b", "1", *base)
     assert json.loads(out)["version"] == 1
     status, out, _ = run_cli(capsys, "versions", "pin", "dev-b", "none", *base)
-    assert json.loads(out) == {"device": "dev-b", "version": None, "previous": 1, "config": None}
+    assert json.loads(out) == {"device": "dev-b", "version": None, "previous": 1}
     status, out, _ = run_cli(capsys, "versions", "rollback", *base)
-    assert json.loads(out) == {"active": 1, "retired": 2, "config": None}
+    assert json.loads(out) == {"active": 1, "retired": 2}
     status, out, _ = run_cli(capsys, "versions", "list", *base)
     listing = json.loads(out)
     assert [v["status"] for v in listing["versions"]] == ["active", "retired"]
