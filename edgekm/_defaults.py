@@ -232,3 +232,10 @@ QUANTILE_DRAWS = {"moment": 64, "mc": 256}
 
 #: raw anomalies one telemetry summary may carry (the filter's cap and the codec's limit)
 MAX_ANOMALIES = 65536
+
+#: ``DeviceAgent(**LEAN_AGENT, ...)``: a preset for small devices (tens of MiB of RAM, slow
+#: flash).  Half the default bucket size (m = 100 instead of 200: the local model and the
+#: sync window take about half the memory, and frames half the bytes; a frame still holds
+#: 10 points per cluster at k = 10) and at most 16 queued frames instead of 64 (beyond that
+#: the outbox merges them).  benchmarks/agent_footprint.py measures both presets.
+LEAN_AGENT = {"coreset_size": 100, "max_pending": 16}
