@@ -42,6 +42,8 @@ log() { echo "[aarch64] $*" >&2; }
 HOSTPY="${EDGEKM_HOST_PYTHON:-python3}"
 command -v "$HOSTPY" >/dev/null || skip "no host $HOSTPY"
 
+mkdir -p "$DIR"
+
 # -- 1. tools ---------------------------------------------------------------------------
 APT_OK=0
 if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then APT_OK=1; fi
@@ -63,7 +65,7 @@ if [[ ! -x "$SYSROOT/usr/bin/python$PYVER" ]]; then
     [[ $APT_OK == 1 ]] || skip "no aarch64 sysroot and no apt-get as root to fetch Debian's arm64 Python"
     log "fetching Debian's arm64 Python $PYVER into $SYSROOT"
     if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-        dpkg --add-architecture arm64
+        dpkg --add-architecture arm64 || skip "dpkg --add-architecture arm64 failed"
     fi
     apt-get update -q >"$DIR.apt.log" 2>&1 || skip "apt-get update failed (see $DIR.apt.log)"
     rm -rf "$DIR/debs" && mkdir -p "$DIR/debs"
