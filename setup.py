@@ -32,11 +32,15 @@ else:
     # Never -march=native: wheels must run on every CPU of the target arch.
     extra_compile_args = ["-O3", "-ffp-contract=off"]
 
+# A cross build (tools/aarch64.sh) compiles against the target's NumPy headers.
+NUMPY_INCLUDE = os.environ.get("EDGEKM_NUMPY_INCLUDE") or numpy.get_include()
+
+
 def ext(name):
     return Extension(
         f"edgekm._core.{name}",
         [f"cython_src/{name}.pyx"],
-        include_dirs=[numpy.get_include(), "cython_src"],
+        include_dirs=[NUMPY_INCLUDE, "cython_src"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=extra_compile_args,
     )

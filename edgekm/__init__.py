@@ -8,16 +8,33 @@ edgekm loads neither river, pandas nor scikit-learn.
 """
 
 from . import _backend
-from .assign import Assigner, AssignResult
 from .coreset import Coreset
 from .exceptions import BackendWarning, EdgekmError, NotFittedError
-from .filter import EdgeFilter
 from .streaming import StreamingKMeans
+
+# Assignment and the edge filter (and the thread pool behind them) load at first use: a
+# device that only streams and syncs never needs them at start.
+_LAZY = {"Assigner": "assign", "AssignResult": "assign", "EdgeFilter": "filter"}
 
 __version__ = "0.1.0"
 
 __all__ = ["StreamingKMeans", "Coreset", "Assigner", "AssignResult", "EdgeFilter", "show_config", "EdgekmError", "NotFittedError",
            "BackendWarning", "__version__"]
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgekm' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def show_config(file=None):

@@ -241,3 +241,10 @@ MAX_ANOMALIES = 65536
 #: points against the float64 kernel: d=10 k=30 0.74x, d=74 k=30 0.83x, but
 #: d=10 k=10 1.13x and d=34 k=10 1.26x.
 ASSIGN_F32_FILTER_MIN_CLUSTERS = 20
+
+#: ``DeviceAgent(**LEAN_AGENT, ...)``: a preset for small devices (tens of MiB of RAM, slow
+#: flash).  Half the default bucket size (m = 100 instead of 200: the local model and the
+#: sync window take about half the memory, and frames half the bytes; a frame still holds
+#: 10 points per cluster at k = 10) and at most 16 queued frames instead of 64 (beyond that
+#: the outbox merges them).  benchmarks/agent_footprint.py measures both presets.
+LEAN_AGENT = {"coreset_size": 100, "max_pending": 16}

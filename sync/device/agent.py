@@ -15,7 +15,6 @@ count, so the durable equation still holds.  Call :meth:`DeviceAgent.flush`
 (or :meth:`DeviceAgent.sync`) more often to lose less.
 """
 
-import logging
 import numbers
 import os
 import random
@@ -23,14 +22,16 @@ import time
 
 import numpy as np
 
-from edgekm import EdgeFilter, StreamingKMeans
+from edgekm.streaming import StreamingKMeans
 from edgekm._validation import (Interval, check_array, check_coreset_size, resolve_seed,
                                 validate_params)
 from edgekm.exceptions import AgentLockedError, EdgekmError
 
 from edgekm.sync.wire import frame as _frame
-from edgekm.sync.wire.telemetry import encode_telemetry, summarize
 from edgekm.sync.wire.version import VersionError, decode_version
+
+# Assignment, the edge filter and the telemetry codec load with the first centroid version
+# (in _switch): an agent that has none yet, or only ingests, never imports them.
 
 from .client import (REFUSALS, RETRYABLE_4XX, Outcome, SignedClient, by_status, check_key,
                      check_server_url)
@@ -61,7 +62,25 @@ WINDOW_ALGORITHM = "ct"
 #: a frame carries at most the wire's point limit
 _RULES = {"coreset_size": Interval(numbers.Integral, 1, _frame.MAX_POINTS)}
 
-_log = logging.getLogger(__name__)
+def summarize(window):
+    """:func:`edgekm.sync.wire.telemetry.summarize`, imported at the first call."""
+    from edgekm.sync.wire.telemetry import summarize as _summarize
+
+    return _summarize(window)
+
+
+def encode_telemetry(summary):
+    """:func:`edgekm.sync.wire.telemetry.encode_telemetry`, imported at the first call."""
+    from edgekm.sync.wire.telemetry import encode_telemetry as _encode
+
+    return _encode(summary)
+
+
+def _log():
+    """This module's logger (logging loads at the first warning, not at import)."""
+    import logging
+
+    return logging.getLogger(__name__)
 
 
 #: the verdict on one HTTP attempt (the client's; the old private name stays)
@@ -587,6 +606,8 @@ class DeviceAgent:
     def _switch(self, v):
         closed = None
         if self.filter is None:
+            from edgekm.filter import EdgeFilter      # loaded with the first version
+
             self.filter = EdgeFilter(
                 v, anomaly_threshold=self.anomaly_threshold,
                 window_seconds=self.telemetry_window_seconds, clock=self._clock,
@@ -699,7 +720,7 @@ class DeviceAgent:
     def _drop_summary(self, window, exc):
         self._telemetry_unencodable += 1
         if self._telemetry_unencodable == 1:
-            _log.warning("device %s: telemetry summary %s of version %s cannot be encoded "
+            _log().warning("device %s: telemetry summary %s of version %s cannot be encoded "
                          "and is dropped (%s); further ones are only counted in stats()"
                          "['telemetry_unencodable']", self.device_id, window.seq,
                          window.version, exc)

@@ -19,14 +19,13 @@ the admin API instead of a signature.  The rules (``sync/PROTOCOL.md`` section 6
   device or the model (``"reject_stop"``).
 """
 
-import email.utils
-import http.client
 import json
 import random
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
+
+# urllib.request, http.client and email.utils (two thirds of the agent's import time) are
+# imported at the first request: an agent that only ingests never loads them.
 
 from edgekm.exceptions import AnswerError
 from edgekm.sync.wire import auth as _auth
@@ -39,11 +38,19 @@ REFUSALS = frozenset({400, 409, 413, 422})
 RETRYABLE_4XX = frozenset({408, 429})
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """urllib would turn a redirected POST into a GET without body: refuse instead."""
+def _build_opener(proxies):
+    """The urllib opener of one client: no redirects (urllib would turn a redirected POST
+    into a GET without body), and ``proxies`` when given."""
+    import urllib.request
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            return None
+
+    handlers = [_NoRedirect]
+    if proxies is not None:
+        handlers.append(urllib.request.ProxyHandler(proxies))
+    return urllib.request.build_opener(*handlers)
 
 
 class Answer:
@@ -186,10 +193,8 @@ class SignedClient:
         self._sleep = sleep
         self._jitter = rng if rng is not None else random.Random()
         self.clock_offset = 0.0          # server clock - ours, learnt from a 401 for skew
-        handlers = [_NoRedirect]
-        if proxies is not None:
-            handlers.append(urllib.request.ProxyHandler(proxies))
-        self._opener = urllib.request.build_opener(*handlers)
+        self._proxies = proxies
+        self._opener = None              # built at the first request
 
     # ------------------------------------------------------------ one attempt
     def url(self, path):
@@ -214,6 +219,8 @@ class SignedClient:
         full = self.base_path + path
         signed = self.headers(method, full, body if body is not None else b"")
         signed.update(headers or {})
+        import urllib.request
+
         request = urllib.request.Request(self.url(full), data=body, headers=signed,
                                          method=method)
         try:
@@ -224,6 +231,11 @@ class SignedClient:
 
     def _send(self, request):
         """``(status, body, headers)`` of one request; raises :class:`_NetworkFailure`."""
+        import http.client
+        import urllib.error
+
+        if self._opener is None:
+            self._opener = _build_opener(self._proxies)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 return response.status, response.read(), response.headers
@@ -249,6 +261,8 @@ class SignedClient:
         value = answer.header("Date")
         if not value:
             return False
+        import email.utils
+
         try:
             server_now = email.utils.parsedate_to_datetime(value).timestamp()
         except (TypeError, ValueError, IndexError, OverflowError):
