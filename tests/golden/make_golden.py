@@ -168,22 +168,17 @@ def _entry(description, kw, body, code, points, pb, weights, wb, total):
 
 
 def build():
-    files, expected = {}, {}
-    for name, (description, kw) in specs().items():
-        body = encode_frame(**kw)
-        files[f"{name}.msgpack"] = body
-        expected[f"{name}.msgpack"] = expected_entry(description, kw, body)
-    text = json.dumps({"format": "edgekm coreset frame v1", "frames": expected},
-                      indent=2, sort_keys=False) + "\n"
-    files["expected.json"] = text.encode()
-    expected = {}
-    for name, (description, kw) in specs_v2().items():
-        body = encode_frame(**kw)
-        files[f"v2/{name}.msgpack"] = body
-        expected[f"{name}.msgpack"] = expected_entry(description, kw, body)
-    text = json.dumps({"format": "edgekm coreset frame v2", "frames": expected},
-                      indent=2, sort_keys=False) + "\n"
-    files["v2/expected.json"] = text.encode()
+    """file name -> bytes of every golden file: the v1 frames here, the v2 frames in v2/."""
+    files = {}
+    for folder, version, frames in (("", "v1", specs()), ("v2/", "v2", specs_v2())):
+        expected = {}
+        for name, (description, kw) in frames.items():
+            body = encode_frame(**kw)
+            files[f"{folder}{name}.msgpack"] = body
+            expected[f"{name}.msgpack"] = expected_entry(description, kw, body)
+        text = json.dumps({"format": f"edgekm coreset frame {version}", "frames": expected},
+                          indent=2, sort_keys=False) + "\n"
+        files[f"{folder}expected.json"] = text.encode()
     return files
 
 
