@@ -385,18 +385,10 @@ def test_reduce_equals_reference_and_keeps_weight(n, d, m, dtype, weights):
     w = _weights(n, weights)
     spread = np.random.default_rng(n).uniform(0, 2, size=n)
     for seed in (0, 3):
-        P, V, S = _ops.reduce(X, w, m, seed, spread)
-        rP, rV, rS = ref.reduce(X, w, m, seed, spread)
-        _assert_same(P, rP)
-        _assert_same(V, rV)
-        _assert_same(S, rS)
+        P, V, S = _reduce_both_backends(X, w, m, seed, spread)
         assert P.shape == (m, d) and P.dtype == dtype and V.dtype == S.dtype == np.float64
         # with the sampled representative: m distinct input rows, in choice order
-        Q, U, T = _ops.reduce(X, w, m, seed, spread, mean=False)
-        rQ, rU, rT = ref.reduce(X, w, m, seed, spread, mean=False)
-        _assert_same(Q, rQ)
-        _assert_same(U, rU)
-        _assert_same(T, rT)
+        Q, U, T = _reduce_both_backends(X, w, m, seed, spread, mean=False)
         _assert_same(U, V)                  # the tree, hence the weights, are the same
         where = _row_index(X)
         idx = [where[row.tobytes()] for row in Q]
@@ -464,10 +456,10 @@ def test_reduce_small_input_returns_a_copy(n, m, dtype):
         _assert_same(s, before_s)
 
 
-def _reduce_both_backends(X, w, m, seed):
+def _reduce_both_backends(X, w, m, seed, *args, **kw):
     """The compiled reduce, checked bit for bit against the twin's."""
-    got = _ops.reduce(X, w, m, seed)
-    for a, b in zip(got, ref.reduce(X, w, m, seed)):
+    got = _ops.reduce(X, w, m, seed, *args, **kw)
+    for a, b in zip(got, ref.reduce(X, w, m, seed, *args, **kw), strict=True):
         _assert_same(a, b)
     return got
 
@@ -519,11 +511,7 @@ def test_reduce_keeps_a_dominant_outlier_alone(outlier_weight):
     w = np.ones(301)
     w[-1] = outlier_weight
     for seed in range(5):
-        P, V, S = _ops.reduce(X, w, 12, seed)
-        rP, rV, rS = ref.reduce(X, w, 12, seed)
-        _assert_same(P, rP)
-        _assert_same(V, rV)
-        _assert_same(S, rS)
+        P, V, S = _reduce_both_backends(X, w, 12, seed)
         hit = np.flatnonzero((P == X[-1]).all(axis=1))
         assert len(hit) == 1
         assert V[hit[0]] == outlier_weight and S[hit[0]] == 0.0
@@ -534,11 +522,7 @@ def test_reduce_to_one_point_keeps_all_the_weight():
     X = _unique_rows(40, 3, np.float64)
     w = _weights(40, "integer")
     for seed in range(3):
-        P, V, S = _ops.reduce(X, w, 1, seed)
-        rP, rV, rS = ref.reduce(X, w, 1, seed)
-        _assert_same(P, rP)
-        _assert_same(V, rV)
-        _assert_same(S, rS)
+        P, V, S = _reduce_both_backends(X, w, 1, seed)
         assert P.shape == (1, 3) and V.tolist() == [w.sum()]
         # the single point is the weighted mean, carrying the whole cost around it
         mu = (w[:, None] * X).sum(0) / w.sum()
